@@ -1,0 +1,131 @@
+"""Argument checks that raise ``ValueError`` at construction time.
+
+Every public factory validates its hyperparameters here so that a bad value fails
+loudly where it is written, naming the argument, the value and what is allowed.
+Values that cannot be checked at construction (a schedule, or a traced array such
+as the hyperparameters ``optax.inject_hyperparams`` passes under ``jit``) are
+accepted as they are; nothing is ever silently clamped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+class PracticeWarning(UserWarning):
+  """Warnings raised by jaxopt_practices (tests turn them into errors)."""
+
+
+def _is_traced(value: Any) -> bool:
+  return isinstance(value, jax.core.Tracer)
+
+
+def _concrete_float(name: str, value: Any) -> float | None:
+  """Returns ``value`` as a Python float, or None when it cannot be checked."""
+  if _is_traced(value):
+    return None
+  if isinstance(value, bool):
+    raise ValueError(f"{name} must be a number, got {name} = {value!r} (a bool).")
+  try:
+    arr = np.asarray(value)
+  except Exception as e:  # pragma: no cover - exotic objects
+    raise ValueError(f"{name} must be a number, got {name} = {value!r}.") from e
+  if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+    raise ValueError(f"{name} must be a scalar number, got {name} = {value!r}.")
+  return float(arr)
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+  lo = "-inf" if low is None else f"{low:g}"
+  hi = "inf" if high is None else f"{high:g}"
+  left = "(" if (low_open or low is None) else "["
+  right = ")" if (high_open or high is None) else "]"
+  return f"{left}{lo}, {hi}{right}"
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_schedule: bool = False,
+) -> None:
+  """Raises ``ValueError`` unless ``value`` is a finite number in the interval.
+
+  Args:
+    name: the argument's name, used in the message.
+    value: the value to check; a callable passes when ``allow_schedule``.
+    low, high: the bounds (``None`` for unbounded).
+    low_open, high_open: whether each bound is excluded.
+    allow_schedule: accept a callable ``count -> value`` (an ``optax.Schedule``).
+  """
+  if callable(value):
+    if allow_schedule:
+      return
+    raise ValueError(f"{name} must be a number, got a callable {name} = {value!r}.")
+  x = _concrete_float(name, value)
+  if x is None:
+    return
+  allowed = _interval(low, high, low_open, high_open)
+  kind = "a number or a schedule" if allow_schedule else "a number"
+  if not math.isfinite(x):
+    raise ValueError(f"{name} must be a finite {kind} in {allowed}, got {name} = {value!r}.")
+  too_low = low is not None and (x <= low if low_open else x < low)
+  too_high = high is not None and (x >= high if high_open else x > high)
+  if too_low or too_high:
+    raise ValueError(f"{name} must be in {allowed}, got {name} = {value!r}.")
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
+  """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``."""
+  if _is_traced(value):
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be an integer, got {name} = {value!r}.")
+  if (low is not None and value < low) or (high is not None and value > high):
+    raise ValueError(f"{name} must be an integer in {_interval(low, high, False, False)}, got {name} = {value!r}.")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+  """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
+  choices = tuple(choices)
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {name} = {value!r}.")
+
+
+def check_bool(name: str, value: Any) -> None:
+  """Raises ``ValueError`` unless ``value`` is a Python bool."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be True or False, got {name} = {value!r}.")
+
+
+def check_callable(name: str, value: Any) -> Callable[..., Any]:
+  """Raises ``ValueError`` unless ``value`` is callable; returns it."""
+  if not callable(value):
+    raise ValueError(f"{name} must be callable, got {name} = {value!r}.")
+  return value
+
+
+def known_value(value: Any) -> float | None:
+  """``value`` as a float when it is a concrete number or array; None for schedules and tracers."""
+  if callable(value) or _is_traced(value):
+    return None
+  return float(np.asarray(value))
+
+
+def is_zero(value: Any) -> bool:
+  """True when ``value`` is a Python or NumPy number equal to 0.
+
+  Never for schedules or arrays: ``optax.inject_hyperparams`` passes arrays that are
+  concrete at ``init`` and traced at ``update``, and a transform must build the same
+  state structure for both.
+  """
+  return isinstance(value, (int, float, np.number)) and float(value) == 0.0

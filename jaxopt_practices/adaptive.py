@@ -1,0 +1,388 @@
+"""Practice 5 — adaptive methods: Adagrad, RMSprop, Adam, AdamW and AMSGrad.
+
+The algorithms and defaults are PyTorch 2.x's (``torch.optim.Adagrad``, ``RMSprop``,
+``Adam``, ``AdamW``); each docstring says where ``optax``'s version differs. The moments
+are kept in float32 (or wider) whatever the gradient dtype, and updates come back in the
+gradient's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_practices import _base
+from jaxopt_practices import _tree
+from jaxopt_practices import _validate
+
+ScalarOrSchedule = _base.ScalarOrSchedule
+
+
+def _check_eps(eps: float) -> None:
+  _validate.check_number("eps", eps, low=0.0)
+
+
+def _check_decay(name: str, value: ScalarOrSchedule, allow_schedule: bool = False) -> None:
+  _validate.check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
+
+
+def _with_lr(core, learning_rate, weight_decay, *, lr_decay=0.0, decoupled=False, mask=None):
+  """``[L2] -> core -> [decoupled decay] -> -lr`` as one chain."""
+  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
+  _validate.check_number("weight_decay", weight_decay, low=0.0)
+  parts = [core]
+  if not _validate.is_zero(weight_decay) or decoupled:
+    decay = _base.add_weight_decay(weight_decay, mask if decoupled else None)
+    parts = parts + [decay] if decoupled else [decay] + parts
+  parts.append(_base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay))
+  return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------- Adagrad
+class ScaleByAdagradState(NamedTuple):
+  """Running sum of squared gradients."""
+  sum_of_squares: optax.Updates
+
+
+def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> optax.GradientTransformation:
+  r"""Adagrad's scaling, ``g / (sqrt(sum g^2) + eps)`` with eps outside the root.
+
+  .. math:: s_t = s_{t-1} + g_t^2, \qquad u_t = g_t / (\sqrt{s_t} + \epsilon), \quad s_0 = s_{\text{init}}
+
+  Differs from ``optax.scale_by_rss``: optax puts eps inside the root and starts at 0.1.
+
+  Args:
+    initial_accumulator_value: :math:`s_{\text{init}} \ge 0`.
+    eps: :math:`\epsilon \ge 0`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.scale_by_adagrad()
+    >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    >>> print(u)
+    [1.]
+  """
+  _validate.check_number("initial_accumulator_value", initial_accumulator_value, low=0.0)
+  _check_eps(eps)
+
+  def init_fn(params):
+    return ScaleByAdagradState(sum_of_squares=_tree.full_acc(params, initial_accumulator_value))
+
+  def update_fn(updates, state, params=None):
+    del params
+    sums = jax.tree.map(lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares)
+    out = jax.tree.map(lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, sums)
+    return out, ScaleByAdagradState(sum_of_squares=sums)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+) -> optax.GradientTransformation:
+  r"""Adagrad ≙ ``torch.optim.Adagrad``.
+
+  .. math::
+    g_t \leftarrow g_t + \lambda\theta_{t-1},\quad s_t = s_{t-1} + g_t^2,\quad
+    \theta_t = \theta_{t-1} - \frac{\eta_t}{1 + (t-1)\,\text{lr\_decay}}\,\frac{g_t}{\sqrt{s_t} + \epsilon}
+
+  Differs from ``optax.adagrad`` (eps inside the root, initial accumulator 0.1, no
+  ``lr_decay`` or ``weight_decay``).
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
+    lr_decay: non-negative learning-rate decay.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2.
+    initial_accumulator_value: starting value of :math:`s`, ``>= 0``.
+    eps: :math:`\epsilon \ge 0`, outside the root.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.adagrad(0.5)
+    >>> u, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+    >>> print(u)
+    [-0.5]
+
+  References:
+    Duchi et al, Adaptive Subgradient Methods for Online Learning and Stochastic Optimization, 2011.
+  """
+  return _with_lr(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, lr_decay=lr_decay)
+
+
+# ----------------------------------------------------------------------------- RMSprop
+class ScaleByRmspropState(NamedTuple):
+  """Square average, gradient average (centered only) and momentum buffer (momentum only)."""
+  square_avg: optax.Updates
+  grad_avg: optax.Updates
+  momentum_buffer: optax.Updates
+
+
+def scale_by_rmsprop(
+    alpha: float = 0.99, eps: float = 1e-8, momentum: ScalarOrSchedule = 0.0, centered: bool = False
+) -> optax.GradientTransformation:
+  r"""RMSprop's scaling as in ``torch.optim.RMSprop``, without the learning rate.
+
+  .. math::
+    v_t = \alpha v_{t-1} + (1-\alpha) g_t^2,\quad
+    \bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t \ \text{(centered)},\quad
+    d_t = \frac{g_t}{\sqrt{v_t - \bar g_t^2} + \epsilon},\quad
+    b_t = \mu b_{t-1} + d_t,\ u_t = b_t \ \text{(momentum)} \ \text{else}\ u_t = d_t.
+
+  The momentum buffer holds ``g / (sqrt(v) + eps)``, with the learning rate applied
+  outside it, exactly like PyTorch, so it stays right under a learning-rate schedule.
+  Differs from ``optax.scale_by_rms`` / ``scale_by_stddev``: eps outside the root, and the
+  momentum buffer (optax's ``rmsprop`` traces the learning-rate-scaled update).
+  ``grad_avg`` / ``momentum_buffer`` are empty tuples when not used.
+
+  Args:
+    alpha: smoothing constant in [0, 1).
+    eps: :math:`\epsilon \ge 0`, outside the root.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule.
+    centered: normalise by the estimated variance instead of the raw second moment.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.scale_by_rmsprop(alpha=0.75, eps=0.0)
+    >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    >>> print(u)
+    [2.]
+  """
+  _check_decay("alpha", alpha)
+  _check_eps(eps)
+  _check_decay("momentum", momentum, allow_schedule=True)
+  _validate.check_bool("centered", centered)
+  use_momentum = not _validate.is_zero(momentum)
+
+  def init_fn(params):
+    return ScaleByRmspropState(
+        square_avg=_tree.zeros_acc(params),
+        grad_avg=_tree.zeros_acc(params) if centered else (),
+        momentum_buffer=(_tree.zeros_acc(params), jnp.zeros([], jnp.int32)) if use_momentum else (),
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    a = jnp.asarray(alpha, jnp.float32)
+    square_avg = _tree.moment(updates, state.square_avg, a, 2)
+    if centered:
+      grad_avg = _tree.moment(updates, state.grad_avg, a, 1)
+      var = jax.tree.map(lambda v, m: v - jnp.square(m), square_avg, grad_avg)
+    else:
+      grad_avg, var = (), square_avg
+    direction = jax.tree.map(lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v) + eps), updates, var)
+    buffer = state.momentum_buffer
+    if use_momentum:
+      trace, count = buffer
+      mu = _tree.as_scalar(momentum, count)
+      direction = jax.tree.map(lambda d, b: mu * b + d, direction, trace)
+      buffer = (direction, _tree.increment(count))
+    out = _tree.cast_like(direction, updates)
+    return out, ScaleByRmspropState(square_avg=square_avg, grad_avg=grad_avg, momentum_buffer=buffer)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: ScalarOrSchedule = 0.0,
+    centered: bool = False,
+) -> optax.GradientTransformation:
+  r"""RMSprop ≙ ``torch.optim.RMSprop`` (``scale_by_rmsprop`` then ``-learning_rate``).
+
+  .. math:: g_t \leftarrow g_t + \lambda\theta_{t-1},\quad \theta_t = \theta_{t-1} - \eta_t u_t
+
+  with :math:`u_t` from :func:`scale_by_rmsprop`. Differs from ``optax.rmsprop``: eps
+  outside the root, PyTorch's momentum buffer, coupled ``weight_decay``.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
+    alpha: smoothing constant in [0, 1).
+    eps: :math:`\epsilon \ge 0`.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule.
+    centered: centered RMSprop.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.rmsprop(0.01, alpha=0.75, eps=0.0, momentum=0.5)
+    >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    >>> print(u)
+    [-0.02]
+
+  References:
+    Hinton, Neural Networks for Machine Learning, Lecture 6e, 2012;
+    Graves, Generating Sequences With Recurrent Neural Networks, 2013 (centered).
+  """
+  return _with_lr(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay)
+
+
+# ----------------------------------------------------------------------------- Adam
+class ScaleByAdamState(NamedTuple):
+  """Step count, first and second moments."""
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+class ScaleByAmsgradState(NamedTuple):
+  """Step count, first and second moments, and the running max of the second moment."""
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  nu_max: optax.Updates
+
+
+def scale_by_adam(
+    b1: ScalarOrSchedule = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False
+) -> optax.GradientTransformation:
+  r"""Adam's (or AMSGrad's) scaling, as in ``torch.optim.Adam``, without the learning rate.
+
+  .. math::
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,
+
+    \hat v_t = \max(\hat v_{t-1}, v_t)\ \text{(AMSGrad)}\ \text{else}\ v_t,\quad
+    u_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t / (1-\beta_2^t)} + \epsilon}
+
+  AMSGrad takes the max over the raw second moment, then bias-corrects, as PyTorch does
+  (``optax.scale_by_amsgrad`` takes it over the bias-corrected moment). With a scheduled
+  ``b1`` the bias correction uses the current :math:`\beta_1`, as PyTorch does.
+
+  Args:
+    b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule (e.g. one-cycle momentum).
+    b2: :math:`\beta_2 \in [0, 1)`.
+    eps: :math:`\epsilon \ge 0`, outside the root.
+    amsgrad: keep the running max of :math:`v_t`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.scale_by_adam(eps=0.0)
+    >>> u, _ = tx.update(jnp.array([-3.0]), tx.init(jnp.zeros(1)))
+    >>> print(u)
+    [-1.]
+
+  References:
+    Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015;
+    Reddi et al, On the Convergence of Adam and Beyond, 2018.
+  """
+  _check_decay("b1", b1, allow_schedule=True)
+  _check_decay("b2", b2)
+  _check_eps(eps)
+  _validate.check_bool("amsgrad", amsgrad)
+
+  def init_fn(params):
+    count = jnp.zeros([], jnp.int32)
+    if amsgrad:
+      return ScaleByAmsgradState(count, _tree.zeros_acc(params), _tree.zeros_acc(params), _tree.zeros_acc(params))
+    return ScaleByAdamState(count, _tree.zeros_acc(params), _tree.zeros_acc(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    beta1 = _tree.as_scalar(b1, state.count)
+    mu = _tree.moment(updates, state.mu, beta1, 1)
+    nu = _tree.moment(updates, state.nu, jnp.asarray(b2, jnp.float32), 2)
+    nu_hat = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else nu
+    step = state.count.astype(jnp.float32) + 1.0
+    bc1 = _tree.bias_correction(b1 if not callable(b1) else beta1, step)
+    sqrt_bc2 = jnp.sqrt(_tree.bias_correction(b2, step))
+    out = jax.tree.map(lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps), mu, nu_hat)
+    out = _tree.cast_like(out, updates)
+    count = _tree.increment(state.count)
+    if amsgrad:
+      return out, ScaleByAmsgradState(count, mu, nu, nu_hat)
+    return out, ScaleByAdamState(count, mu, nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: ScalarOrSchedule = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+) -> optax.GradientTransformation:
+  r"""Adam ≙ ``torch.optim.Adam`` (coupled L2 ``weight_decay``, optional AMSGrad).
+
+  .. math:: g_t \leftarrow g_t + \lambda\theta_{t-1},\quad \theta_t = \theta_{t-1} - \eta_t u_t
+
+  with :math:`u_t` from :func:`scale_by_adam`. Differs from ``optax.adam`` only in having
+  ``weight_decay`` (coupled) and PyTorch's AMSGrad.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
+    b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule.
+    b2: :math:`\beta_2 \in [0, 1)`.
+    eps: :math:`\epsilon \ge 0`.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW).
+    amsgrad: AMSGrad variant.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.adam(0.1)
+    >>> u, _ = tx.update(jnp.array([5.0]), tx.init(jnp.zeros(1)))
+    >>> print(u)
+    [-0.1]
+
+  References:
+    Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015.
+  """
+  return _with_lr(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay)
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: ScalarOrSchedule = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    amsgrad: bool = False,
+    mask=None,
+) -> optax.GradientTransformation:
+  r"""AdamW ≙ ``torch.optim.AdamW``: Adam with decoupled weight decay.
+
+  .. math:: \theta_t = \theta_{t-1} - \eta_t (u_t + \lambda \theta_{t-1})
+
+  which is PyTorch's ``θ ← θ(1 - ηλ)`` followed by the Adam step. The decay follows the
+  learning rate (schedule included). Differs from ``optax.adamw``: the default
+  ``weight_decay`` is PyTorch's 1e-2 (optax: 1e-4), and PyTorch's AMSGrad.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
+    b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule.
+    b2: :math:`\beta_2 \in [0, 1)`.
+    eps: :math:`\epsilon \ge 0`.
+    weight_decay: :math:`\lambda \ge 0`.
+    amsgrad: AMSGrad variant.
+    mask: which leaves decay: ``None`` (all, as PyTorch), ``"auto"`` (``ndim >= 2``), a
+      pytree of bools, or a callable ``params -> pytree of bools``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive
+    >>> tx = adaptive.adamw(0.1, weight_decay=0.5)
+    >>> p = jnp.array([2.0])
+    >>> u, _ = tx.update(jnp.array([5.0]), tx.init(p), p)
+    >>> print(u)
+    [-0.2]
+
+  References:
+    Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
+  """
+  return _with_lr(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay, decoupled=True, mask=mask)

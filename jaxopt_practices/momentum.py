@@ -1,0 +1,151 @@
+"""Practice 4 — the momentum family: SGD, heavy-ball momentum with dampening, Nesterov.
+
+The semantics are PyTorch's ``torch.optim.SGD`` (2.x documentation), which differ from
+``optax.sgd`` / ``optax.trace`` in two ways: the first step's buffer is the gradient
+itself (optax starts from zeros, which is the same only without dampening), and
+``dampening`` scales the new gradient's contribution to the buffer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_practices import _base
+from jaxopt_practices import _tree
+from jaxopt_practices import _validate
+
+ScalarOrSchedule = _base.ScalarOrSchedule
+
+
+class ScaleByMomentumState(NamedTuple):
+  """Updates applied so far and the momentum buffer (float32 or wider)."""
+  count: jax.Array
+  trace: optax.Updates
+
+
+def scale_by_momentum(
+    momentum: ScalarOrSchedule, dampening: float = 0.0, nesterov: bool = False
+) -> optax.GradientTransformation:
+  r"""Heavy-ball or Nesterov momentum with dampening, as in ``torch.optim.SGD``.
+
+  With :math:`\mu_t` the momentum and :math:`\tau` the dampening:
+
+  .. math::
+    b_1 = g_1, \qquad b_t = \mu_t b_{t-1} + (1 - \tau) g_t \quad (t > 1),
+
+    u_t = g_t + \mu_t b_t \ \text{(Nesterov)} \quad\text{or}\quad u_t = b_t,
+
+  and :math:`u_t = g_t` whenever :math:`\mu_t = 0` (PyTorch skips the buffer then).
+
+  Args:
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule (e.g.
+      ``schedules.one_cycle_momentum``) evaluated at the number of updates so far.
+    dampening: :math:`\tau \in [0, 1]`.
+    nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
+
+  Returns:
+    An ``optax.GradientTransformation``; scale by the learning rate afterwards.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import momentum
+    >>> tx = momentum.scale_by_momentum(0.9)
+    >>> state = tx.init(jnp.zeros(2))
+    >>> u, state = tx.update(jnp.ones(2), state)
+    >>> u, state = tx.update(jnp.ones(2), state)
+    >>> print(u)
+    [1.9 1.9]
+
+  References:
+    Polyak, Some methods of speeding up the convergence of iteration methods, 1964;
+    Sutskever et al, On the importance of initialization and momentum in deep learning, 2013.
+  """
+  _validate.check_number("momentum", momentum, low=0.0, high=1.0, high_open=True, allow_schedule=True)
+  _validate.check_number("dampening", dampening, low=0.0, high=1.0)
+  _validate.check_bool("nesterov", nesterov)
+  mu, tau = _validate.known_value(momentum), _validate.known_value(dampening)
+  if nesterov and (mu == 0.0 or (tau is not None and tau != 0.0)):
+    raise ValueError(
+        "nesterov=True requires momentum > 0 and dampening = 0, got "
+        f"momentum = {momentum!r}, dampening = {dampening!r}."
+    )
+
+  def init_fn(params):
+    return ScaleByMomentumState(count=jnp.zeros([], jnp.int32), trace=_tree.zeros_acc(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = _tree.as_scalar(momentum, state.count)
+    first = state.count == 0
+    keep = 1.0 - jnp.asarray(dampening, jnp.float32)
+
+    def step(g, b):
+      g = g.astype(b.dtype)
+      new_b = jnp.where(first, g, mu * b + keep * g)
+      out = g + mu * new_b if nesterov else new_b
+      return jnp.where(mu == 0.0, g, out), new_b
+
+    pairs = jax.tree.map(step, updates, state.trace)
+    outer = jax.tree.structure(updates)
+    out, trace = jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
+    out = _tree.cast_like(out, updates)
+    return out, ScaleByMomentumState(count=_tree.increment(state.count), trace=trace)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: ScalarOrSchedule = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+  r"""Stochastic gradient descent ≙ ``torch.optim.SGD`` (momentum, dampening, Nesterov, L2).
+
+  .. math::
+    g_t \leftarrow g_t + \lambda \theta_{t-1}, \quad
+    u_t = \text{momentum}(g_t), \quad \theta_t = \theta_{t-1} - \eta_t u_t
+
+  ``weight_decay`` is coupled L2, as in PyTorch (added to the gradient before momentum).
+  Differences from ``optax.sgd``: PyTorch's first-step buffer and ``dampening``; optax
+  has no ``weight_decay`` argument.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; 0 keeps no buffer.
+    dampening: :math:`\tau \in [0, 1]`.
+    nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
+    weight_decay: :math:`\lambda \ge 0`, coupled L2.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose updates are added to the params.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import momentum
+    >>> tx = momentum.sgd(0.1, momentum=0.9, nesterov=True)
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(2 * params, state, params)
+    >>> print(optax.apply_updates(params, updates))
+    [ 0.62 -1.24]
+
+  References:
+    Sutskever et al, On the importance of initialization and momentum in deep learning, 2013.
+  """
+  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
+  _validate.check_number("weight_decay", weight_decay, low=0.0)
+  parts = []
+  if not _validate.is_zero(weight_decay):
+    parts.append(_base.add_weight_decay(weight_decay))
+  if not _validate.is_zero(momentum) or nesterov:
+    parts.append(scale_by_momentum(momentum, dampening, nesterov))
+  else:
+    _validate.check_number("dampening", dampening, low=0.0, high=1.0)
+  parts.append(_base.scale_by_learning_rate(learning_rate))
+  return optax.chain(*parts)

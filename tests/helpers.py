@@ -1,0 +1,79 @@
+"""Shared test helpers: the contract-case record, random trees and gradient streams."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractCase:
+  """One public transform, as the shared contract in ``test_contract.py`` exercises it.
+
+  Attributes:
+    name: the test id.
+    make: a factory ``make(**kwargs) -> GradientTransformation`` (usually the public one).
+    kwargs: the arguments for ``make``; the numeric ones are also injected with
+      ``optax.inject_hyperparams`` (bools and callables stay static).
+    extra_args: ``step -> dict`` of keyword arguments for ``update`` (e.g. ``value=``).
+    pmap_kwargs: extra ``make`` arguments under ``pmap`` (e.g. ``{"axis_name": "i"}``).
+    inject: whether ``optax.inject_hyperparams(make)`` is meaningful (numeric kwargs).
+  """
+
+  name: str
+  make: Callable[..., optax.GradientTransformation]
+  kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  extra_args: Callable[[int], dict[str, Any]] = lambda step: {}
+  pmap_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  inject: bool = True
+
+  def build(self, **overrides: Any) -> optax.GradientTransformation:
+    return self.make(**{**self.kwargs, **overrides})
+
+
+def nested_params(dtype=jnp.float32, seed: int = 0) -> dict:
+  """A nested tree with a scalar, a zero-size leaf, matrices, vectors and a conv kernel."""
+  k = jax.random.split(jax.random.PRNGKey(seed), 6)
+  return {
+      "scalar": jax.random.normal(k[0], (), jnp.float32).astype(dtype),
+      "empty": jnp.zeros((0, 3), dtype),
+      "dense": {"kernel": jax.random.normal(k[1], (4, 3), jnp.float32).astype(dtype),
+                "bias": jax.random.normal(k[2], (3,), jnp.float32).astype(dtype)},
+      "conv": [jax.random.normal(k[3], (3, 3, 2, 4), jnp.float32).astype(dtype),
+               (jax.random.normal(k[4], (4,), jnp.float32).astype(dtype),)],
+  }
+
+
+def grad_stream(params: Any, num_steps: int, seed: int = 1, scale: float = 1.0) -> list:
+  """``num_steps`` random gradient trees shaped like ``params`` (same dtypes)."""
+  leaves, treedef = jax.tree.flatten(params)
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(num_steps):
+    out.append(jax.tree.unflatten(treedef, [
+        jnp.asarray(scale * rng.standard_normal(np.shape(x)), jnp.float32).astype(jnp.result_type(x))
+        for x in leaves]))
+  return out
+
+
+def run(tx: optax.GradientTransformation, params: Any, grads: list, extra_args=lambda step: {},
+        jit: bool = False):
+  """Applies ``tx`` to a gradient stream; returns ``(params, state, list of updates)``."""
+  update = jax.jit(tx.update) if jit else tx.update
+  state = tx.init(params)
+  history = []
+  for i, g in enumerate(grads):
+    updates, state = update(g, state, params, **extra_args(i))
+    history.append(updates)
+    params = optax.apply_updates(params, updates)
+  return params, state, history
+
+
+def floating_leaves(tree: Any) -> list:
+  return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]

@@ -1,0 +1,162 @@
+"""The shared contract every public transform of the package goes through.
+
+Cases are registered in ``tests/cases_<module>.py`` files, each defining ``CASES``, a list
+of :class:`helpers.ContractCase`. Every case is checked for:
+
+- init/update with and without ``jit`` (same results), no retrace on later updates;
+- ``jax.pmap`` on 8 devices with ``pmean``-ed gradients: replicas bitwise identical and
+  equal to a single-device run on the mean gradient;
+- composition inside ``optax.chain`` and ``optax.inject_hyperparams``;
+- float32 and bfloat16 params: updates in the gradient dtype, floating state in float32
+  or wider, state structure / shapes / dtypes unchanged by an update;
+- scalar, zero-size and nested leaves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import ContractCase, floating_leaves, grad_stream, nested_params, run
+
+NUM_DEVICES = 8
+STEPS = 3
+
+
+def _load_cases() -> list[ContractCase]:
+  cases = []
+  for path in sorted(pathlib.Path(__file__).parent.glob("cases_*.py")):
+    cases.extend(importlib.import_module(path.stem).CASES)
+  names = [c.name for c in cases]
+  assert len(names) == len(set(names)), f"duplicate contract case names: {names}"
+  return cases
+
+
+CASES = _load_cases()
+param = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+
+
+def test_registry_is_not_empty():
+  assert len(CASES) >= 6
+
+
+def _signature(tree):
+  return jax.tree.structure(tree), [(jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(tree)]
+
+
+@param
+def test_jit_matches_eager(case: ContractCase):
+  params = nested_params()
+  grads = grad_stream(params, STEPS)
+  p_eager, s_eager, _ = run(case.build(), params, grads, case.extra_args, jit=False)
+  p_jit, s_jit, _ = run(case.build(), params, grads, case.extra_args, jit=True)
+  chex.assert_trees_all_close(p_eager, p_jit, rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_close(s_eager, s_jit, rtol=1e-6, atol=1e-6)
+
+
+@param
+def test_no_retrace(case: ContractCase):
+  chex.clear_trace_counter()
+  tx = case.build()
+  params = nested_params()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(g, state, p, extra):
+    return tx.update(g, state, p, **extra)
+
+  state = tx.init(params)
+  for i, g in enumerate(grad_stream(params, STEPS)):
+    _, state = step(g, state, params, case.extra_args(i))
+
+
+@param
+def test_pmap_replicas_identical_and_match_single_device(case: ContractCase):
+  assert jax.local_device_count() == NUM_DEVICES, "conftest must create 8 CPU devices"
+  params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.arange(4.0)}
+  per_device = [grad_stream(params, STEPS, seed=10 + d) for d in range(NUM_DEVICES)]
+  tx_p = case.build(**case.pmap_kwargs)
+
+  def step(g, state, p, extra):
+    g = jax.lax.pmean(g, "i")
+    updates, state = tx_p.update(g, state, p, **extra)
+    return optax.apply_updates(p, updates), state
+
+  pstep = jax.pmap(step, axis_name="i", in_axes=(0, 0, 0, None))
+  rep = lambda t: jax.tree.map(lambda x: jnp.broadcast_to(x, (NUM_DEVICES,) + jnp.shape(x)), t)
+  p_rep, s_rep = rep(params), rep(tx_p.init(params))
+  for i in range(STEPS):
+    g = jax.tree.map(lambda *xs: jnp.stack(xs), *[per_device[d][i] for d in range(NUM_DEVICES)])
+    p_rep, s_rep = pstep(g, s_rep, p_rep, case.extra_args(i))
+
+  for tree in (p_rep, s_rep):
+    for leaf in jax.tree.leaves(tree):
+      leaf = np.asarray(leaf)
+      for d in range(1, NUM_DEVICES):
+        np.testing.assert_array_equal(leaf[d], leaf[0], err_msg=f"replica {d} differs")
+
+  mean_grads = [jax.tree.map(lambda *xs: sum(xs) / NUM_DEVICES, *[per_device[d][i] for d in range(NUM_DEVICES)])
+                for i in range(STEPS)]
+  p_single, _, _ = run(case.build(), params, mean_grads, case.extra_args)
+  chex.assert_trees_all_close(jax.tree.map(lambda x: x[0], p_rep), p_single, rtol=1e-5, atol=1e-6)
+
+
+@param
+def test_inside_chain(case: ContractCase):
+  params = nested_params()
+  grads = grad_stream(params, STEPS)
+  alone, _, _ = run(case.build(), params, grads, case.extra_args)
+  chained, _, _ = run(optax.chain(optax.identity(), case.build(), optax.scale(1.0)), params, grads,
+                      case.extra_args)
+  chex.assert_trees_all_close(alone, chained, rtol=1e-6, atol=1e-7)
+
+
+@param
+def test_inject_hyperparams(case: ContractCase):
+  if not case.inject:
+    pytest.skip(f"{case.name} has no numeric hyperparameters to inject")
+  params = nested_params()
+  grads = grad_stream(params, STEPS)
+  plain, _, _ = run(case.build(), params, grads, case.extra_args)
+  tx = optax.inject_hyperparams(case.make)(**case.kwargs)
+  for jit in (False, True):
+    injected, state, _ = run(tx, params, grads, case.extra_args, jit=jit)
+    chex.assert_trees_all_close(plain, injected, rtol=1e-5, atol=1e-6)
+  assert state.hyperparams, "inject_hyperparams found no numeric hyperparameter"
+
+
+@param
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_dtypes_and_state_structure(case: ContractCase, dtype):
+  params = nested_params(dtype)
+  tx = case.build()
+  state = tx.init(params)
+  before = _signature(state)
+  for jit in (False, True):
+    update = jax.jit(tx.update) if jit else tx.update
+    s = state
+    for i, g in enumerate(grad_stream(params, STEPS)):
+      updates, s = update(g, s, params, **case.extra_args(i))
+      for u, gi in zip(jax.tree.leaves(updates), jax.tree.leaves(g)):
+        assert u.dtype == gi.dtype, f"update dtype {u.dtype} != gradient dtype {gi.dtype}"
+        assert u.shape == gi.shape
+      assert _signature(s) == before, "an update changed the state's structure, shapes or dtypes"
+  for leaf in floating_leaves(state):
+    assert jnp.finfo(leaf.dtype).bits >= 32, f"state leaf in {leaf.dtype}; accumulators must be float32+"
+
+
+@param
+def test_scalar_empty_and_nested_leaves(case: ContractCase):
+  params = nested_params()
+  final, state, history = run(case.build(), params, grad_stream(params, STEPS), case.extra_args, jit=True)
+  chex.assert_trees_all_equal_shapes(final, params)
+  chex.assert_tree_all_finite(final)
+  chex.assert_tree_all_finite(history)
+  assert final["empty"].shape == (0, 3) and final["scalar"].shape == ()
