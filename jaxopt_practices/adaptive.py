@@ -30,14 +30,14 @@ def _check_decay(name: str, value: ScalarOrSchedule, allow_schedule: bool = Fals
 
 
 def _with_lr(core, learning_rate, weight_decay, *, lr_decay=0.0, decoupled=False, mask=None):
-  """``[L2] -> core -> [decoupled decay] -> -lr`` as one chain."""
+  """``[coupled L2] -> core -> -lr -> [decoupled decay θ(1 - ηλ) - θ]`` as one chain."""
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   _validate.check_number("weight_decay", weight_decay, low=0.0)
-  parts = [core]
-  if not _validate.is_zero(weight_decay) or decoupled:
-    decay = _base.add_weight_decay(weight_decay, mask if decoupled else None)
-    parts = parts + [decay] if decoupled else [decay] + parts
-  parts.append(_base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay))
+  parts = [core, _base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay)]
+  if decoupled:
+    parts.append(_base.add_decoupled_weight_decay(learning_rate, weight_decay, mask))
+  elif not _validate.is_zero(weight_decay):
+    parts.insert(0, _base.add_weight_decay(weight_decay))
   return optax.chain(*parts)
 
 
@@ -359,7 +359,8 @@ def adamw(
 
   .. math:: \theta_t = \theta_{t-1} - \eta_t (u_t + \lambda \theta_{t-1})
 
-  which is PyTorch's ``θ ← θ(1 - ηλ)`` followed by the Adam step. The decay follows the
+  applied as PyTorch does, ``θ ← θ·(1 - ηλ)`` with the factor rounded to float32
+  (see ``_base.add_decoupled_weight_decay``), then the Adam step. The decay follows the
   learning rate (schedule included). Differs from ``optax.adamw``: the default
   ``weight_decay`` is PyTorch's 1e-2 (optax: 1e-4), and PyTorch's AMSGrad.
 
