@@ -1,0 +1,256 @@
+"""Practice 2b — the learning-rate range test (Smith 2017; fastai's and torch-lr-finder's "LR finder").
+
+Train for a few steps while the learning rate sweeps from tiny to huge, record the loss,
+and read a good learning rate off the curve: where the smoothed loss falls fastest.
+The sweep runs one compiled step with the learning rate as a traced input, so it compiles
+once (twice if the last batch has a different shape); the caller's ``params`` are never
+touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxopt_practices import _validate
+
+
+@dataclasses.dataclass(frozen=True)
+class LRRangeTestResult:
+  """What an LR range test recorded.
+
+  Attributes:
+    lrs: the learning rate of each step taken (float64 array, monotone).
+    losses: the loss of each step's batch, computed before that step's update.
+    smoothed_losses: their exponential moving average
+      (``s_i = smoothing * loss_i + (1 - smoothing) * s_{i-1}``, ``s_0 = loss_0``).
+    suggestion: the learning rate at the steepest descent of the smoothed loss.
+    suggestions: ``{"steepest": ..., "minimum/10": ..., "valley": ...}``.
+    stopped_early: whether the sweep stopped on divergence or a non-finite loss.
+  """
+
+  lrs: np.ndarray
+  losses: np.ndarray
+  smoothed_losses: np.ndarray
+  suggestion: float
+  suggestions: dict[str, float]
+  stopped_early: bool
+  mode: str = "exp"
+
+  def plot(self, ax: Any = None) -> Any:
+    """Plots the raw and smoothed losses against the lr, marking the suggestion; returns the figure."""
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    if ax is None:
+      _, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
+    ax.plot(self.lrs, self.smoothed_losses, color="C0", label="smoothed loss")
+    i = int(np.argmin(np.abs(self.lrs - self.suggestion)))
+    ax.axvline(self.suggestion, color="C3", ls="--", lw=1)
+    ax.plot([self.suggestion], [self.smoothed_losses[i]], "o", color="C3",
+            label=f"suggestion {self.suggestion:.2e}")
+    if self.mode == "exp":
+      ax.set_xscale("log")
+    finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
+    if finite.size:
+      top = min(finite.max(), finite[0] + 2.0 * abs(finite[0]) + 1e-12)
+      ax.set_ylim(finite.min() - 0.05 * abs(top - finite.min()), top)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.legend()
+    return ax.figure
+
+
+def _valley(losses: np.ndarray) -> int:
+  """fastai's ``valley``: 2/3 of the way down the longest decreasing subsequence."""
+  n = len(losses)
+  lds = np.ones(n, np.int64)
+  max_start = max_end = 0
+  for i in range(1, n):
+    lower = losses[i] < losses[:i]
+    if lower.any():
+      lds[i] = max(lds[i], int(lds[:i][lower].max()) + 1)
+    if lds[max_end] < lds[i]:
+      max_end, max_start = i, i - int(lds[i])
+  sections = (max_end - max_start) / 3
+  return min(max(max_start + int(sections) + int(sections / 2), 0), n - 1)
+
+
+def _suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
+  good = np.isfinite(smoothed)
+  end = int(np.argmin(good)) if not good.all() else len(smoothed)  # the finite prefix
+  lrs, smoothed = lrs[:end], smoothed[:end]
+  best = int(np.argmin(smoothed))
+  steepest = int(np.argmin(np.gradient(smoothed))) if len(smoothed) >= 2 else best
+  return {
+      "steepest": float(lrs[steepest]),
+      "minimum/10": float(lrs[best] / 10.0),
+      "valley": float(lrs[_valley(smoothed)]),
+  }
+
+
+class _Cycle:
+  """Batches forever: restarts a re-iterable; remembers a one-shot iterator's batches to replay them."""
+
+  def __init__(self, batches: Iterable[Any]):
+    try:
+      self._it = iter(batches)
+    except TypeError as e:
+      raise ValueError(f"batches must be an iterable of batches, got batches = {batches!r}.") from e
+    self._source = None if self._it is batches else batches
+    self._seen: list[Any] = []
+    self._replay = False
+
+  def __next__(self) -> Any:
+    try:
+      batch = next(self._it)
+    except StopIteration:
+      if self._source is not None:
+        self._it = iter(self._source)
+      elif self._seen:
+        self._it, self._replay = iter(list(self._seen)), True
+      else:
+        raise ValueError("batches is empty.") from None
+      try:
+        batch = next(self._it)
+      except StopIteration:
+        raise ValueError("batches is empty.") from None
+    if self._source is None and not self._replay:
+      self._seen.append(batch)
+    return batch
+
+
+def lr_range_test(
+    loss_fn: Callable[[Any, Any], jax.Array],
+    params: Any,
+    batches: Iterable[Any],
+    make_optimizer: Callable[[Any], optax.GradientTransformation],
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    mode: str = "exp",
+    smoothing: float = 0.05,
+    diverge_threshold: float = 5.0,
+    progress: bool = True,
+) -> LRRangeTestResult:
+  r"""Runs an LR range test: trains while sweeping the lr and records the loss.
+
+  Step :math:`i = 0..N-1` uses
+
+  .. math:: \eta_i = \eta_{start} (\eta_{end}/\eta_{start})^{i/(N-1)} \ (\text{exp})
+    \quad\text{or}\quad \eta_{start} + (\eta_{end} - \eta_{start})\, i/(N-1) \ (\text{linear}),
+
+  records :math:`\ell_i` = ``loss_fn(params_i, batch_i)`` (before that step's update) and its
+  smoothed value :math:`s_i`, and stops after the first step where :math:`s_i` is not finite
+  or :math:`s_i > s^* + (\text{diverge\_threshold} - 1)|s^*|` with :math:`s^*` the best
+  smoothed loss so far (that is, :math:`s_i > \text{diverge\_threshold}\cdot s^*` for positive
+  losses). The suggestion is the lr where :math:`s` falls fastest (steepest negative
+  gradient over the finite part of the curve).
+
+  The step is compiled once for the whole sweep (the lr is a traced input and
+  ``make_optimizer(lr)`` is called inside the compiled step, so the optimizer factory must
+  accept a traced lr, as ``optax`` and this package's do). ``params`` are copied first and
+  never modified. ``batches`` is consumed one batch per step; when it runs out it is cycled
+  (re-iterated if it is a re-iterable such as a list, otherwise the batches already drawn
+  from the iterator are replayed). To reuse one batch, pass ``[batch]``.
+
+  Args:
+    loss_fn: ``loss_fn(params, batch) -> scalar`` loss, differentiable in ``params``.
+    params: the starting parameters (any pytree of arrays).
+    batches: an iterable or iterator of batches.
+    make_optimizer: ``make_optimizer(lr) -> GradientTransformation``, e.g.
+      ``lambda lr: momentum.sgd(lr, momentum=0.9)``.
+    start_lr: first lr, ``> 0``.
+    end_lr: last lr, ``> start_lr``.
+    num_steps: :math:`N \ge 2`, the length of the full sweep.
+    mode: ``"exp"`` (log-spaced) or ``"linear"``.
+    smoothing: EMA weight of the newest loss, in (0, 1] (1: no smoothing).
+    diverge_threshold: ``> 1``, see above.
+    progress: show a ``tqdm`` progress bar.
+
+  Returns:
+    An :class:`LRRangeTestResult`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import lr_finder
+    >>> loss_fn = lambda p, b: jnp.mean((b[0] @ p - b[1]) ** 2)
+    >>> x = jnp.linspace(-1, 1, 32).reshape(16, 2); batch = (x, x @ jnp.array([1.0, -2.0]))
+    >>> res = lr_finder.lr_range_test(loss_fn, jnp.zeros(2), [batch], optax.sgd,
+    ...                               start_lr=1e-4, end_lr=10.0, num_steps=50, progress=False)
+    >>> bool(1e-4 <= res.suggestion <= 10.0)
+    True
+
+  References:
+    Smith, Cyclical Learning Rates for Training Neural Networks, 2017;
+    Howard & Gugger, fastai: A Layered API for Deep Learning, 2020.
+  """
+  _validate.check_callable("loss_fn", loss_fn)
+  _validate.check_callable("make_optimizer", make_optimizer)
+  _validate.check_number("start_lr", start_lr, low=0.0, low_open=True)
+  _validate.check_number("end_lr", end_lr, low=float(start_lr), low_open=True)
+  _validate.check_int("num_steps", num_steps, low=2)
+  _validate.check_choice("mode", mode, ("exp", "linear"))
+  _validate.check_number("smoothing", smoothing, low=0.0, high=1.0, low_open=True)
+  _validate.check_number("diverge_threshold", diverge_threshold, low=1.0, low_open=True)
+  _validate.check_bool("progress", progress)
+  leaves = jax.tree.leaves(params)
+  if not leaves or not all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves):
+    raise ValueError("params must be a non-empty pytree of floating-point arrays.")
+  tx0 = make_optimizer(start_lr)
+  if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
+    raise ValueError(f"make_optimizer(lr) must return an optax.GradientTransformation, got {tx0!r}.")
+  stream = _Cycle(batches)
+
+  i = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
+  if mode == "exp":
+    lrs = start_lr * np.exp(i * math.log(end_lr / start_lr))
+  else:
+    lrs = start_lr + (end_lr - start_lr) * i
+  lrs[-1] = end_lr
+
+  def step(p, opt_state, batch, lr):
+    loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+    updates, opt_state = make_optimizer(lr).update(grads, opt_state, p)
+    return optax.apply_updates(p, updates), opt_state, loss
+
+  # Donating our own copies is safe; the caller's arrays are never donated. CPU cannot donate.
+  donate = (0, 1) if jax.default_backend() != "cpu" else ()
+  step = jax.jit(step, donate_argnums=donate)
+  p = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+  opt_state = tx0.init(p)
+
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+  losses, smoothed = [], []
+  best, stopped = math.inf, False
+  with tqdm(total=num_steps, disable=not progress, desc="LR range test") as bar:
+    for k in range(num_steps):
+      p, opt_state, loss = step(p, opt_state, next(stream), jnp.float32(lrs[k]))
+      loss = float(loss)
+      s = loss if k == 0 else smoothing * loss + (1.0 - smoothing) * smoothed[-1]
+      losses.append(loss)
+      smoothed.append(s)
+      bar.update(1)
+      bar.set_postfix(lr=f"{lrs[k]:.2e}", loss=f"{s:.4g}")
+      if not math.isfinite(s) or (k > 0 and s > best + (diverge_threshold - 1.0) * abs(best)):
+        stopped = k < num_steps - 1
+        break
+      best = min(best, s)
+
+  n = len(losses)
+  lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
+  if not math.isfinite(smoothed_arr[0]):
+    raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
+  suggestions = _suggest(lrs, smoothed_arr[:-1] if stopped and n > 2 else smoothed_arr)
+  return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
+                           suggestion=suggestions["steepest"], suggestions=suggestions,
+                           stopped_early=stopped, mode=mode)

@@ -1,0 +1,160 @@
+"""Tests for ``jaxopt_practices.lr_finder.lr_range_test`` on a real task (digits) and closed forms."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxopt_practices import lr_finder, momentum
+
+
+@pytest.fixture(scope="module")
+def digits():
+  datasets = pytest.importorskip("sklearn.datasets")
+  x, y = datasets.load_digits(return_X_y=True)
+  x = (x / 16.0).astype(np.float32)
+  # Batches of 128; the last one (1797 % 128 = 5 rows) has another shape.
+  return [(jnp.asarray(x[i:i + 128]), jnp.asarray(y[i:i + 128])) for i in range(0, len(x), 128)]
+
+
+def _params():
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  return {"hidden": {"w": 0.1 * jax.random.normal(k1, (64, 32)), "b": jnp.zeros(32)},
+          "out": {"w": 0.1 * jax.random.normal(k2, (32, 10)), "b": jnp.zeros(10)}}
+
+
+class CountingLoss:
+  """A small MLP's cross-entropy that counts how often Python runs it (= how often it is traced)."""
+
+  def __init__(self):
+    self.calls = 0
+
+  def __call__(self, params, batch):
+    self.calls += 1
+    x, y = batch
+    h = jax.nn.relu(x @ params["hidden"]["w"] + params["hidden"]["b"][None, :])
+    logits = h @ params["out"]["w"] + params["out"]["b"][None, :]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def test_digits_sweep(digits):
+  loss_fn = CountingLoss()
+  params = _params()
+  before = jax.tree.map(lambda x: np.array(x, copy=True), params)
+  res = lr_finder.lr_range_test(loss_fn, params, digits, lambda lr: momentum.sgd(lr, momentum=0.9),
+                                start_lr=1e-4, end_lr=1e3, num_steps=80, progress=False)
+  # Traced at most twice: once for the full batches, once for the short last batch.
+  assert 1 <= loss_fn.calls <= 2
+  # The caller's params are untouched, bitwise.
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  assert np.all(np.diff(res.lrs) > 0)
+  np.testing.assert_allclose(res.lrs, np.geomspace(1e-4, 1e3, 80)[: len(res.lrs)], rtol=1e-12)
+  # SGD with momentum at lr ~1e3 blows up: the sweep stops early.
+  assert res.stopped_early and len(res.lrs) < 80
+  assert res.lrs[0] <= res.suggestion <= res.lrs[-1] and res.suggestion in res.lrs
+  assert set(res.suggestions) == {"steepest", "minimum/10", "valley"}
+  for v in res.suggestions.values():
+    assert 1e-5 <= v <= 1e3
+  # The suggestion is a useful lr: 30 steps of training with it lower the loss a lot.
+  tx = momentum.sgd(res.suggestion, momentum=0.9)
+  p, state = params, tx.init(params)
+  grad = jax.jit(jax.value_and_grad(CountingLoss()))
+  first = None
+  for batch in itertools.islice(itertools.cycle(digits[:-1]), 30):
+    loss, g = grad(p, batch)
+    first = float(loss) if first is None else first
+    u, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, u)
+  assert float(grad(p, digits[0])[0]) < 0.7 * first
+
+
+def test_smoothing_and_divergence_rule_closed_form():
+  """On 0.5 p^2 with SGD, p_{k+1} = (1 - lr_k) p_k: losses follow in closed form; lr > 2 diverges."""
+  loss_fn = lambda p, batch: 0.5 * jnp.sum(p**2) * batch
+  res = lr_finder.lr_range_test(loss_fn, jnp.ones(1), [jnp.float32(1.0)], optax.sgd, start_lr=1e-2,
+                                end_lr=100.0, num_steps=60, smoothing=0.3, diverge_threshold=3.0,
+                                progress=False)
+  lrs = np.geomspace(1e-2, 100.0, 60)
+  p = np.cumprod(np.concatenate([[1.0], 1.0 - lrs[:-1]]))
+  np.testing.assert_allclose(res.losses, (0.5 * p**2)[: len(res.losses)], rtol=1e-4)
+  ema = [res.losses[0]]
+  for loss in res.losses[1:]:
+    ema.append(0.3 * loss + 0.7 * ema[-1])
+  np.testing.assert_allclose(res.smoothed_losses, ema, rtol=1e-12)
+  best = np.minimum.accumulate(res.smoothed_losses)
+  over = res.smoothed_losses[1:] > 3.0 * best[:-1]
+  assert res.stopped_early and over[-1] and not over[:-1].any()
+  assert res.suggestion < 2.0  # beyond lr = 2 the loss grows
+
+
+def test_stops_on_nonfinite_and_linear_mode():
+  loss_fn = lambda p, batch: jnp.sum(p["p"] ** 2)
+  res = lr_finder.lr_range_test(loss_fn, {"p": jnp.ones(3)}, iter([None] * 5), optax.sgd, start_lr=1.0,
+                                end_lr=1e6, num_steps=200, mode="linear", diverge_threshold=1e300,
+                                progress=False)
+  np.testing.assert_allclose(res.lrs, np.linspace(1.0, 1e6, 200)[: len(res.lrs)], rtol=1e-12)
+  assert res.stopped_early and not np.isfinite(res.losses[-1])
+  assert np.all(np.isfinite(res.losses[:-1]))
+  assert res.lrs[0] <= res.suggestion <= res.lrs[-1]
+
+
+def test_iterator_is_cycled_and_progress_bar(capsys):
+  seen = []
+
+  def loss_fn(p, batch):
+    return jnp.sum((p - batch) ** 2) + 10.0
+
+  def gen():
+    for b in range(3):
+      seen.append(b)
+      yield jnp.float32(b)
+
+  res = lr_finder.lr_range_test(loss_fn, jnp.zeros(2), gen(), optax.sgd, start_lr=1e-3, end_lr=1e-2,
+                                num_steps=10, progress=True)
+  assert len(res.losses) == 10 and seen == [0, 1, 2]  # the generator was read once, then replayed
+  assert "LR range test" in capsys.readouterr().err
+  fig = res.plot()
+  assert type(fig).__name__ == "Figure"
+  import matplotlib.pyplot as plt
+
+  plt.close("all")
+
+
+def _ok():
+  return dict(loss_fn=lambda p, b: jnp.sum(p), params=jnp.zeros(2), batches=[0.0], make_optimizer=optax.sgd)
+
+
+BAD = [
+    (dict(loss_fn=3), "loss_fn"),
+    (dict(make_optimizer=None), "make_optimizer"),
+    (dict(make_optimizer=lambda lr: lr), "make_optimizer"),
+    (dict(batches=5), "batches"),
+    (dict(batches=[]), "batches"),
+    (dict(params={}), "params"),
+    (dict(params=jnp.zeros(2, jnp.int32)), "params"),
+    (dict(start_lr=0.0), "start_lr"),
+    (dict(start_lr=-1.0), "start_lr"),
+    (dict(end_lr=1e-8), "end_lr"),
+    (dict(end_lr=float("inf")), "end_lr"),
+    (dict(num_steps=1), "num_steps"),
+    (dict(num_steps=10.0), "num_steps"),
+    (dict(mode="log"), "mode"),
+    (dict(smoothing=0.0), "smoothing"),
+    (dict(smoothing=1.5), "smoothing"),
+    (dict(diverge_threshold=1.0), "diverge_threshold"),
+    (dict(progress="yes"), "progress"),
+]
+
+
+@pytest.mark.parametrize("override,name", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
+def test_bad_arguments_raise(override, name):
+  kwargs = {**_ok(), "num_steps": 5, "progress": False, **override}
+  args = [kwargs.pop(k) for k in ("loss_fn", "params", "batches", "make_optimizer")]
+  with pytest.raises(ValueError, match=name):
+    lr_finder.lr_range_test(*args, **kwargs)

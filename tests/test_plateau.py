@@ -1,0 +1,277 @@
+"""Tests for ``jaxopt_practices.plateau``: PyTorch parity, timing, NaN, pmap, Flax integration."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxopt_practices import plateau
+
+torch = pytest.importorskip("torch")
+
+NUM_DEVICES = 8
+
+
+def _grid(x):
+  """Values on a 1/64 grid: exact in float32 and float64, so comparisons never hinge on round-off."""
+  return np.round(np.asarray(x, np.float64) * 64.0) / 64.0
+
+
+def _streams():
+  rng = np.random.default_rng(0)
+  n = 120
+  t = np.arange(n)
+  decreasing = _grid(2.0 * np.exp(-t / 15) + 0.3 + 0.05 * rng.standard_normal(n))
+  negative = _grid(-1.0 - 2.0 * (1 - np.exp(-t / 20)) + 0.05 * rng.standard_normal(n))
+  walk = _grid(5.0 + np.cumsum(0.1 * rng.standard_normal(n)))
+  with_nan = decreasing.copy()
+  with_nan[[5, 6, 40, 41, 42, 90]] = np.nan
+  with_inf = walk.copy()
+  with_inf[[3, 20, 21, 50, 70]] = np.inf  # the "worse" infinity; flipped for mode="max" below
+  accuracy = _grid(np.minimum(0.95, 0.5 + 0.4 * (1 - np.exp(-t / 25))) + 0.02 * rng.standard_normal(n))
+  flat = np.ones(n)
+  return {"decreasing": decreasing, "negative": negative, "walk": walk, "nan": with_nan, "inf": with_inf,
+          "accuracy": accuracy, "flat": flat}
+
+
+STREAMS = _streams()
+
+CONFIGS = [
+    dict(),
+    dict(factor=0.5, patience=2),
+    dict(factor=0.5, patience=0, threshold=0.0),
+    dict(factor=0.3, patience=3, cooldown=4),
+    dict(factor=0.5, patience=1, threshold=0.05, threshold_mode="abs", cooldown=2),
+    dict(factor=0.5, patience=1, min_scale=0.05),
+    dict(factor=0.1, patience=0, min_scale=0.0),  # hits PyTorch's eps rule at 1e-8
+    dict(factor=0.0, patience=4, min_scale=0.01),
+    dict(factor=0.5, patience=2, threshold=0.01, mode="max"),
+    dict(factor=0.5, patience=1, threshold=0.02, threshold_mode="abs", mode="max", cooldown=1),
+    dict(factor=0.7, patience=1, accumulation_size=3),
+    dict(factor=0.5, patience=0, accumulation_size=4, mode="max", threshold_mode="abs", threshold=0.0),
+]
+
+
+def torch_lrs(stream, config, base_lr=1.0):
+  """The lr PyTorch uses in each optimizer step, stepping the scheduler after each window."""
+  config = dict(config)
+  k = config.pop("accumulation_size", 1)
+  if "min_scale" in config:
+    config["min_lr"] = config.pop("min_scale") * base_lr
+  p = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.SGD([p], lr=base_lr)
+  sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **config)
+  lrs, window = [], []
+  for v in stream:
+    lrs.append(opt.param_groups[0]["lr"])
+    opt.step()
+    window.append(float(v))
+    if len(window) == k:
+      sched.step(float(np.mean(window)))
+      window = []
+  return np.asarray(lrs) / base_lr
+
+
+@functools.lru_cache(maxsize=None)
+def _scan(items):
+  """One compiled ``lax.scan`` over a whole stream per configuration."""
+  tx = plateau.reduce_on_plateau(**dict(items))
+
+  def body(state, v):
+    u, state = tx.update(jnp.ones(1), state, value=v)
+    return state, u[0]
+
+  return tx, jax.jit(lambda stream: jax.lax.scan(body, tx.init(jnp.zeros(1)), stream)[::-1])
+
+
+def our_scales(stream, config, jit=True, **kwargs):
+  if jit:
+    _, run = _scan(tuple(sorted({**config, **kwargs}.items())))
+    out, state = run(jnp.asarray(stream, jnp.float32))
+    return np.asarray(out, np.float64), state
+  tx = plateau.reduce_on_plateau(**config, **kwargs)
+  state = tx.init(jnp.zeros(1))
+  out = []
+  for v in stream:
+    u, state = tx.update(jnp.ones(1), state, value=jnp.float32(v))
+    out.append(float(u[0]))
+  return np.asarray(out), state
+
+
+@pytest.mark.parametrize("stream_name", list(STREAMS))
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_torch_parity(stream_name, config):
+  stream = STREAMS[stream_name]
+  if stream_name == "inf" and config.get("mode") == "max":
+    stream = np.where(np.isinf(stream), -np.inf, stream)
+  # Only the "better" infinity differs from PyTorch, which adopts it as the best (see
+  # test_nonfinite_is_a_bad_evaluation_and_never_best); NaN and the worse infinity match.
+  ref = torch_lrs(stream, config)
+  ours, state = our_scales(stream, config)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=0.0)
+  assert np.isfinite(float(state.best)) or not np.any(np.isfinite(stream))
+
+
+def test_torch_parity_other_base_lr_and_eager():
+  """With base lr 0.5, PyTorch's eps (in lr units) is eps / base_lr on our scale."""
+  stream, config = STREAMS["flat"][:40], dict(factor=0.1, patience=0)
+  ref = torch_lrs(stream, config, base_lr=0.5)
+  ours, _ = our_scales(stream, config, jit=False, eps=1e-8 / 0.5)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=0.0)
+  # lr 5e-9: the next reduction (to 5e-10) changes the lr by less than eps = 1e-8, so it stops.
+  assert ours[-1] == pytest.approx(1e-8, rel=1e-5)
+
+
+def test_reduction_applies_from_the_next_update():
+  tx = plateau.reduce_on_plateau(factor=0.5, patience=0)
+  state = tx.init({"w": jnp.zeros(2)})
+  scales = []
+  for v in [1.0, 2.0, 0.5, 0.6]:
+    u, state = tx.update({"w": jnp.ones(2)}, state, value=v)
+    scales.append(float(u["w"][0]))
+  # 1.0 best; 2.0 bad -> reduce, seen at the 3rd update; 0.5 best; 0.6 bad -> reduce, seen next.
+  assert scales == [1.0, 1.0, 0.5, 0.5]
+  assert float(plateau.scale(state)) == 0.25
+
+
+def test_accumulation_uses_the_window_mean():
+  tx = plateau.reduce_on_plateau(factor=0.5, patience=0, threshold=0.0, accumulation_size=2)
+  state = tx.init(jnp.zeros(1))
+  seen = []
+  for v in [1.0, 1.0, 0.0, 1.8, 0.0, 2.2]:  # means: 1.0 (best), 0.9 (better), 1.1 (bad)
+    u, state = tx.update(jnp.ones(1), state, value=v)
+    seen.append(float(u[0]))
+  assert seen == [1.0] * 6
+  assert float(state.best) == pytest.approx(0.9)
+  assert float(plateau.scale(state)) == 0.5
+  assert int(state.count) == 0 and float(state.accumulated) == 0.0
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_is_a_bad_evaluation_and_never_best(bad_value):
+  tx = plateau.reduce_on_plateau(factor=0.5, patience=1)
+  state = tx.init(jnp.zeros(1))
+  for v in [1.0, bad_value, bad_value]:
+    _, state = tx.update(jnp.ones(1), state, value=v)
+  assert float(state.best) == 1.0
+  assert float(plateau.scale(state)) == 0.5  # two bad evaluations > patience 1
+
+
+def test_pmap_replicas_identical_with_different_losses():
+  tx = plateau.reduce_on_plateau(factor=0.5, patience=0, axis_name="i")
+  params = jnp.zeros(3)
+  losses = np.asarray([[1.0 + 0.3 * d + 0.5 * s for d in range(NUM_DEVICES)] for s in range(4)], np.float32)
+
+  def step(g, state, loss):
+    return tx.update(g, state, value=loss)
+
+  pstep = jax.pmap(step, axis_name="i")
+  state = jax.tree.map(lambda x: jnp.broadcast_to(x, (NUM_DEVICES,) + x.shape), tx.init(params))
+  g = jnp.ones((NUM_DEVICES, 3))
+  for s in range(4):
+    u, state = pstep(g, state, jnp.asarray(losses[s]))
+  for leaf in jax.tree.leaves((u, state)):
+    leaf = np.asarray(leaf)
+    for d in range(1, NUM_DEVICES):
+      np.testing.assert_array_equal(leaf[d], leaf[0])
+  _, ref_state = our_scales(losses.mean(axis=1), dict(factor=0.5, patience=0), jit=False)
+  np.testing.assert_allclose(np.asarray(state.scale[0]), np.asarray(ref_state.scale), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(state.best[0]), np.asarray(ref_state.best), rtol=1e-6)
+  assert float(state.scale[0]) == 0.125  # rising mean loss: reductions after the 2nd, 3rd, 4th value
+
+
+def test_in_chain_with_inject_hyperparams_and_scale_lookup():
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   optax.inject_hyperparams(optax.sgd)(learning_rate=0.1),
+                   optax.inject_hyperparams(plateau.reduce_on_plateau)(factor=0.5, patience=1))
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for v in [1.0, 1.0, 1.0, 1.0]:
+    u, state = update({"w": jnp.full(3, 0.1)}, state, params, value=v)
+  assert float(plateau.scale(state)) == 0.5
+  chex.assert_trees_all_close(u["w"], jnp.full(3, -0.1 * 0.1 * 0.5), rtol=1e-6)
+  with pytest.raises(ValueError, match="no reduce_on_plateau"):
+    plateau.scale(optax.sgd(0.1).init(params))
+
+
+def test_flax_nnx_optimizer_update_with_value():
+  nnx = pytest.importorskip("flax.nnx")
+  model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+  tx = optax.chain(optax.sgd(0.1), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
+
+  @nnx.jit
+  def train_step(model, opt, x, y, shift):
+    def loss_fn(m):
+      return jnp.mean((m(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    opt.update(model, grads, value=loss + shift)
+    return loss
+
+  for shift in [0.0, 100.0, 200.0]:  # rising reported loss -> reductions
+    train_step(model, opt, x, y, jnp.float32(shift))
+  assert float(plateau.scale(opt.opt_state)) == 0.25
+
+
+def test_flax_linen_train_state_pattern():
+  from flax import linen as nn
+  from flax.training import train_state
+
+  model = nn.Dense(1)
+  params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 3)))["params"]
+  tx = optax.chain(optax.sgd(0.1), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  grads = jax.tree.map(jnp.ones_like, params)
+  # apply_gradients does not forward extra kwargs to tx.update (they are dataclass fields).
+  with pytest.raises(TypeError):
+    state.apply_gradients(grads=grads, value=1.0)
+
+  @jax.jit
+  def step(state, grads, loss):  # the working pattern
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state)
+
+  for loss in [1.0, 2.0, 3.0]:
+    state = step(state, grads, jnp.float32(loss))
+  assert float(plateau.scale(state.opt_state)) == 0.25
+  assert int(state.step) == 3
+
+
+def test_value_must_be_scalar():
+  tx = plateau.reduce_on_plateau()
+  with pytest.raises(ValueError, match="scalar"):
+    tx.update(jnp.ones(2), tx.init(jnp.zeros(2)), value=jnp.ones(2))
+
+
+BAD = [
+    (dict(factor=1.0), "factor"),
+    (dict(factor=-0.1), "factor"),
+    (dict(patience=-1), "patience"),
+    (dict(patience=1.5), "patience"),
+    (dict(threshold=-1e-3), "threshold"),
+    (dict(threshold=float("nan")), "threshold"),
+    (dict(threshold_mode="relative"), "threshold_mode"),
+    (dict(mode="minimum"), "mode"),
+    (dict(cooldown=-2), "cooldown"),
+    (dict(min_scale=-0.1), "min_scale"),
+    (dict(min_scale=1.5), "min_scale"),
+    (dict(accumulation_size=0), "accumulation_size"),
+    (dict(axis_name=3), "axis_name"),
+    (dict(eps=-1.0), "eps"),
+]
+
+
+@pytest.mark.parametrize("kwargs,name", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
+def test_bad_arguments_raise(kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    plateau.reduce_on_plateau(**kwargs)

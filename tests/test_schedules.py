@@ -1,0 +1,396 @@
+"""Tests for ``jaxopt_practices.schedules``: closed form, PyTorch parity, properties, validation."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import grad_stream
+from jaxopt_practices import adaptive, momentum, schedules
+
+torch = pytest.importorskip("torch")
+lr_scheduler = torch.optim.lr_scheduler
+
+INT32_MAX = 2**31 - 1
+
+
+def values(sched, n, jit=True):
+  """``sched(t)`` for ``t = 0..n-1``, through one compiled function (or eagerly per int)."""
+  if jit:
+    return np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(n, dtype=jnp.int32)), np.float64)
+  return np.asarray([float(sched(t)) for t in range(n)])
+
+
+def torch_sequence(make, n, *, lr=1.0, optimizer="sgd"):
+  """The lr (and momentum / beta1) PyTorch uses in each of ``n`` optimizer steps."""
+  p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+  if optimizer == "sgd":
+    opt = torch.optim.SGD([p], lr=lr, momentum=0.9)
+  else:
+    opt = torch.optim.Adam([p], lr=lr)
+  sched = make(opt)
+  lrs, moms = [], []
+  for i in range(n):
+    group = opt.param_groups[0]
+    lrs.append(float(group["lr"]))
+    moms.append(float(group["momentum"] if optimizer == "sgd" else group["betas"][0]))
+    opt.step()
+    if i < n - 1:  # the step after the last one is never used (and OneCycleLR may divide by 0)
+      sched.step()
+  return np.asarray(lrs), np.asarray(moms)
+
+
+def assert_rel(ours, ref, rtol=1e-5, atol=1e-12):
+  np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------ PyTorch parity
+PARITY = [
+    ("constant", lambda: schedules.constant(0.3),
+     lambda o: lr_scheduler.ConstantLR(o, factor=1.0, total_iters=5), 0.3, 50),
+    ("step", lambda: schedules.step_decay(0.5, 7, 0.5),
+     lambda o: lr_scheduler.StepLR(o, 7, 0.5), 0.5, 300),
+    ("step_gamma0", lambda: schedules.step_decay(0.5, 3, 0.0),
+     lambda o: lr_scheduler.StepLR(o, 3, 0.0), 0.5, 20),
+    ("multistep", lambda: schedules.multistep_decay(1.0, [30, 10, 10, 80], 0.3),
+     lambda o: lr_scheduler.MultiStepLR(o, [30, 10, 10, 80], 0.3), 1.0, 200),
+    ("exponential", lambda: schedules.exponential_decay(0.1, 0.99),
+     lambda o: lr_scheduler.ExponentialLR(o, 0.99), 0.1, 1000),
+    ("exponential_fast", lambda: schedules.exponential_decay(2.0, 0.9),
+     lambda o: lr_scheduler.ExponentialLR(o, 0.9), 2.0, 500),
+    ("polynomial", lambda: schedules.polynomial_decay(0.1, 100, 1.0),
+     lambda o: lr_scheduler.PolynomialLR(o, 100, 1.0), 0.1, 150),
+    ("polynomial_p2", lambda: schedules.polynomial_decay(1.0, 333, 2.5),
+     lambda o: lr_scheduler.PolynomialLR(o, 333, 2.5), 1.0, 400),
+    ("cosine", lambda: schedules.cosine_annealing(0.1, 1000),
+     lambda o: lr_scheduler.CosineAnnealingLR(o, 1000), 0.1, 1001),
+    ("cosine_eta_min", lambda: schedules.cosine_annealing(1.0, 77, 1e-3),
+     lambda o: lr_scheduler.CosineAnnealingLR(o, 77, 1e-3), 1.0, 78),
+    ("sgdr", lambda: schedules.cosine_warm_restarts(0.1, 10),
+     lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, 10), 0.1, 1000),
+    ("sgdr_mult2", lambda: schedules.cosine_warm_restarts(0.1, 5, 2, 1e-4),
+     lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, 5, 2, 1e-4), 0.1, 1000),
+    ("sgdr_mult3", lambda: schedules.cosine_warm_restarts(1.0, 1, 3),
+     lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, 1, 3), 1.0, 1000),
+    ("cyclic_triangular", lambda: schedules.cyclical(0.01, 0.1, 20),
+     lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, 20), 0.01, 1000),
+    ("cyclic_asym_tri2", lambda: schedules.cyclical(0.001, 0.1, 13, 7, "triangular2"),
+     lambda o: lr_scheduler.CyclicLR(o, 0.001, 0.1, 13, 7, "triangular2"), 0.001, 150),
+    ("cyclic_exp_range", lambda: schedules.cyclical(0.0, 1.0, 9, 31, "exp_range", 0.995),
+     lambda o: lr_scheduler.CyclicLR(o, 0.0, 1.0, 9, 31, "exp_range", 0.995), 0.0, 1000),
+    ("cyclic_sawtooth", lambda: schedules.cyclical(0.1, 0.5, 4, 0),
+     lambda o: lr_scheduler.CyclicLR(o, 0.1, 0.5, 4, 0), 0.1, 100),
+    ("one_cycle", lambda: schedules.one_cycle(0.1, 1000),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, 1000), 0.1, 1000),
+    ("one_cycle_linear", lambda: schedules.one_cycle(1.0, 97, 0.25, "linear", 10.0, 100.0),
+     lambda o: lr_scheduler.OneCycleLR(o, 1.0, 97, pct_start=0.25, anneal_strategy="linear",
+                                       div_factor=10.0, final_div_factor=100.0), 1.0, 97),
+    ("one_cycle_three_phase", lambda: schedules.one_cycle(0.5, 333, 0.3, "cos", three_phase=True),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.5, 333, pct_start=0.3, three_phase=True), 0.5, 333),
+    ("one_cycle_three_phase_linear", lambda: schedules.one_cycle(0.5, 100, 0.45, "linear", three_phase=True),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.5, 100, pct_start=0.45, anneal_strategy="linear",
+                                       three_phase=True), 0.5, 100),
+    ("one_cycle_pct0", lambda: schedules.one_cycle(0.2, 50, 0.0),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.2, 50, pct_start=0.0), 0.2, 50),
+    ("one_cycle_pct1", lambda: schedules.one_cycle(0.2, 50, 1.0),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.2, 50, pct_start=1.0), 0.2, 50),
+    ("warmup_exponential", lambda: schedules.warmup(schedules.exponential_decay(0.1, 0.99), 10, 0.01),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.1, 1.0, 10),
+                                             lr_scheduler.ExponentialLR(o, 0.99)], [10]), 0.1, 300),
+    ("warmup_cosine", lambda: schedules.warmup(schedules.cosine_annealing(0.1, 90), 10, 0.05),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.5, 1.0, 10),
+                                             lr_scheduler.CosineAnnealingLR(o, 90)], [10]), 0.1, 101),
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # SequentialLR's deprecation notices
+@pytest.mark.parametrize("name,ours,theirs,lr,n", PARITY, ids=[p[0] for p in PARITY])
+def test_torch_parity(name, ours, theirs, lr, n):
+  ref, _ = torch_sequence(theirs, n, lr=lr)
+  assert_rel(values(ours(), n), ref)
+  if n <= 120:
+    assert_rel(values(ours(), n, jit=False), ref)
+
+
+MOMENTUM_PARITY = [
+    ("one_cycle", lambda: schedules.one_cycle_momentum(200),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, 200), 200),
+    ("one_cycle_linear", lambda: schedules.one_cycle_momentum(101, 0.4, "linear", 0.7, 0.99),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, 101, pct_start=0.4, anneal_strategy="linear",
+                                       base_momentum=0.7, max_momentum=0.99), 101),
+    ("one_cycle_three_phase", lambda: schedules.one_cycle_momentum(150, 0.25, three_phase=True),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, 150, pct_start=0.25, three_phase=True), 150),
+    ("cyclic", lambda: schedules.cyclical_momentum(0.8, 0.9, 10, 5),
+     lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, 10, 5), 200),
+    ("cyclic_tri2", lambda: schedules.cyclical_momentum(0.5, 0.95, 7, None, "triangular2"),
+     lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, 7, None, "triangular2", base_momentum=0.5,
+                                     max_momentum=0.95), 100),
+    ("cyclic_exp_range", lambda: schedules.cyclical_momentum(0.8, 0.9, 10, 20, "exp_range", 0.99),
+     lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, 10, 20, "exp_range", 0.99), 300),
+]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("name,ours,theirs,n", MOMENTUM_PARITY, ids=[p[0] for p in MOMENTUM_PARITY])
+def test_momentum_torch_parity(name, ours, theirs, n, optimizer):
+  _, ref = torch_sequence(theirs, n, optimizer=optimizer)
+  assert_rel(values(ours(), n), ref)
+
+
+# ------------------------------------------------------------------ closed form
+def _cos(a, b, x):  # (1 + cos(pi x)) / 2 from a to b
+  return b + (a - b) * (1 + np.cos(np.pi * x)) / 2
+
+
+CLOSED = [
+    (schedules.constant(0.25), lambda t: 0.25 + 0 * t),
+    (schedules.step_decay(1.0, 4, 0.5), lambda t: 0.5 ** (t // 4)),
+    (schedules.multistep_decay(2.0, [5, 9], 0.1), lambda t: 2.0 * 0.1 ** ((t >= 5).astype(int) + (t >= 9).astype(int))),
+    (schedules.exponential_decay(3.0, 0.97), lambda t: 3.0 * 0.97**t),
+    (schedules.polynomial_decay(1.0, 20, 0.5), lambda t: np.sqrt(1 - np.minimum(t, 20) / 20)),
+    (schedules.cosine_annealing(1.0, 30, 0.1), lambda t: _cos(1.0, 0.1, np.minimum(t, 30) / 30)),
+    (schedules.cosine_warm_restarts(1.0, 3, 2),
+     lambda t: _cos(1.0, 0.0, np.select([t < 3, t < 9, t < 21], [t / 3, (t - 3) / 6, (t - 9) / 12],
+                                        (t - 21) / 24))),
+    (schedules.cyclical(1.0, 3.0, 4, 6),
+     lambda t: 1.0 + 2.0 * np.where(t % 10 <= 4, (t % 10) / 4, (10 - t % 10) / 6)),
+    (schedules.one_cycle(1.0, 21, 0.5, "linear", 4.0, 2.0),  # up over [0, 9.5], down to step 20, then held
+     lambda t: np.where(t <= 9.5, 0.25 + 0.75 * t / 9.5, 1.0 - 0.875 * (np.minimum(t, 20) - 9.5) / 10.5)),
+    (schedules.warmup(0.5, 5, 0.1), lambda t: np.where(t < 5, 0.1 + 0.4 * t / 5, 0.5)),
+]
+
+
+@pytest.mark.parametrize("sched,formula", CLOSED, ids=[f"c{i}" for i in range(len(CLOSED))])
+def test_closed_form(sched, formula):
+  t = np.arange(45)
+  assert_rel(values(sched, 45), formula(t.astype(np.float64)), atol=1e-7)
+  assert_rel(values(sched, 45, jit=False), formula(t.astype(np.float64)), atol=1e-7)
+
+
+def test_near_eta_min_keeps_relative_accuracy():
+  """The last steps of a long cosine are tiny; float32 1 + cos(x) would lose them."""
+  t_max = 100_000
+  sched = schedules.cosine_annealing(1.0, t_max)
+  t = np.arange(t_max - 20, t_max + 1)
+  ref = np.sin(np.pi / 2 * (t_max - t) / t_max) ** 2
+  assert_rel(np.asarray(jax.vmap(sched)(jnp.asarray(t, jnp.int32))), ref, atol=0.0)
+
+
+def test_count_conventions():
+  sched = schedules.exponential_decay(1.0, 0.5)
+  with pytest.raises(ValueError, match="count"):
+    sched(-1)
+  with pytest.raises(ValueError, match="count"):
+    sched(2**31)
+  clamped = jax.jit(sched)(jnp.int32(-5))
+  assert float(clamped) == 1.0
+  out = sched(jnp.arange(4))
+  assert out.dtype == jnp.float32 and out.shape == (4,)
+  assert sched(3).dtype == jnp.float32 and sched(3).shape == ()
+
+
+ALL = {
+    "constant": schedules.constant(0.1),
+    "step": schedules.step_decay(0.1, 3),
+    "multistep": schedules.multistep_decay(0.1, [3, 2**31 - 1]),
+    "exponential": schedules.exponential_decay(0.1, 0.999),
+    "polynomial": schedules.polynomial_decay(0.1, 2**31 - 1),
+    "cosine": schedules.cosine_annealing(0.1, 1000, 0.01),
+    "sgdr": schedules.cosine_warm_restarts(0.1, 1),
+    "sgdr_mult": schedules.cosine_warm_restarts(0.1, 3, 7, 0.01),
+    "cyclical": schedules.cyclical(0.01, 0.1, 2**30 - 1, 2**30 - 1, "triangular2"),
+    "cyclical_exp": schedules.cyclical(0.01, 0.1, 1, 0, "exp_range", 0.9),
+    "one_cycle": schedules.one_cycle(0.1, 2**31 - 1, three_phase=True),
+    "one_cycle_momentum": schedules.one_cycle_momentum(1000),
+    "cyclical_momentum": schedules.cyclical_momentum(0.8, 0.9, 5),
+    "warmup": schedules.warmup(schedules.cosine_warm_restarts(0.1, 10, 2), 2**30, 0.0),
+}
+BOUNDS = {"one_cycle_momentum": (0.85, 0.95), "cyclical_momentum": (0.8, 0.9)}
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_no_recompile_no_overflow(name):
+  sched = ALL[name]
+  chex.clear_trace_counter()
+  jitted = jax.jit(chex.assert_max_traces(n=1)(sched))
+  lo, hi = BOUNDS.get(name, (0.0, 0.1))
+  for t in [0, 1, 2, 3, 999, 1000, 2**24 + 1, 2**30, 2**31 - 2, 2**31 - 1]:
+    traced = float(jitted(jnp.int32(t)))
+    eager = float(sched(t))
+    assert math.isfinite(traced) and lo * (1 - 1e-6) <= traced <= hi * (1 + 1e-6), (t, traced)
+    assert traced == pytest.approx(eager, rel=1e-6, abs=1e-12)
+  batched = jax.jit(jax.vmap(sched))(jnp.asarray([0, 5, INT32_MAX], jnp.int32))
+  assert batched.dtype == jnp.float32
+  assert_rel(np.asarray(batched), [float(sched(0)), float(sched(5)), float(sched(INT32_MAX))], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ properties
+counts = st.integers(0, INT32_MAX)
+
+
+@hypothesis.given(
+    base=st.floats(0.0, 1.0), peak=st.floats(0.0, 1.0), up=st.integers(1, 50), down=st.integers(0, 50),
+    mode=st.sampled_from(["triangular", "triangular2", "exp_range"]), gamma=st.floats(0.5, 1.0),
+    t=st.integers(0, 10_000))
+def test_cyclical_periodic_and_bounded(base, peak, up, down, mode, gamma, t):
+  sched = schedules.cyclical(base, peak, up, down, mode, gamma)
+  a, b = float(sched(t)), float(sched(t + up + down))
+  lo, hi = min(base, peak), max(base, peak)
+  for v in (a, b):
+    assert lo - 1e-6 <= v <= hi + 1e-6
+  if mode == "triangular":
+    assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+  elif mode == "triangular2":
+    assert b - base == pytest.approx((a - base) / 2, rel=1e-5, abs=1e-7)
+  mom = schedules.cyclical_momentum(0.8, 0.9, up, down, mode, gamma)
+  assert 0.8 - 1e-6 <= float(mom(t)) <= 0.9 + 1e-6
+
+
+@hypothesis.given(
+    max_lr=st.floats(1e-4, 10.0), total=st.integers(2, 400), pct=st.floats(0.0, 1.0),
+    strategy=st.sampled_from(["cos", "linear"]), three=st.booleans(),
+    div=st.floats(1.0, 100.0), final_div=st.floats(1.0, 1e4))
+def test_one_cycle_continuous_finite_bounded(max_lr, total, pct, strategy, three, div, final_div):
+  sched = schedules.one_cycle(max_lr, total, pct, strategy, div, final_div, three)
+  grid = jnp.arange(403, dtype=jnp.int32)  # one shape for every example: no recompilation
+  v = np.asarray(sched(grid), np.float64)[: total + 3]
+  assert np.all(np.isfinite(v))
+  assert np.all(v <= max_lr * (1 + 1e-6)) and np.all(v >= max_lr / div / final_div * (1 - 1e-5))
+  # Continuity: within and across phase boundaries, one step moves at most the steepest slope.
+  ends = [pct * total - 1] + ([2 * pct * total - 2] if three else []) + [total - 1]
+  widths = np.diff([0.0] + ends)
+  widths = widths[widths >= 1.0]
+  if widths.size:
+    slope = (math.pi / 2 if strategy == "cos" else 1.0) * max_lr / widths.min()
+    assert np.max(np.abs(np.diff(v))) <= slope * (1 + 1e-4) + 1e-6
+  mom = np.asarray(schedules.one_cycle_momentum(total, pct, strategy, 0.85, 0.95, three)(grid))
+  assert np.all((mom >= 0.85 - 1e-6) & (mom <= 0.95 + 1e-6))
+
+
+@hypothesis.settings(max_examples=12)
+@hypothesis.given(t=counts, w=st.integers(1, 1000), start=st.floats(0.0, 1.0), t0=st.integers(1, 50),
+                  mult=st.integers(1, 4))
+def test_warmup_python_int_equals_jit_and_is_continuous(t, w, start, t0, mult):
+  inner = schedules.cosine_warm_restarts(0.5, t0, mult, 0.01)
+  sched = schedules.warmup(inner, w, start)
+  jitted = jax.jit(sched)
+  assert float(sched(t)) == pytest.approx(float(jitted(jnp.int32(t))), rel=1e-6, abs=1e-9)
+  assert np.isfinite(float(sched(t)))
+  ramp = (0.5 - start) / w
+  assert float(sched(w)) - float(sched(w - 1)) == pytest.approx(ramp, rel=1e-4, abs=1e-6)
+  assert float(sched(w)) == pytest.approx(0.5, rel=1e-6)
+
+
+JITTED = {name: jax.jit(sched) for name, sched in ALL.items()}
+
+
+@hypothesis.given(name=st.sampled_from(list(ALL)), t=counts)
+def test_python_int_equals_jit_everywhere(name, t):
+  sched = ALL[name]
+  eager, traced = float(sched(t)), float(JITTED[name](jnp.int32(t)))
+  assert math.isfinite(eager)
+  assert eager == pytest.approx(traced, rel=1e-6, abs=1e-12)
+
+
+# ------------------------------------------------------------------ with our optimizers
+def _torch_train(opt_name, total, grads, params0):
+  p = torch.nn.Parameter(torch.tensor(params0, dtype=torch.float64))
+  opt = (torch.optim.SGD([p], lr=0.1, momentum=0.9) if opt_name == "sgd"
+         else torch.optim.Adam([p], lr=0.1))
+  sched = lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=total, pct_start=0.25,
+                                  cycle_momentum=True, base_momentum=0.8, max_momentum=0.95)
+  for g in grads:
+    p.grad = torch.tensor(np.asarray(g), dtype=torch.float64)
+    opt.step()
+    sched.step()
+  return p.detach().numpy()
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_schedules_drive_our_optimizers_like_torch_one_cycle(opt_name, jit):
+  total = 100
+  lr = schedules.one_cycle(0.1, total, pct_start=0.25)
+  mom = schedules.one_cycle_momentum(total, pct_start=0.25, base_momentum=0.8, max_momentum=0.95)
+  tx = momentum.sgd(lr, momentum=mom) if opt_name == "sgd" else adaptive.adam(lr, b1=mom)
+  params = jnp.asarray(np.random.default_rng(0).uniform(1.0, 2.0, 16), jnp.float32)
+  grads = grad_stream(params, total, seed=3)
+  update = jax.jit(tx.update) if jit else tx.update
+  state, p = tx.init(params), params
+  for g in grads:
+    u, state = update(g, state, p)
+    p = optax.apply_updates(p, u)
+  ref = _torch_train(opt_name, total, grads, np.asarray(params, np.float64))
+  np.testing.assert_allclose(np.asarray(p), ref, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ bad arguments
+BAD = [
+    (schedules.constant, dict(value=-1.0), "value"),
+    (schedules.constant, dict(value=float("nan")), "value"),
+    (schedules.step_decay, dict(init_value=0.1, step_size=0), "step_size"),
+    (schedules.step_decay, dict(init_value=0.1, step_size=2.5), "step_size"),
+    (schedules.step_decay, dict(init_value=0.1, step_size=3, gamma=1.5), "gamma"),
+    (schedules.multistep_decay, dict(init_value=0.1, milestones=[]), "milestones"),
+    (schedules.multistep_decay, dict(init_value=0.1, milestones=[0, 3]), "milestones"),
+    (schedules.multistep_decay, dict(init_value=0.1, milestones=5), "milestones"),
+    (schedules.multistep_decay, dict(init_value=0.1, milestones=[3], gamma=-0.1), "gamma"),
+    (schedules.exponential_decay, dict(init_value=-0.1, gamma=0.9), "init_value"),
+    (schedules.exponential_decay, dict(init_value=0.1, gamma=2.0), "gamma"),
+    (schedules.polynomial_decay, dict(init_value=0.1, total_steps=0), "total_steps"),
+    (schedules.polynomial_decay, dict(init_value=0.1, total_steps=5, power=-1.0), "power"),
+    (schedules.cosine_annealing, dict(init_value=0.1, t_max=0), "t_max"),
+    (schedules.cosine_annealing, dict(init_value=0.1, t_max=10, eta_min=-1.0), "eta_min"),
+    (schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=0), "t_0"),
+    (schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=5, t_mult=0), "t_mult"),
+    (schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=5, t_mult=1.5), "t_mult"),
+    (schedules.cyclical, dict(base_lr=-0.1, max_lr=1.0), "base_lr"),
+    (schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, step_size_up=0), "step_size_up"),
+    (schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, step_size_down=-1), "step_size_down"),
+    (schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, mode="sine"), "mode"),
+    (schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, mode="exp_range", gamma=0.0), "gamma"),
+    (schedules.cyclical_momentum, dict(base_momentum=1.0), "base_momentum"),
+    (schedules.cyclical_momentum, dict(max_momentum=-0.1), "max_momentum"),
+    (schedules.one_cycle, dict(max_lr=0.1, total_steps=0), "total_steps"),
+    (schedules.one_cycle, dict(max_lr=0.1, total_steps=10, pct_start=1.5), "pct_start"),
+    (schedules.one_cycle, dict(max_lr=0.1, total_steps=10, anneal_strategy="exp"), "anneal_strategy"),
+    (schedules.one_cycle, dict(max_lr=0.1, total_steps=10, div_factor=0.0), "div_factor"),
+    (schedules.one_cycle, dict(max_lr=0.1, total_steps=10, final_div_factor=-1.0), "final_div_factor"),
+    (schedules.one_cycle, dict(max_lr=0.1, total_steps=10, three_phase="yes"), "three_phase"),
+    (schedules.one_cycle_momentum, dict(total_steps=10, max_momentum=1.2), "max_momentum"),
+    (schedules.one_cycle_momentum, dict(total_steps=-3), "total_steps"),
+    (schedules.warmup, dict(schedule=0.1, warmup_steps=-1), "warmup_steps"),
+    (schedules.warmup, dict(schedule=-0.1, warmup_steps=3), "schedule"),
+    (schedules.warmup, dict(schedule=0.1, warmup_steps=3, start_value=-1.0), "start_value"),
+    (schedules.plot, dict(schedule=0.1, num_steps=10), "schedule"),
+    (schedules.plot, dict(schedule=schedules.constant(0.1), num_steps=0), "num_steps"),
+]
+
+
+@pytest.mark.parametrize("factory,kwargs,name", BAD, ids=[f"{b[0].__name__}-{b[2]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_arguments_raise(factory, kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    factory(**kwargs)
+
+
+def test_plot_returns_figure():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig = schedules.plot(schedules.one_cycle(0.1, 100), 100, label="OneCycleLR")
+  assert isinstance(fig, matplotlib.figure.Figure)
+  line = fig.axes[0].lines[0]
+  assert_rel(line.get_ydata(), values(schedules.one_cycle(0.1, 100), 100), rtol=1e-6)
+  _, ax = plt.subplots()
+  assert schedules.plot(optax.linear_schedule(0.0, 1.0, 10), 20, ax=ax, label="optax") is ax.figure
+  plt.close("all")
