@@ -1,0 +1,149 @@
+"""A live view of training: the real learning rate and gradient health, in the optimizer state.
+
+``track(inner)`` wraps any transform; after each update its state holds the step, the
+learning rate actually applied, the global norms of the gradients, updates and params,
+and how many steps had non-finite gradients. ``stats(opt_state)`` reads them from
+anywhere inside a (chained, injected, masked) state, inside ``jit`` or after it. The
+norms are computed inside the same compiled update: no extra compilation, no extra
+host round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_practices import _base
+from jaxopt_practices import _tree
+
+try:  # the plateau scale multiplies the learning rate when a plateau scheduler is present
+  from jaxopt_practices import plateau as _plateau
+except ImportError:  # pragma: no cover - only while the package is partially installed
+  _plateau = None
+
+
+class TrackState(NamedTuple):
+  """The inner state plus the statistics of the last update (float32 / int32 scalars)."""
+  inner_state: Any
+  step: jax.Array
+  learning_rate: jax.Array
+  grad_norm: jax.Array
+  update_norm: jax.Array
+  param_norm: jax.Array
+  nonfinite_count: jax.Array
+
+
+def _norm(tree: Any) -> jax.Array:
+  """Global L2 norm accumulated in float32 or wider, one pass over the data.
+
+  Values above ~1.8e19 overflow to ``inf`` here, which a monitor reports as it is
+  (``clipping.global_norm`` is the overflow-safe, two-pass version clipping needs).
+  """
+  leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+  total = jnp.zeros([], jnp.float32)
+  for x in leaves:
+    if x.size:
+      total = total + jnp.sum(jnp.square(x.astype(_tree.acc_dtype(x.dtype)))).astype(jnp.float32)
+  return jnp.sqrt(total)
+
+
+def _find(tree: Any, kind: type | tuple[type, ...]) -> list:
+  """Every sub-tree of ``tree`` that is an instance of ``kind``, in flattening order."""
+  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
+
+
+def current_learning_rate(opt_state: Any) -> jax.Array:
+  """The learning rate applied at the last update, read from any optimizer state.
+
+  It is the product of every learning rate our transforms applied (schedules and
+  Adagrad's lr decay included), every ``plateau`` scale, and the ``learning_rate`` of
+  any ``optax.inject_hyperparams`` state. NaN when the state holds none of these (e.g.
+  plain ``optax.adam``, whose learning rate is not in its state: wrap it in
+  ``optax.inject_hyperparams`` to see it).
+  """
+  lr, found = jnp.ones([], jnp.float32), False
+  for s in _find(opt_state, _base.ScaleByLearningRateState):
+    lr, found = lr * s.learning_rate, True
+  if _plateau is not None:
+    for s in _find(opt_state, _plateau.ReduceOnPlateauState):
+      lr, found = lr * _plateau.scale(s), True
+  for s in _find(opt_state, optax.InjectStatefulHyperparamsState):
+    if "learning_rate" in s.hyperparams:
+      lr, found = lr * jnp.asarray(s.hyperparams["learning_rate"], jnp.float32), True
+  return lr if found else jnp.full([], jnp.nan, jnp.float32)
+
+
+def track(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  r"""Wraps ``inner`` so that its state records the statistics of each update.
+
+  Recorded after each update :math:`u_t = \text{inner}(g_t)`: ``step`` (updates applied),
+  ``learning_rate`` (see :func:`current_learning_rate`), ``grad_norm`` :math:`\|g_t\|_2`,
+  ``update_norm`` :math:`\|u_t\|_2`, ``param_norm`` :math:`\|\theta_{t-1}\|_2` (0 when no
+  params are passed) and ``nonfinite_count`` (steps whose gradients held NaN or Inf).
+  Extra keyword arguments (e.g. ``value=loss`` for a plateau scheduler) are forwarded.
+
+  Args:
+    inner: any ``optax.GradientTransformation``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`TrackState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import adaptive, monitor
+    >>> tx = monitor.track(adaptive.adam(1e-3))
+    >>> p = jnp.ones(3)
+    >>> u, s = tx.update(jnp.full(3, 2.0), tx.init(p), p)
+    >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), float(monitor.stats(s)["learning_rate"]))
+    3.4641 0.001
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    inner_state = inner.init(params)
+    zero = jnp.zeros([], jnp.float32)
+    return TrackState(inner_state, jnp.zeros([], jnp.int32), current_learning_rate(inner_state),
+                      zero, zero, zero, jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updates)] or
+                               [jnp.asarray(True)]))
+    grad_norm = _norm(updates)
+    new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    new_state = TrackState(
+        inner_state=inner_state,
+        step=_tree.increment(state.step),
+        learning_rate=current_learning_rate(inner_state),
+        grad_norm=grad_norm,
+        update_norm=_norm(new_updates),
+        param_norm=_norm(params) if params is not None else jnp.zeros([], jnp.float32),
+        nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+    )
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def stats(opt_state: Any) -> dict[str, jax.Array]:
+  """The statistics of the last update, from the first :func:`track` state found.
+
+  Returns a dict of scalar arrays: ``step``, ``learning_rate``, ``grad_norm``,
+  ``update_norm``, ``param_norm``, ``update_param_ratio`` and ``nonfinite_count``.
+  Works inside ``jit`` (traced values) and outside (concrete values).
+
+  Raises:
+    ValueError: when the state holds no :func:`track` state.
+  """
+  found = _find(opt_state, TrackState)
+  if not found:
+    raise ValueError("stats(opt_state) found no monitor.track(...) state in opt_state; "
+                     "wrap the optimizer with monitor.track(tx).")
+  s = found[0]
+  ratio = s.update_norm / jnp.where(s.param_norm > 0, s.param_norm, 1.0)
+  return {"step": s.step, "learning_rate": s.learning_rate, "grad_norm": s.grad_norm,
+          "update_norm": s.update_norm, "param_norm": s.param_norm,
+          "update_param_ratio": jnp.where(s.param_norm > 0, ratio, jnp.nan),
+          "nonfinite_count": s.nonfinite_count}

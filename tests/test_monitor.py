@@ -1,0 +1,102 @@
+"""monitor.track / monitor.stats: the live learning rate and gradient health."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import grad_stream, nested_params
+from jaxopt_practices import adaptive, clipping, momentum, monitor, plateau, schedules
+
+
+def _flat_norm(tree):
+  return float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(tree))))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_norms_match_numpy(jit):
+  params = nested_params()
+  tx = monitor.track(adaptive.adamw(1e-2, weight_decay=0.1))
+  update = jax.jit(tx.update) if jit else tx.update
+  state = tx.init(params)
+  for g in grad_stream(params, 3):
+    updates, state = update(g, state, params)
+    s = monitor.stats(state)
+    np.testing.assert_allclose(float(s["grad_norm"]), _flat_norm(g), rtol=1e-5)
+    np.testing.assert_allclose(float(s["update_norm"]), _flat_norm(updates), rtol=1e-5)
+    np.testing.assert_allclose(float(s["param_norm"]), _flat_norm(params), rtol=1e-5)
+    np.testing.assert_allclose(float(s["update_param_ratio"]), _flat_norm(updates) / _flat_norm(params), rtol=1e-5)
+    params = optax.apply_updates(params, updates)
+  assert int(s["step"]) == 3 and int(s["nonfinite_count"]) == 0
+
+
+def test_learning_rate_is_schedule_times_plateau_scale():
+  sched = schedules.warmup(schedules.cosine_annealing(0.1, t_max=20), 5)
+  tx = monitor.track(optax.chain(momentum.sgd(sched, momentum=0.9),
+                                 plateau.reduce_on_plateau(factor=0.5, patience=0)))
+  params = jnp.ones(4)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  seen_reduction = False
+  for t in range(12):
+    # A loss that stops improving after step 3 so the plateau scheduler reduces.
+    _, state = update(jnp.ones(4), state, params, value=jnp.float32(max(5 - t, 1)))
+    s = monitor.stats(state)
+    inner_plateau = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, plateau.ReduceOnPlateauState))
+                     if isinstance(x, plateau.ReduceOnPlateauState)][0]
+    scale = float(plateau.scale(inner_plateau))
+    seen_reduction |= scale < 1.0
+    np.testing.assert_allclose(float(s["learning_rate"]), float(sched(t)) * scale, rtol=1e-6)
+  assert seen_reduction, "the loss stream should have triggered a plateau reduction"
+
+
+def test_learning_rate_of_injected_optax_optimizer_and_adagrad_decay():
+  tx = monitor.track(optax.inject_hyperparams(optax.adam)(learning_rate=3e-3))
+  with jax.numpy_dtype_promotion("standard"):  # optax's own Adam mixes int32 and float32
+    _, state = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2))
+  np.testing.assert_allclose(float(monitor.stats(state)["learning_rate"]), 3e-3, rtol=1e-6)
+  tx = monitor.track(adaptive.adagrad(0.1, lr_decay=0.5))
+  state = tx.init(jnp.ones(2))
+  for t in range(3):
+    _, state = tx.update(jnp.ones(2), state, jnp.ones(2))
+    np.testing.assert_allclose(float(monitor.stats(state)["learning_rate"]), 0.1 / (1 + 0.5 * t), rtol=1e-6)
+
+
+def test_learning_rate_is_nan_when_not_observable():
+  tx = monitor.track(optax.adam(1e-3))
+  with jax.numpy_dtype_promotion("standard"):
+    _, state = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2))
+  assert np.isnan(float(monitor.stats(state)["learning_rate"]))
+
+
+def test_nonfinite_count_and_stats_inside_jit_without_extra_compilation():
+  chex.clear_trace_counter()
+  tx = monitor.track(clipping.skip_nonfinite(momentum.sgd(0.1)))
+  params = jnp.ones(3)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(params, state, g):
+    updates, state = tx.update(g, state, params)
+    return optax.apply_updates(params, updates), state, monitor.stats(state)
+
+  state = tx.init(params)
+  bad = {1, 4, 5}
+  for t in range(7):
+    g = jnp.full(3, jnp.nan, jnp.float32) if t in bad else jnp.ones(3, jnp.float32)
+    params, state, s = step(params, state, g)
+  assert int(s["nonfinite_count"]) == len(bad)
+  assert int(s["step"]) == 7
+  np.testing.assert_allclose(np.asarray(params), 1.0 - 0.1 * (7 - len(bad)), rtol=1e-6)
+
+
+def test_stats_finds_track_inside_a_chain_and_raises_without_it():
+  tx = optax.chain(optax.identity(), monitor.track(momentum.sgd(0.5)))
+  _, state = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2))
+  assert float(monitor.stats(state)["learning_rate"]) == 0.5
+  with pytest.raises(ValueError, match="monitor.track"):
+    monitor.stats(momentum.sgd(0.1).init(jnp.ones(2)))

@@ -1,0 +1,136 @@
+"""recipe.build: one transform from a JSON config, in the documented order."""
+
+from __future__ import annotations
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxopt_practices import momentum, recipe, regularization, schedules
+
+PARAMS = {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.3, -0.4])}
+GRADS = [{"kernel": jnp.array([[3.0, 4.0], [0.0, 0.0]]), "bias": jnp.array([1.0, 0.0])},
+         {"kernel": jnp.array([[-1.0, 0.5], [2.0, 1.0]]), "bias": jnp.array([0.0, 2.0])}]
+
+
+def _run(tx, steps=2, values=None):
+  params, state, out = PARAMS, tx.init(PARAMS), []
+  for t, g in enumerate(GRADS[:steps]):
+    extra = {"value": values[t]} if values else {}
+    u, state = tx.update(g, state, params, **extra)
+    params = optax.apply_updates(params, u)
+    out.append(params)
+  return out, state
+
+
+def test_order_matches_closed_form_big_vision_style():
+  """clip -> l2 -> sgd(warmup schedule) -> lr-following decoupled decay, checked by hand."""
+  lr, wd, l2, max_norm = 0.1, 0.01, 0.001, 1.0
+  sched = schedules.warmup(lr, 2, start_value=0.0)
+  tx = recipe.build({"optimizer": {"name": "sgd", "learning_rate": lr},
+                     "warmup": {"steps": 2},
+                     "clip": {"name": "global_norm", "max_norm": max_norm},
+                     "l2": {"rate": l2},
+                     "weight_decay": {"rate": wd, "mask": "auto"}})
+  got, _ = _run(tx)
+  p = jax.tree.map(lambda x: np.asarray(x, np.float64), PARAMS)
+  for t, g in enumerate(GRADS):
+    g = jax.tree.map(lambda x: np.asarray(x, np.float64), g)
+    norm = np.sqrt(sum(np.sum(x ** 2) for x in jax.tree.leaves(g)))
+    g = jax.tree.map(lambda x: x * min(1.0, max_norm / (norm + 1e-6)), g)
+    eta = float(sched(t))
+    new = {"kernel": p["kernel"] - eta * (g["kernel"] + l2 * p["kernel"]) - eta * wd * p["kernel"],
+           "bias": p["bias"] - eta * (g["bias"] + l2 * p["bias"])}
+    chex.assert_trees_all_close(got[t], jax.tree.map(np.float32, new), rtol=1e-5)
+    p = new
+
+
+def test_lr_independent_decay_ignores_the_learning_rate():
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.0}, "weight_decay": {"rate": 0.1, "follows_lr": False}}
+  got, _ = _run(recipe.build(cfg), steps=1)
+  np.testing.assert_allclose(np.asarray(got[0]["kernel"]), 0.9 * np.asarray(PARAMS["kernel"]), rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(got[0]["bias"]), np.asarray(PARAMS["bias"]))
+  cfg["weight_decay"]["follows_lr"] = True
+  got, _ = _run(recipe.build(cfg), steps=1)
+  np.testing.assert_array_equal(np.asarray(got[0]["kernel"]), np.asarray(PARAMS["kernel"]))
+
+
+def test_same_as_hand_chained_practices():
+  cfg = recipe.preset("tour", total_steps=40)
+  sched = schedules.warmup(schedules.cosine_annealing(0.1, t_max=38), 2)
+  from jaxopt_practices import clipping
+  hand = clipping.skip_nonfinite(optax.chain(
+      clipping.clip_by_global_norm(1.0), momentum.sgd(sched, momentum=0.9, nesterov=True),
+      regularization.decoupled_weight_decay(lambda t: 1e-3 * sched(t), "auto", lr_independent=True),
+      regularization.ema(0.99)), max_consecutive=10)
+  a, sa = _run(recipe.build(cfg))
+  b, sb = _run(hand)
+  chex.assert_trees_all_close(a, b, rtol=1e-6)
+  chex.assert_trees_all_close(regularization.ema_params(sa), regularization.ema_params(sb), rtol=1e-6)
+
+
+def test_plateau_receives_the_loss():
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 1.0}, "plateau": {"factor": 0.5, "patience": 0}}
+  tx = recipe.build(cfg)
+  params, state = jnp.zeros(1), tx.init(jnp.zeros(1))
+  steps = []
+  for value in [1.0, 1.0, 1.0]:
+    u, state = tx.update(jnp.ones(1), state, params, value=jnp.float32(value))
+    steps.append(-float(u[0]))
+  assert steps[0] == 1.0 and steps[-1] < steps[0], steps
+
+
+@pytest.mark.parametrize("name,lr", [("resnet-sgd", 0.1), ("transformer-adamw", 0.05), ("fastai-one-cycle", 0.05),
+                                     ("tour", 0.1)])
+def test_presets_are_json_and_train(name, lr):
+  cfg = recipe.preset(name, total_steps=100, learning_rate=lr)
+  assert json.loads(json.dumps(cfg)) == cfg
+  r = recipe.Recipe.from_dict(cfg)
+  assert recipe.Recipe.from_dict(r.to_dict()) == r
+  tx = recipe.build(r)
+  loss = lambda p: jnp.sum((p["kernel"] - 1.0) ** 2) + jnp.sum(p["bias"] ** 2)
+  params, state = PARAMS, tx.init(PARAMS)
+  step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p))
+  for _ in range(100):
+    u, state = step(params, state)
+    params = optax.apply_updates(params, u)
+  assert float(loss(params)) < 0.5 * float(loss(PARAMS))
+
+
+BAD = [
+    ({"optimiser": {}}, r"unknown config key\(s\) \['optimiser'\]; valid keys are \['optimizer'"),
+    ({"optimizer": {"name": "lion", "learning_rate": 1.0}}, r"optimizer.name must be one of \['adagrad', 'adam'"),
+    ({"optimizer": {"name": "sgd"}}, "optimizer.learning_rate is required"),
+    ({"optimizer": {"name": "adam", "learning_rate": 1e-3, "beta1": 0.9}},
+     r"unknown argument\(s\) \['beta1'\] for optimizer \(adam\); valid arguments are \['learning_rate', 'b1'"),
+    ({"optimizer": {"name": "sgd", "learning_rate": -1.0}}, "learning_rate must be in"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "schedule": {"name": "cosine"}},
+     r"schedule.name must be one of"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "clip": {"name": "norm"}}, r"clip.name must be one of"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "clip": {"name": "global_norm", "max": 1}},
+     r"unknown argument\(s\) \['max'\] for clip \(global_norm\)"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "averaging": {"name": "polyak"}},
+     "averaging.name must be one of"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "weight_decay": {"rate": 0.1, "follows_lr": "yes"}},
+     "follows_lr must be True or False"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "weight_decay": {"rate": -0.1}}, "rate must be in"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "warmup": {"start_value": 0.0}}, "warmup needs 'steps'"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "plateau": 3}, r"config\['plateau'\] must be a dict"),
+    ([("optimizer", {})], "config must be a dict or a Recipe"),
+]
+
+
+@pytest.mark.parametrize("config,match", BAD, ids=[m[:30] for _, m in BAD])
+def test_bad_config_raises_listing_valid_choices(config, match):
+  with pytest.raises(ValueError, match=match):
+    recipe.build(config)
+
+
+def test_bad_preset_name():
+  with pytest.raises(ValueError, match=r"preset name must be one of \['fastai-one-cycle'"):
+    recipe.preset("bert")
