@@ -1,0 +1,148 @@
+"""Per-layer activation statistics of an initialized model (practice 3 diagnostics)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from flax import nnx
+
+from jaxopt_practices import _layers
+from jaxopt_practices import _validate
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+  """Statistics of one layer's output over a batch.
+
+  Attributes:
+    name: the layer's module path.
+    shape: the output's shape.
+    mean: the mean over every element.
+    std: the standard deviation over every element.
+    dead_fraction: the fraction of output units (last axis) that are ``<= 0`` for every
+      example and position of the batch, i.e. that a following ReLU silences for the
+      whole batch ("dead units").
+  """
+  name: str
+  shape: tuple[int, ...]
+  mean: float
+  std: float
+  dead_fraction: float
+
+
+@dataclasses.dataclass(frozen=True)
+class InitReport:
+  """Per-layer statistics in forward order; ``str()`` is a table, :meth:`plot` a figure."""
+  layers: tuple[LayerStats, ...]
+
+  def __iter__(self):
+    return iter(self.layers)
+
+  def __len__(self) -> int:
+    return len(self.layers)
+
+  def __getitem__(self, i):
+    return self.layers[i]
+
+  @property
+  def stds(self) -> list[float]:
+    return [r.std for r in self.layers]
+
+  def __str__(self) -> str:
+    width = max([5] + [len(r.name) for r in self.layers])
+    lines = [f"{'depth':>5}  {'layer':<{width}}  {'mean':>10}  {'std':>10}  {'dead':>6}"]
+    for i, r in enumerate(self.layers):
+      lines.append(f"{i:>5d}  {r.name:<{width}}  {r.mean:>10.4g}  {r.std:>10.4g}  {r.dead_fraction:>6.1%}")
+    return "\n".join(lines)
+
+  def plot(self, ax=None, label: str | None = None, log: bool = True):
+    """Plots the output std through depth; returns the matplotlib figure.
+
+    Args:
+      ax: an existing axis to draw on (e.g. to compare several inits); a new figure otherwise.
+      label: the legend label of the curve.
+      log: use a logarithmic std axis (vanishing / exploding signals are geometric).
+    """
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional, imported on use
+
+    if ax is None:
+      _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(self.layers)), self.stds, marker="o", markersize=3, label=label)
+    if log:
+      ax.set_yscale("log")
+    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel("output std over the batch")
+    if label is not None:
+      ax.legend()
+    return ax.figure
+
+
+def _report(calls, stats) -> InitReport:
+  return InitReport(
+      tuple(
+          LayerStats(
+              _layers.path_name(c.path), tuple(c.output.shape), float(s["mean"]), float(s["std"]), float(s["dead"])
+          )
+          for c, s in zip(calls, stats)
+      )
+  )
+
+
+def init_report(apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = None) -> InitReport:
+  """Per-layer output mean, std and dead-unit fraction of a linen model over a batch.
+
+  The layers are those with a ``kernel`` (Dense, Conv, ...), found by intercepting the
+  forward pass, in forward order; the statistics are of their outputs (the
+  pre-activations), in float32. Passing an ``nnx.Module`` as the first argument,
+  ``init_report(model, batch)``, is the same as :func:`init_report_nnx`.
+
+  Args:
+    apply_fn: ``apply_fn(params, batch)``, e.g. ``lambda p, x: model.apply({"params": p}, x)``,
+      not jitted.
+    params: the ``"params"`` collection.
+    batch: an input batch.
+
+  Returns:
+    An :class:`InitReport`: ``print(report)`` for a table, ``report.plot()`` for the
+    std through depth.
+
+  Example:
+    >>> import jax, flax.linen as nn
+    >>> from jaxopt_practices import initializers
+    >>> model = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(16)])
+    >>> x = jax.random.normal(jax.random.key(0), (64, 8))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> report = initializers.init_report(lambda p, x: model.apply({"params": p}, x), params, x)
+    >>> [r.name for r in report]
+    ['layers_0', 'layers_2']
+  """
+  if isinstance(apply_fn, nnx.Module):
+    return init_report_nnx(apply_fn, params if batch is None else batch)
+  _validate.check_callable("apply_fn", apply_fn)
+  params, _ = _layers.unfreeze(params)
+  probe, meta = _layers.linen_probe(apply_fn)
+  stats = probe(params, batch)
+  return _report(meta(params, batch), stats)
+
+
+def init_report_nnx(model: nnx.Module, batch: Any, forward: Callable | None = None) -> InitReport:
+  """:func:`init_report` for an NNX model (``forward(model, batch)``, default ``model(batch)``).
+
+  Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from jaxopt_practices import initializers
+    >>> model = nnx.Sequential(nnx.Linear(8, 16, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(16, 4, rngs=nnx.Rngs(1)))
+    >>> len(initializers.init_report_nnx(model, jax.random.normal(jax.random.key(0), (64, 8))))
+    2
+  """
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
+  saved = _layers.snapshot_nnx(model)
+  try:
+    calls, stats = _layers.nnx_probe(model, batch, _layers.nnx_has_kernel, forward)
+  finally:
+    nnx.update(model, saved)
+  return _report(calls, stats)

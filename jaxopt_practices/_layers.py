@@ -1,0 +1,244 @@
+"""Finding a Flax model's layers in forward order, from the model itself (practice 3 internals).
+
+linen: ``nn.intercept_methods`` around any ``apply`` records every module ``__call__``
+whose module owns a ``kernel`` parameter (Dense, Conv, DenseGeneral, ConvTranspose,
+Einsum, user modules with a ``kernel``), or every ``nn.WeightNorm`` call, with its
+module path and its output, in the order the calls *finish* (so a layer's inputs are
+always recorded before it). The first call of a module is the one recorded.
+
+NNX: the instances to watch (found with ``nnx.iter_modules``) get a recording subclass
+for the duration of one forward pass; their classes are restored afterwards, even on
+error. Nothing global is patched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@dataclasses.dataclass
+class Call:
+  """One recorded layer call."""
+  path: tuple
+  output: Any
+  module: Any = None  # NNX: the module instance.
+  inner: tuple = ()  # linen WeightNorm: the paths of the kernel layers called inside it.
+
+
+def path_name(path: tuple) -> str:
+  return "/".join(str(p) for p in path) or "<root>"
+
+
+def _linen_has_kernel(mod: nn.Module) -> bool:
+  try:
+    ps = mod.variables.get("params", {})
+  except Exception:  # noqa: BLE001 - an unbound module has no variables
+    return False
+  return "kernel" in ps and hasattr(ps["kernel"], "shape")
+
+
+def _is_array_output(out: Any) -> bool:
+  return isinstance(out, jax.Array) and out.ndim >= 1
+
+
+def capture_linen(apply_fn: Callable, params: Any, batch: Any, weight_norm: bool = False) -> list[Call]:
+  """Runs ``apply_fn(params, batch)`` and returns the kernel (or WeightNorm) layer calls."""
+  calls: list[Call] = []
+  seen: set = set()
+  stack: list[list] = []
+
+  def interceptor(next_fun, args, kwargs, ctx):
+    if ctx.method_name != "__call__":
+      return next_fun(*args, **kwargs)
+    mod = ctx.module
+    is_wn = isinstance(mod, nn.WeightNorm)
+    if is_wn:
+      stack.append([])
+    try:
+      out = next_fun(*args, **kwargs)
+    finally:
+      inner = tuple(stack.pop()) if is_wn else ()
+    has_kernel = not is_wn and _linen_has_kernel(mod)
+    if has_kernel and stack:
+      stack[-1].append(tuple(mod.path))
+    wanted = is_wn if weight_norm else has_kernel
+    path = tuple(mod.path)
+    if wanted and path not in seen and _is_array_output(out):
+      seen.add(path)
+      calls.append(Call(path, out, None, inner))
+    return out
+
+  with nn.intercept_methods(interceptor):
+    apply_fn(params, batch)
+  return calls
+
+
+_RECORDERS: list[Callable[[Any, Any], None]] = []
+_RECORDING_CLASSES: dict[type, type] = {}
+
+
+def _recording_class(cls: type) -> type:
+  if cls not in _RECORDING_CLASSES:
+
+    def __call__(self, *args, **kwargs):
+      out = cls.__call__(self, *args, **kwargs)
+      if _RECORDERS:
+        _RECORDERS[-1](self, out)
+      return out
+
+    _RECORDING_CLASSES[cls] = type(cls)(
+        f"_Recording{cls.__name__}", (cls,), {"__call__": __call__, "__module__": __name__}
+    )
+  return _RECORDING_CLASSES[cls]
+
+
+def nnx_has_kernel(mod: nnx.Module) -> bool:
+  return isinstance(getattr(mod, "kernel", None), nnx.Param)
+
+
+def capture_nnx(
+    model: nnx.Module, batch: Any, select: Callable[[nnx.Module], bool], forward: Callable | None = None
+) -> list[Call]:
+  """Calls ``forward(model, batch)`` (default ``model(batch)``) and records the selected modules."""
+  targets = {id(m): (tuple(p), m) for p, m in nnx.iter_modules(model) if select(m)}
+  calls: list[Call] = []
+  seen: set = set()
+
+  def record(mod, out):
+    key = id(mod)
+    if key in targets and key not in seen and _is_array_output(out):
+      seen.add(key)
+      calls.append(Call(targets[key][0], out, mod))
+
+  swapped = []
+  _RECORDERS.append(record)
+  try:
+    for _, m in targets.values():
+      cls = type(m)
+      object.__setattr__(m, "__class__", _recording_class(cls))
+      swapped.append((m, cls))
+    if forward is None:
+      model(batch)
+    else:
+      forward(model, batch)
+  finally:
+    for m, cls in swapped:
+      object.__setattr__(m, "__class__", cls)
+    _RECORDERS.pop()
+  return calls
+
+
+def snapshot_nnx(model: nnx.Module) -> Any:
+  """Batch statistics and RNG counters, which repeated forward passes would otherwise change."""
+  return jax.tree_util.tree_map(lambda a: a, nnx.state(model, (nnx.BatchStat, nnx.RngState)))
+
+
+def layer_stats(out: jax.Array) -> dict[str, jax.Array]:
+  """Statistics of one layer's output, in float32.
+
+  ``mean`` / ``std`` over every element; ``unit_mean`` / ``unit_std`` per output unit (last
+  axis) over the batch and any spatial axes; ``dead`` the fraction of units that are
+  ``<= 0`` for every example (and position), i.e. that a following ReLU silences.
+  """
+  x = out.astype(jnp.float32)
+  flat = x.reshape(-1, x.shape[-1])
+  return {
+      "mean": jnp.mean(x),
+      "std": jnp.std(x),
+      "unit_mean": jnp.mean(flat, axis=0),
+      "unit_std": jnp.std(flat, axis=0),
+      "dead": jnp.mean(jnp.all(flat <= 0, axis=0).astype(jnp.float32)),
+  }
+
+
+layer_stats_jit = jax.jit(layer_stats)
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature(params: Any, batch: Any) -> tuple:
+  leaves, tree = jax.tree_util.tree_flatten((params, batch))
+  return tree, tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in leaves)
+
+
+def linen_probe(apply_fn: Callable, weight_norm: bool = False):
+  """A jitted ``probe(params, batch) -> [layer_stats, ...]`` and ``meta(params, batch) -> [Call, ...]``.
+
+  The compiled probe is cached per ``apply_fn`` (weakly), so repeated reports and LSUV runs
+  on the same model compile once; ``meta`` gives the layer calls (paths, output shapes)
+  recorded when the probe was traced for arguments of that structure.
+  """
+  try:
+    cached = _PROBES.setdefault(apply_fn, {})
+  except TypeError:  # not weak-referenceable: no cache
+    cached = {}
+  if weight_norm not in cached:
+    metas: dict[tuple, list[Call]] = {}
+
+    def probe(params, batch):
+      calls = capture_linen(apply_fn, params, batch, weight_norm)
+      metas[_signature(params, batch)] = [
+          Call(c.path, jax.ShapeDtypeStruct(c.output.shape, c.output.dtype), None, c.inner) for c in calls
+      ]
+      return [layer_stats(c.output) for c in calls]
+
+    jitted = jax.jit(probe)
+
+    def meta(params, batch):
+      sig = _signature(params, batch)
+      if sig not in metas:
+        jax.eval_shape(jitted, params, batch)
+      return metas[sig]
+
+    cached[weight_norm] = (jitted, meta)
+  return cached[weight_norm]
+
+
+def nnx_probe(model: nnx.Module, batch: Any, select: Callable, forward: Callable | None = None):
+  """Eager forward pass: ``(calls, [layer_stats, ...])``."""
+  calls = capture_nnx(model, batch, select, forward)
+  return calls, [layer_stats_jit(c.output) for c in calls]
+
+
+def unfreeze(params: Any) -> tuple[dict, bool]:
+  """A mutable nested-dict copy of a params tree and whether it was a FrozenDict."""
+  if not isinstance(params, (dict, flax.core.FrozenDict)):
+    raise ValueError(
+        f"params must be the 'params' collection (a dict of module names), got params of type {type(params).__name__}."
+    )
+  return flax.core.unfreeze(params), isinstance(params, flax.core.FrozenDict)
+
+
+def refreeze(params: dict, frozen: bool) -> Any:
+  return flax.core.freeze(params) if frozen else params
+
+
+def node(params: dict, path: tuple, what: str) -> dict:
+  """The sub-dict of ``params`` at a module path; ValueError when the path is not there."""
+  cur = params
+  for p in path:
+    if not isinstance(cur, dict) or p not in cur:
+      raise ValueError(
+          f"layer {path_name(path)} ran in apply_fn but params has no entry {path_name(path)} holding its {what}. "
+          "params must be the 'params' collection that apply_fn passes as model.apply({'params': params}, x); "
+          "layers inside nn.scan / nn.vmap are not supported."
+      )
+    cur = cur[p]
+  return cur
+
+
+def scaled(x: jax.Array, factor: Any) -> jax.Array:
+  """``x * factor`` computed in float32 and cast back to ``x``'s dtype."""
+  f = jnp.asarray(factor, jnp.float32)
+  f = f.reshape((1,) * (x.ndim - f.ndim) + f.shape)
+  return (x.astype(jnp.float32) * f).astype(x.dtype)

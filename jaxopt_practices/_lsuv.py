@@ -1,0 +1,319 @@
+"""Layer-sequential unit-variance initialization (Mishkin & Matas 2016), linen and NNX."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxopt_practices import _layers
+from jaxopt_practices import _validate
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerScaling:
+  """What LSUV did to one layer.
+
+  Attributes:
+    name: the layer's module path, e.g. ``"Block_0/Dense_1"`` or ``"layers/3"``.
+    std_before: the std of the layer's output over the batch with the parameters LSUV
+      was given (after the optional orthogonal pre-initialization).
+    std_after: the same std with the returned parameters.
+    scale: the total factor applied to the kernel (and bias).
+    iterations: how many rescalings were made.
+    status: ``"ok"`` (within ``tol``), ``"dead"`` (output std 0 or not finite: left
+      as it was) or ``"not converged"`` (``max_iters`` reached).
+  """
+  name: str
+  std_before: float
+  std_after: float
+  scale: float
+  iterations: int
+  status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LSUVReport:
+  """Per-layer record of an LSUV run, in forward order; ``str(report)`` is a table."""
+  layers: tuple[LayerScaling, ...]
+  target_std: float
+  tol: float
+
+  def __iter__(self):
+    return iter(self.layers)
+
+  def __len__(self) -> int:
+    return len(self.layers)
+
+  def __getitem__(self, i):
+    return self.layers[i]
+
+  @property
+  def converged(self) -> bool:
+    """Whether every layer ended within ``tol`` of ``target_std``."""
+    return all(r.status == "ok" for r in self.layers)
+
+  def __str__(self) -> str:
+    width = max([5] + [len(r.name) for r in self.layers])
+    lines = [
+        f"LSUV: target std {self.target_std:g}, tol {self.tol:g}, {len(self.layers)} layers",
+        f"{'layer':<{width}}  {'std before':>11}  {'std after':>10}  {'scale':>10}  {'iters':>5}  status",
+    ]
+    for r in self.layers:
+      lines.append(
+          f"{r.name:<{width}}  {r.std_before:>11.4g}  {r.std_after:>10.4g}  {r.scale:>10.4g}  "
+          f"{r.iterations:>5d}  {r.status}"
+      )
+    return "\n".join(lines)
+
+
+def _check_args(target_std, tol, max_iters, orthogonal_init, key):
+  _validate.check_number("target_std", target_std, low=0.0, low_open=True)
+  _validate.check_number("tol", tol, low=0.0, low_open=True)
+  _validate.check_int("max_iters", max_iters, low=1)
+  _validate.check_bool("orthogonal_init", orthogonal_init)
+  if orthogonal_init and key is None:
+    raise ValueError("key must be a jax.random key when orthogonal_init=True, got key = None.")
+
+
+class _LinenLayers:
+  """The kernel layers of a linen model, read and written in a mutable params dict."""
+
+  def __init__(self, apply_fn, params, batch):
+    self.params, self.frozen = _layers.unfreeze(params)
+    self.batch = batch
+    self.probe_fn, meta_fn = _layers.linen_probe(apply_fn)
+    self.meta = meta_fn(self.params, batch)
+
+  def probe(self):
+    stats = self.probe_fn(self.params, self.batch)
+    self.names = [_layers.path_name(c.path) for c in self.meta]
+    for c in self.meta:
+      _layers.node(self.params, c.path, "kernel")
+    return np.asarray([s["std"] for s in stats], np.float64) if stats else np.zeros(0)
+
+  def get(self, i):
+    n = _layers.node(self.params, self.meta[i].path, "kernel")
+    return n["kernel"], n.get("bias")
+
+  def set(self, i, kernel, bias):
+    n = _layers.node(self.params, self.meta[i].path, "kernel")
+    n["kernel"] = kernel
+    if bias is not None:
+      n["bias"] = bias
+
+  def result(self):
+    return _layers.refreeze(self.params, self.frozen)
+
+
+class _NNXLayers:
+  """The kernel layers of an NNX model, updated in place."""
+
+  def __init__(self, model, batch, forward):
+    self.model, self.batch, self.forward = model, batch, forward
+
+  def probe(self):
+    calls, stats = _layers.nnx_probe(self.model, self.batch, _layers.nnx_has_kernel, self.forward)
+    self.modules = [c.module for c in calls]
+    self.names = [_layers.path_name(c.path) for c in calls]
+    return np.asarray([s["std"] for s in stats], np.float64) if stats else np.zeros(0)
+
+  def get(self, i):
+    m = self.modules[i]
+    bias = getattr(m, "bias", None)
+    return m.kernel.get_value(), (bias.get_value() if isinstance(bias, nnx.Param) else None)
+
+  def set(self, i, kernel, bias):
+    m = self.modules[i]
+    m.kernel.set_value(kernel)
+    if bias is not None:
+      m.bias.set_value(bias)
+
+
+def _finite(x) -> bool:
+  return x is None or bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
+
+
+def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUVReport:
+  stds = layers.probe()
+  if not layers.names:
+    raise ValueError(
+        f"{what} found no layer with a 'kernel' parameter (Dense, Conv, ...) in the forward pass. "
+        "For linen, apply_fn must run model.apply un-jitted (lsuv compiles it itself)."
+    )
+  if orthogonal_init:
+    from jaxopt_practices.initializers import orthogonal  # noqa: PLC0415 - avoids an import cycle
+
+    init = orthogonal()
+    for i, k in enumerate(jax.random.split(key, len(layers.names))):
+      kernel, bias = layers.get(i)
+      layers.set(i, init(k, kernel.shape, kernel.dtype), bias)
+    stds = layers.probe()
+  before = stds.copy()
+  target, tol = float(target_std), float(tol)
+  done = []
+  for i, name in enumerate(layers.names):
+    iters, total, status = 0, 1.0, "not converged"
+    while True:
+      s = float(stds[i])
+      if not np.isfinite(s) or s == 0.0:
+        status = "dead"
+        break
+      if abs(s - target) <= tol:
+        status = "ok"
+        break
+      if iters >= max_iters:
+        break
+      factor = target / s
+      kernel, bias = layers.get(i)
+      kernel, bias = _layers.scaled(kernel, factor), (None if bias is None else _layers.scaled(bias, factor))
+      if not (_finite(kernel) and _finite(bias)):
+        status = "dead"
+        break
+      layers.set(i, kernel, bias)
+      total *= factor
+      iters += 1
+      stds = layers.probe()
+    if status == "dead":
+      warnings.warn(
+          f"{what}: layer {name} has output std {s:g} over the batch (a dead layer or dead input); "
+          "it was left unchanged.",
+          _validate.PracticeWarning,
+          stacklevel=3,
+      )
+    elif status == "not converged":
+      warnings.warn(
+          f"{what}: layer {name} output std {s:g} is still not within tol={tol:g} of target_std={target:g} "
+          f"after max_iters={max_iters} rescalings.",
+          _validate.PracticeWarning,
+          stacklevel=3,
+      )
+    done.append((name, float(before[i]), total, iters, status))
+  records = tuple(
+      LayerScaling(name, b, float(stds[i]), t, it, st) for i, (name, b, t, it, st) in enumerate(done)
+  )
+  return LSUVReport(records, target, tol)
+
+
+def lsuv(
+    apply_fn: Callable[[Any, Any], Any],
+    params: Any,
+    batch: Any,
+    *,
+    target_std: float = 1.0,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    orthogonal_init: bool = False,
+    key: jax.Array | None = None,
+) -> tuple[Any, LSUVReport]:
+  r"""Layer-sequential unit-variance (LSUV) initialization of a Flax linen model.
+
+  Every layer with a ``kernel`` (Dense, Conv, ... at any nesting depth, found by
+  intercepting the forward pass with ``nn.intercept_methods``, never from a list of
+  names) is visited in forward order; while its output's standard deviation
+  :math:`s` over the batch (all elements) is farther than ``tol`` from
+  ``target_std``, its kernel *and bias* are multiplied by ``target_std / s``:
+
+  .. math::
+    W \leftarrow W \cdot \frac{\sigma^\ast}{s}, \quad b \leftarrow b \cdot \frac{\sigma^\ast}{s}
+    \quad\text{until}\quad |s - \sigma^\ast| \le \text{tol}.
+
+  Scaling the bias along with the kernel scales the layer's output exactly, so one
+  rescaling usually suffices (the paper's networks had zero biases). A layer whose
+  output std is 0 or not finite (dead) is left unchanged with a ``PracticeWarning``; so
+  is one that misses ``tol`` after ``max_iters`` rescalings.
+
+  Args:
+    apply_fn: ``apply_fn(params, batch)`` runs the model, e.g.
+      ``lambda p, x: model.apply({"params": p}, x)``. Not jitted: ``lsuv`` jits it
+      with its interceptor (a jitted function would hide the layer calls).
+    params: the ``"params"`` collection (a dict or FrozenDict; the same type is returned).
+    batch: a representative input batch (any pytree ``apply_fn`` accepts).
+    target_std: the wanted output std, :math:`> 0`.
+    tol: the absolute tolerance on the std, :math:`> 0`.
+    max_iters: the most rescalings per layer, :math:`\ge 1`.
+    orthogonal_init: first replace every kernel by :func:`orthogonal` (gain 1), as
+      the paper does (biases are kept). Off by default: the given init's directions
+      are kept and only rescaled.
+    key: a ``jax.random`` key, needed when ``orthogonal_init`` is True.
+
+  Returns:
+    ``(params, report)``: the new params and an :class:`LSUVReport` (std before/after,
+    scale, iterations and status per layer; ``print(report)`` shows a table).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> from jaxopt_practices import initializers
+    >>> model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(32), nn.relu, nn.Dense(4)])
+    >>> x = jax.random.normal(jax.random.key(0), (128, 8))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> params, report = initializers.lsuv(lambda p, x: model.apply({"params": p}, x), params, x)
+    >>> [r.status for r in report]
+    ['ok', 'ok', 'ok']
+
+  References:
+    Mishkin & Matas, All you need is a good init, 2016.
+  """
+  _validate.check_callable("apply_fn", apply_fn)
+  _check_args(target_std, tol, max_iters, orthogonal_init, key)
+  layers = _LinenLayers(apply_fn, params, batch)
+  report = _run(layers, target_std, tol, max_iters, orthogonal_init, key, "lsuv")
+  return layers.result(), report
+
+
+def lsuv_nnx(
+    model: nnx.Module,
+    batch: Any,
+    *,
+    target_std: float = 1.0,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    orthogonal_init: bool = False,
+    key: jax.Array | None = None,
+    forward: Callable[[nnx.Module, Any], Any] | None = None,
+) -> LSUVReport:
+  """LSUV initialization of a Flax NNX model, in place (see :func:`lsuv`).
+
+  The layers are the submodules with a ``kernel`` ``nnx.Param`` (``nnx.Linear``,
+  ``nnx.Conv``, ...), found by ``nnx.iter_modules`` and ordered by recording their
+  calls during a forward pass. Forward passes run eagerly; batch statistics and RNG
+  counters are restored afterwards, so BatchNorm running averages are untouched.
+
+  Args:
+    model: the NNX module, updated in place.
+    batch: a representative input batch.
+    target_std, tol, max_iters, orthogonal_init, key: as in :func:`lsuv`.
+    forward: ``forward(model, batch)`` to run the model (default ``model(batch)``),
+      e.g. to pass ``train=False``.
+
+  Returns:
+    An :class:`LSUVReport`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from jaxopt_practices import initializers
+    >>> model = nnx.Sequential(nnx.Linear(8, 32, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(32, 4, rngs=nnx.Rngs(1)))
+    >>> report = initializers.lsuv_nnx(model, jax.random.normal(jax.random.key(0), (128, 8)))
+    >>> report.converged
+    True
+
+  References:
+    Mishkin & Matas, All you need is a good init, 2016.
+  """
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
+  if forward is not None:
+    _validate.check_callable("forward", forward)
+  _check_args(target_std, tol, max_iters, orthogonal_init, key)
+  saved = _layers.snapshot_nnx(model)
+  try:
+    return _run(_NNXLayers(model, batch, forward), target_std, tol, max_iters, orthogonal_init, key, "lsuv_nnx")
+  finally:
+    nnx.update(model, saved)

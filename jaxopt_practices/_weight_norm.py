@@ -1,0 +1,213 @@
+"""Data-dependent initialization of weight-normalized layers (Salimans & Kingma 2016)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxopt_practices import _layers
+from jaxopt_practices import _validate
+from jaxopt_practices._init_report import InitReport
+from jaxopt_practices._init_report import _report
+
+
+def _scale_and_shift(name: str, stats: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
+  """``(g, b)`` that map the unit-norm pre-activation ``t`` to ``(t - mean) / std`` per unit."""
+  mu = np.asarray(stats["unit_mean"], np.float64)
+  sd = np.asarray(stats["unit_std"], np.float64)
+  dead = ~(np.isfinite(sd) & (sd > 0)) | ~np.isfinite(mu)
+  if dead.any():
+    warnings.warn(
+        f"{what}: {int(dead.sum())} unit(s) of layer {name} have a constant or non-finite pre-activation "
+        "over the batch; their scale is left at 1 (and their mean removed where finite).",
+        _validate.PracticeWarning,
+        stacklevel=4,
+    )
+  sd_safe = np.where(dead, 1.0, sd)
+  mu_safe = np.where(np.isfinite(mu), mu, 0.0)
+  return 1.0 / sd_safe, -mu_safe / sd_safe
+
+
+def _as(value, like) -> jax.Array:
+  return jnp.asarray(np.broadcast_to(value, like.shape), like.dtype)
+
+
+def weight_norm_init(
+    apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = None
+) -> tuple[Any, InitReport] | InitReport:
+  r"""Data-dependent initialization of ``flax.linen.WeightNorm`` layers (Salimans & Kingma 2016).
+
+  A weight-normalized layer computes :math:`y = g \odot t + b` with
+  :math:`t = x \cdot v / \lVert v \rVert` per output unit. Visiting every
+  ``nn.WeightNorm`` in forward order (found by intercepting the forward pass), this
+  sets :math:`g = 1, b = 0`, measures the mean :math:`\mu` and std :math:`\sigma` of
+  :math:`t` per output unit over the batch (and spatial positions for Conv), then sets
+
+  .. math::
+    g \leftarrow 1 / \sigma, \qquad b \leftarrow -\mu / \sigma,
+
+  so that every unit's pre-activation has mean 0 and std 1 over the batch. The
+  directions :math:`v` are kept. A unit whose :math:`t` is constant keeps
+  :math:`g = 1` (with a ``PracticeWarning``).
+
+  Each ``WeightNorm`` must wrap a single layer with a ``kernel`` and a ``bias``
+  (``nn.Dense``, ``nn.Conv``, ...) with ``use_scale=True`` and the default
+  ``feature_axes=-1``. The scale is the WeightNorm's ``"<layer>/kernel/scale"``
+  parameter and the shift is the wrapped layer's ``bias``; if the ``variable_filter``
+  also normalizes the bias, the raw bias is set to 1 and its ``"bias/scale"`` carries
+  the shift. Passing an ``nnx.Module`` as the first argument,
+  ``weight_norm_init(model, batch)``, is :func:`weight_norm_init_nnx`.
+
+  Args:
+    apply_fn: ``apply_fn(params, batch)``, e.g. ``lambda p, x: model.apply({"params": p}, x)``,
+      not jitted.
+    params: the ``"params"`` collection (dict or FrozenDict; the same type is returned).
+    batch: a representative input batch.
+
+  Returns:
+    ``(params, report)``: the new params and an :class:`InitReport` of the WeightNorm
+    layers' outputs after initialization.
+
+  Example:
+    >>> import jax, flax.linen as nn
+    >>> from jaxopt_practices import initializers
+    >>> model = nn.Sequential([nn.WeightNorm(nn.Dense(16)), nn.relu, nn.WeightNorm(nn.Dense(4))])
+    >>> x = 3.0 + jax.random.normal(jax.random.key(0), (256, 8))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> params, report = initializers.weight_norm_init(lambda p, x: model.apply({"params": p}, x), params, x)
+    >>> [round(r.std, 3) for r in report]
+    [1.0, 1.0]
+
+  References:
+    Salimans & Kingma, Weight normalization: a simple reparameterization to accelerate
+    training of deep neural networks, 2016.
+  """
+  if isinstance(apply_fn, nnx.Module):
+    return weight_norm_init_nnx(apply_fn, params if batch is None else batch)
+  _validate.check_callable("apply_fn", apply_fn)
+  params, frozen = _layers.unfreeze(params)
+  probe, meta_fn = _layers.linen_probe(apply_fn, weight_norm=True)
+  meta = meta_fn(params, batch)
+  if not meta:
+    raise ValueError("weight_norm_init found no flax.linen.WeightNorm layer in the forward pass of apply_fn.")
+  slots = []
+  for c in meta:
+    name = _layers.path_name(c.path)
+    if len(c.inner) != 1:
+      raise ValueError(
+          f"weight_norm_init: WeightNorm {name} wraps {len(c.inner)} layers with a kernel; it supports a "
+          "WeightNorm around a single Dense/Conv layer."
+      )
+    wn = _layers.node(params, c.path, "WeightNorm scales")
+    layer = _layers.node(params, c.inner[0], "kernel and bias")
+    kscale = [k for k in wn if k.endswith("kernel/scale")]
+    bscale = [k for k in wn if k.endswith("bias/scale")]
+    out = layer["kernel"].shape[-1]
+    if len(kscale) != 1 or wn[kscale[0]].shape != (out,):
+      raise ValueError(
+          f"weight_norm_init: WeightNorm {name} needs use_scale=True and feature_axes=-1 (one kernel scale "
+          f"of shape ({out},)), found scales {sorted(wn)}."
+      )
+    if "bias" not in layer:
+      raise ValueError(f"weight_norm_init: the layer in WeightNorm {name} has no bias (use_bias=False) to centre.")
+    slots.append((name, wn, kscale[0], bscale[0] if bscale else None, layer))
+
+  def set_gb(slot, g, b):
+    _, wn, kkey, bkey, layer = slot
+    wn[kkey] = _as(g, wn[kkey])
+    if bkey is None:
+      layer["bias"] = _as(b, layer["bias"])
+    else:
+      layer["bias"] = _as(1.0, layer["bias"])
+      wn[bkey] = _as(b, wn[bkey])
+
+  for i, slot in enumerate(slots):
+    set_gb(slot, 1.0, 0.0)
+    stats = probe(params, batch)[i]
+    set_gb(slot, *_scale_and_shift(slot[0], stats, "weight_norm_init"))
+  stats = probe(params, batch)
+  report = _report(meta, stats)
+  return _layers.refreeze(params, frozen), report
+
+
+def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None = None) -> InitReport:
+  """Data-dependent initialization of ``flax.nnx.WeightNorm`` layers, in place.
+
+  As :func:`weight_norm_init`: each ``nnx.WeightNorm`` (in forward order) gets its
+  ``scales[("kernel",)]`` set to :math:`1/\\sigma` and its ``layer_instance.bias`` to
+  :math:`-\\mu/\\sigma`, so each unit's pre-activation has mean 0 and std 1 over the
+  batch. The wrapped layer needs a ``kernel`` and a ``bias``, and the WeightNorm
+  ``use_scale=True`` with ``feature_axes=-1``. (``nnx.WeightNorm`` writes the
+  normalized kernel back into the wrapped layer on every call; its direction is kept.)
+
+  Args:
+    model: the NNX module, updated in place.
+    batch: a representative input batch.
+    forward: ``forward(model, batch)`` to run the model (default ``model(batch)``).
+
+  Returns:
+    An :class:`InitReport` of the WeightNorm layers' outputs after initialization.
+
+  Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from jaxopt_practices import initializers
+    >>> rngs = nnx.Rngs(0)
+    >>> model = nnx.Sequential(nnx.WeightNorm(nnx.Linear(8, 16, rngs=rngs), rngs=rngs), nnx.relu)
+    >>> report = initializers.weight_norm_init_nnx(model, 3.0 + jax.random.normal(jax.random.key(0), (256, 8)))
+    >>> round(report[0].std, 3)
+    1.0
+
+  References:
+    Salimans & Kingma, Weight normalization, 2016.
+  """
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
+  if forward is not None:
+    _validate.check_callable("forward", forward)
+  is_wn = lambda m: isinstance(m, nnx.WeightNorm)  # noqa: E731
+  saved = _layers.snapshot_nnx(model)
+  try:
+    calls, _ = _layers.nnx_probe(model, batch, is_wn, forward)
+    if not calls:
+      raise ValueError("weight_norm_init_nnx found no flax.nnx.WeightNorm layer in the forward pass.")
+    slots = []
+    for c in calls:
+      wn, name = c.module, _layers.path_name(c.path)
+      layer = wn.layer_instance
+      if not _layers.nnx_has_kernel(layer) or not isinstance(getattr(layer, "bias", None), nnx.Param):
+        raise ValueError(
+            f"weight_norm_init_nnx: WeightNorm {name} must wrap a layer with a kernel and a bias (use_bias=True)."
+        )
+      out = layer.kernel.get_value().shape[-1]
+      scales = wn.scales or {}
+      if ("kernel",) not in scales or scales[("kernel",)].shape != (out,):
+        raise ValueError(
+            f"weight_norm_init_nnx: WeightNorm {name} needs use_scale=True and feature_axes=-1 (a kernel scale "
+            f"of shape ({out},)), found scales {list(scales)}."
+        )
+      if any(k != ("kernel",) for k in scales):
+        raise ValueError(
+            f"weight_norm_init_nnx: WeightNorm {name} normalizes more than the kernel (scales {list(scales)}); "
+            "use the default variable_filter=nnx.PathContains('kernel')."
+        )
+      slots.append((name, wn))
+
+    def set_gb(wn, g, b):
+      wn.scales[("kernel",)] = _as(g, wn.scales[("kernel",)])
+      wn.layer_instance.bias.set_value(_as(b, wn.layer_instance.bias.get_value()))
+
+    for i, (name, wn) in enumerate(slots):
+      set_gb(wn, 1.0, 0.0)
+      _, stats = _layers.nnx_probe(model, batch, is_wn, forward)
+      set_gb(wn, *_scale_and_shift(name, stats[i], "weight_norm_init_nnx"))
+    calls, stats = _layers.nnx_probe(model, batch, is_wn, forward)
+  finally:
+    nnx.update(model, saved)
+  return _report(calls, stats)
