@@ -67,10 +67,20 @@ def bias_correction(decay: Any, step: jax.Array) -> jax.Array:
   return -jnp.expm1(step * log_decay)
 
 
-def moment(new: Any, old: Any, decay: jax.Array, order: int) -> Any:
-  """Exponential moving average ``decay * old + (1 - decay) * new**order`` in ``old``'s dtype."""
+def moment(new: Any, old: Any, decay: Any, order: int) -> Any:
+  """Exponential moving average ``decay * old + (1 - decay) * new**order`` in ``old``'s dtype.
+
+  For a Python float ``decay`` the weight ``1 - decay`` is computed in double precision
+  (as PyTorch does), so ``1 - 0.999`` is ``1e-3`` to float32 round-off rather than
+  ``1 - float32(0.999)``, which is off by 1.3e-5 relative.
+  """
+  if isinstance(decay, (int, float)) and not isinstance(decay, bool):
+    keep, take = jnp.float32(decay), jnp.float32(1.0 - decay)
+  else:
+    keep = jnp.asarray(decay, jnp.float32)
+    take = 1.0 - keep
   return jax.tree.map(
-      lambda g, m: decay * m + (1.0 - decay) * (g.astype(m.dtype) ** order), new, old
+      lambda g, m: keep.astype(m.dtype) * m + take.astype(m.dtype) * (g.astype(m.dtype) ** order), new, old
   )
 
 

@@ -172,10 +172,9 @@ def scale_by_rmsprop(
 
   def update_fn(updates, state, params=None):
     del params
-    a = jnp.asarray(alpha, jnp.float32)
-    square_avg = _tree.moment(updates, state.square_avg, a, 2)
+    square_avg = _tree.moment(updates, state.square_avg, alpha, 2)
     if centered:
-      grad_avg = _tree.moment(updates, state.grad_avg, a, 1)
+      grad_avg = _tree.moment(updates, state.grad_avg, alpha, 1)
       var = jax.tree.map(lambda v, m: v - jnp.square(m), square_avg, grad_avg)
     else:
       grad_avg, var = (), square_avg
@@ -292,12 +291,12 @@ def scale_by_adam(
 
   def update_fn(updates, state, params=None):
     del params
-    beta1 = _tree.as_scalar(b1, state.count)
+    beta1 = _tree.as_scalar(b1, state.count) if callable(b1) else b1
     mu = _tree.moment(updates, state.mu, beta1, 1)
-    nu = _tree.moment(updates, state.nu, jnp.asarray(b2, jnp.float32), 2)
+    nu = _tree.moment(updates, state.nu, b2, 2)
     nu_hat = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else nu
     step = state.count.astype(jnp.float32) + 1.0
-    bc1 = _tree.bias_correction(b1 if not callable(b1) else beta1, step)
+    bc1 = _tree.bias_correction(beta1, step)
     sqrt_bc2 = jnp.sqrt(_tree.bias_correction(b2, step))
     out = jax.tree.map(lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps), mu, nu_hat)
     out = _tree.cast_like(out, updates)
@@ -337,7 +336,7 @@ def adam(
     >>> from jaxopt_practices import adaptive
     >>> tx = adaptive.adam(0.1)
     >>> u, _ = tx.update(jnp.array([5.0]), tx.init(jnp.zeros(1)))
-    >>> print(u)
+    >>> print(u.round(6))
     [-0.1]
 
   References:
@@ -380,7 +379,7 @@ def adamw(
     >>> tx = adaptive.adamw(0.1, weight_decay=0.5)
     >>> p = jnp.array([2.0])
     >>> u, _ = tx.update(jnp.array([5.0]), tx.init(p), p)
-    >>> print(u)
+    >>> print(u.round(6))
     [-0.2]
 
   References:

@@ -97,7 +97,7 @@ def track(inner: optax.GradientTransformation) -> optax.GradientTransformationEx
     >>> tx = monitor.track(adaptive.adam(1e-3))
     >>> p = jnp.ones(3)
     >>> u, s = tx.update(jnp.full(3, 2.0), tx.init(p), p)
-    >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), float(monitor.stats(s)["learning_rate"]))
+    >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), round(float(monitor.stats(s)["learning_rate"]), 6))
     3.4641 0.001
   """
   inner = optax.with_extra_args_support(inner)
