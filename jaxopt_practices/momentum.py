@@ -77,23 +77,21 @@ def scale_by_momentum(
   def init_fn(params):
     return ScaleByMomentumState(count=jnp.zeros([], jnp.int32), trace=_tree.zeros_acc(params))
 
+  # A known non-zero momentum never takes PyTorch's "no buffer when momentum == 0" branch.
+  may_be_zero = callable(momentum) or mu is None or mu == 0.0
+
   def update_fn(updates, state, params=None):
     del params
-    mu = _tree.as_scalar(momentum, state.count)
-    first = state.count == 0
-    keep = 1.0 - jnp.asarray(dampening, jnp.float32)
-
-    def step(g, b):
-      g = g.astype(b.dtype)
-      new_b = jnp.where(first, g, mu * b + keep * g)
-      out = g + mu * new_b if nesterov else new_b
-      return jnp.where(mu == 0.0, g, out), new_b
-
-    pairs = jax.tree.map(step, updates, state.trace)
-    outer = jax.tree.structure(updates)
-    out, trace = jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
-    out = _tree.cast_like(out, updates)
-    return out, ScaleByMomentumState(count=_tree.increment(state.count), trace=trace)
+    mu_t = _tree.as_scalar(momentum, state.count)
+    # The buffer starts at zero, so b_1 = mu * 0 + 1 * g_1 = g_1: a scalar coefficient, no select.
+    coef = jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, jnp.float32))
+    trace = jax.tree.map(lambda g, b: mu_t * b + coef * g.astype(b.dtype), updates, state.trace)
+    out = trace
+    if nesterov:
+      out = jax.tree.map(lambda g, b: g.astype(b.dtype) + mu_t * b, updates, trace)
+    if may_be_zero:
+      out = jax.tree.map(lambda g, o: jnp.where(mu_t == 0.0, g.astype(o.dtype), o), updates, out)
+    return _tree.cast_like(out, updates), ScaleByMomentumState(count=_tree.increment(state.count), trace=trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
