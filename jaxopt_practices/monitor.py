@@ -18,6 +18,7 @@ import optax
 
 from jaxopt_practices import _base
 from jaxopt_practices import _tree
+from jaxopt_practices import _validate
 
 try:  # the plateau scale multiplies the learning rate when a plateau scheduler is present
   from jaxopt_practices import plateau as _plateau
@@ -34,20 +35,6 @@ class TrackState(NamedTuple):
   update_norm: jax.Array
   param_norm: jax.Array
   nonfinite_count: jax.Array
-
-
-def _norm(tree: Any) -> jax.Array:
-  """Global L2 norm accumulated in float32 or wider, one pass over the data.
-
-  Values above ~1.8e19 overflow to ``inf`` here, which a monitor reports as it is
-  (``clipping.global_norm`` is the overflow-safe, two-pass version clipping needs).
-  """
-  leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
-  total = jnp.zeros([], jnp.float32)
-  for x in leaves:
-    if x.size:
-      total = total + jnp.sum(jnp.square(x.astype(_tree.acc_dtype(x.dtype)))).astype(jnp.float32)
-  return jnp.sqrt(total)
 
 
 def _find(tree: Any, kind: type | tuple[type, ...]) -> list:
@@ -76,7 +63,24 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   return lr if found else jnp.full([], jnp.nan, jnp.float32)
 
 
-def track(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+def _sum_of_squares(tree: Any) -> jax.Array:
+  total = jnp.zeros([], jnp.float32)
+  for x in jax.tree.leaves(tree):
+    x = jnp.asarray(x)
+    if x.size:
+      total = total + jnp.sum(jnp.square(x.astype(_tree.acc_dtype(x.dtype)))).astype(jnp.float32)
+  return total
+
+
+def _all_finite(tree: Any, sum_of_squares: jax.Array) -> jax.Array:
+  """Whether every value is finite; the full check runs only when the sum of squares is not."""
+  def check(_):
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+  return jax.lax.cond(jnp.isfinite(sum_of_squares), lambda _: jnp.asarray(True), check, None)
+
+
+def track(inner: optax.GradientTransformation, every: int = 1) -> optax.GradientTransformationExtraArgs:
   r"""Wraps ``inner`` so that its state records the statistics of each update.
 
   Recorded after each update :math:`u_t = \text{inner}(g_t)`: ``step`` (updates applied),
@@ -85,8 +89,15 @@ def track(inner: optax.GradientTransformation) -> optax.GradientTransformationEx
   params are passed) and ``nonfinite_count`` (steps whose gradients held NaN or Inf).
   Extra keyword arguments (e.g. ``value=loss`` for a plateau scheduler) are forwarded.
 
+  Cost: the three norms are three extra reads of parameter-sized data per step, which on a
+  memory-bound CPU step is of the order of the optimizer step itself (see
+  ``benchmarks/README.md``). ``every=k`` measures the norms and non-finite steps on every
+  k-th update only (``lax.cond``: the other steps skip the work and keep the last values),
+  dividing that cost by k; ``step`` and ``learning_rate`` are exact on every step.
+
   Args:
     inner: any ``optax.GradientTransformation``.
+    every: measure the norms (and count non-finite steps) on updates ``0, k, 2k, ...``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`TrackState`.
@@ -100,6 +111,7 @@ def track(inner: optax.GradientTransformation) -> optax.GradientTransformationEx
     >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), round(float(monitor.stats(s)["learning_rate"]), 6))
     3.4641 0.001
   """
+  _validate.check_int("every", every, low=1)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
@@ -109,19 +121,26 @@ def track(inner: optax.GradientTransformation) -> optax.GradientTransformationEx
                       zero, zero, zero, jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updates)] or
-                               [jnp.asarray(True)]))
-    grad_norm = _norm(updates)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    new_state = TrackState(
-        inner_state=inner_state,
-        step=_tree.increment(state.step),
-        learning_rate=current_learning_rate(inner_state),
-        grad_norm=grad_norm,
-        update_norm=_norm(new_updates),
-        param_norm=_norm(params) if params is not None else jnp.zeros([], jnp.float32),
-        nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
-    )
+
+    def measure(_):
+      grad_sq = _sum_of_squares(updates)
+      bad = (~_all_finite(updates, grad_sq)).astype(jnp.int32)
+      param_sq = _sum_of_squares(params) if params is not None else jnp.zeros([], jnp.float32)
+      return (jnp.sqrt(grad_sq), jnp.sqrt(_sum_of_squares(new_updates)), jnp.sqrt(param_sq),
+              state.nonfinite_count + bad)
+
+    def keep(_):
+      return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
+
+    if every == 1:
+      measured = measure(None)
+    else:
+      measured = jax.lax.cond(state.step % every == 0, measure, keep, None)
+    grad_norm, update_norm, param_norm, nonfinite = measured
+    new_state = TrackState(inner_state=inner_state, step=_tree.increment(state.step),
+                           learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
+                           update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)
     return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -100,3 +100,29 @@ def test_stats_finds_track_inside_a_chain_and_raises_without_it():
   assert float(monitor.stats(state)["learning_rate"]) == 0.5
   with pytest.raises(ValueError, match="monitor.track"):
     monitor.stats(momentum.sgd(0.1).init(jnp.ones(2)))
+
+
+def test_every_k_measures_on_every_kth_step_only():
+  tx = monitor.track(momentum.sgd(0.1), every=3)
+  params, state = jnp.ones(2), None
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  seen = []
+  for t in range(7):
+    g = jnp.full(2, float(t + 1), jnp.float32)
+    if t == 4:
+      g = jnp.full(2, jnp.nan, jnp.float32)
+    _, state = update(g, state, params)
+    seen.append(float(monitor.stats(state)["grad_norm"]))
+  # Measured at t = 0, 3, 6: |g| = sqrt(2) * (t + 1); the NaN at t = 4 is not measured.
+  expected = [1, 1, 1, 4, 4, 4, 7]
+  np.testing.assert_allclose(seen, np.sqrt(2.0) * np.array(expected), rtol=1e-6)
+  assert int(monitor.stats(state)["step"]) == 7 and int(monitor.stats(state)["nonfinite_count"]) == 0
+  with pytest.raises(ValueError, match="every"):
+    monitor.track(momentum.sgd(0.1), every=0)
+
+
+def test_huge_finite_gradients_are_not_counted_as_nonfinite():
+  tx = monitor.track(momentum.sgd(0.1))
+  _, state = tx.update(jnp.full(3, 1e30, jnp.float32), tx.init(jnp.ones(3)), jnp.ones(3))
+  assert int(monitor.stats(state)["nonfinite_count"]) == 0
