@@ -411,7 +411,7 @@ def make_train_step(
     >>> n, tx = jax.device_count(), optax.sgd(0.5)
     >>> p_sh = parallel.fsdp_shardings(jnp.zeros(n), mesh)
     >>> params, state = parallel.init_sharded(tx, jnp.zeros(n), p_sh)
-    >>> loss_fn = lambda p, x: jnp.mean(jnp.sum((x - p) ** 2, axis=-1))
+    >>> loss_fn = lambda p, x: jnp.mean(jnp.sum((x - p[None, :]) ** 2, axis=-1))
     >>> step = parallel.make_train_step(loss_fn, tx, mesh, p_sh)
     >>> params, state, loss = step(params, state, jnp.ones((2 * n, n)))
     >>> print(params.sharding.spec, float(params[0]))

@@ -84,17 +84,20 @@ def test_pmap_replicas_identical_and_match_single_device(case: ContractCase):
   per_device = [grad_stream(params, STEPS, seed=10 + d) for d in range(NUM_DEVICES)]
   tx_p = case.build(**case.pmap_kwargs)
 
-  def step(g, state, p, extra):
+  # (grads, state, params) travel as one mapped argument: with an optax.EmptyState state as an
+  # argument of its own, the params arrived unmapped here (jax 0.10.2, 8 devices).
+  def step(mapped, extra):
+    g, state, p = mapped
     g = jax.lax.pmean(g, "i")
     updates, state = tx_p.update(g, state, p, **extra)
     return optax.apply_updates(p, updates), state
 
-  pstep = jax.pmap(step, axis_name="i", in_axes=(0, 0, 0, None))
+  pstep = jax.pmap(step, axis_name="i", in_axes=(0, None))
   rep = lambda t: jax.tree.map(lambda x: jnp.broadcast_to(x, (NUM_DEVICES,) + jnp.shape(x)), t)
   p_rep, s_rep = rep(params), rep(tx_p.init(params))
   for i in range(STEPS):
     g = jax.tree.map(lambda *xs: jnp.stack(xs), *[per_device[d][i] for d in range(NUM_DEVICES)])
-    p_rep, s_rep = pstep(g, s_rep, p_rep, case.extra_args(i))
+    p_rep, s_rep = pstep((g, s_rep, p_rep), case.extra_args(i))
 
   for tree in (p_rep, s_rep):
     for leaf in jax.tree.leaves(tree):

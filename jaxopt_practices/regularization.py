@@ -1,0 +1,417 @@
+"""Practice 7 — regularization through the optimizer: weight decay, L2, gradient noise, EMA and SWA.
+
+Where each piece goes in an ``optax.chain``::
+
+    chain(l2_penalty(...),            # coupled L2: first, on the raw gradient
+          gradient_noise(...),        # on the gradient
+          <gradient-based step>,      # e.g. adaptive.scale_by_adam()
+          decoupled_weight_decay(...),  # optax / AdamW convention: decay multiplied by the lr
+          <learning-rate scaling>,
+          decoupled_weight_decay(..., lr_independent=True),  # big_vision: decay not multiplied by the lr
+          ema(...), swa(...))         # last: they average params + final updates
+
+``ema`` / ``swa`` pass the updates through unchanged; read the averaged weights with
+:func:`ema_params` / :func:`swa_params` from the whole optimizer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxopt_practices import _base
+from jaxopt_practices import _tree
+from jaxopt_practices import _validate
+
+ScalarOrSchedule = _base.ScalarOrSchedule
+
+
+def _check_int_like(name: str, value: Any, *, low: int | None = None) -> None:
+  """``_validate.check_int`` that also accepts the 0-d integer arrays of ``inject_hyperparams``."""
+  if isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
+    if value.shape == () and np.issubdtype(value.dtype, np.integer):
+      value = int(value)
+  _validate.check_int(name, value, low=low)
+
+
+def _check_mask(mask: Any) -> None:
+  _base.check_mask(mask)
+  if isinstance(mask, (int, float, np.number)) and not isinstance(mask, (bool, np.bool_)):
+    raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
+
+
+def _need_params(name: str, params: Any) -> None:
+  if params is None:
+    raise ValueError(f"{name} needs the params: call update(updates, state, params).")
+
+
+# ----------------------------------------------------------------------------- weight decay and L2
+class WeightDecayState(NamedTuple):
+  """Number of updates so far (the ``count`` at which a ``rate`` schedule is evaluated)."""
+  count: jax.Array
+
+
+def _weight_decay(name: str, rate: ScalarOrSchedule, mask: Any, sign: float) -> optax.GradientTransformation:
+  """``u + sign * rate_t * p`` on the leaves selected by ``mask``, through ``_base.add_weight_decay``."""
+  _validate.check_number("rate", rate, low=0.0, allow_schedule=True)
+  _check_mask(mask)
+
+  def init_fn(params):
+    del params
+    return WeightDecayState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    _need_params(name, params)
+    decay = _base.add_weight_decay(_tree.as_scalar(rate, state.count), mask)
+    if sign > 0:
+      out, _ = decay.update(updates, optax.EmptyState(), params)
+    else:  # -(-u + r p) = u - r p; negation is exact, so unselected leaves stay bitwise equal.
+      out, _ = decay.update(jax.tree.map(jnp.negative, updates), optax.EmptyState(), params)
+      out = jax.tree.map(jnp.negative, out)
+    return out, WeightDecayState(count=_tree.increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def decoupled_weight_decay(rate: ScalarOrSchedule, mask: Any = "auto", *,
+                           lr_independent: bool = False) -> optax.GradientTransformation:
+  r"""Decoupled weight decay (AdamW's), by default only on leaves with ``ndim >= 2``.
+
+  .. math::
+    \text{default:}\quad u \leftarrow u + \lambda_t\,\theta
+    \qquad\qquad \text{lr\_independent:}\quad u \leftarrow u - \lambda_t\,\theta
+
+  Default (optax's and PyTorch's AdamW convention): place it after the gradient-based step
+  and before the learning-rate scaling, so each step decays :math:`\eta_t \lambda \theta`
+  (the decay follows the learning rate and its schedule).
+
+  ``lr_independent=True`` (big_vision's convention): place it *after* the learning-rate
+  scaling (the updates are then already ``-lr * ...``), so each step decays exactly
+  :math:`\lambda_t \theta` whatever the base learning rate. big_vision still lets the
+  decay follow the *shape* of the schedule; pass ``rate`` as a schedule for that, e.g.
+  ``lambda t: wd * sched(t) / base_lr``.
+
+  Args:
+    rate: :math:`\lambda \ge 0`, a float or a schedule of the update count.
+    mask: ``"auto"`` (leaves with ``ndim >= 2``: kernels decay, biases and norm scales do
+      not), ``None`` (every leaf), a pytree of bools shaped like the params, or a callable
+      ``params -> pytree of bools``. Unselected leaves are passed through bitwise.
+    lr_independent: see above.
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params`` in ``update``).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import regularization
+    >>> tx = regularization.decoupled_weight_decay(0.1)
+    >>> p = {"kernel": jnp.ones((1, 2)), "bias": jnp.ones(2)}
+    >>> u, _ = tx.update({"kernel": jnp.zeros((1, 2)), "bias": jnp.zeros(2)}, tx.init(p), p)
+    >>> print(u["kernel"], u["bias"])
+    [[0.1 0.1]] [0. 0.]
+
+  References:
+    Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
+  """
+  _validate.check_bool("lr_independent", lr_independent)
+  return _weight_decay("decoupled_weight_decay", rate, mask, -1.0 if lr_independent else 1.0)
+
+
+def l2_penalty(rate: ScalarOrSchedule, mask: Any = None) -> optax.GradientTransformation:
+  r"""Coupled L2 regularisation: adds :math:`\lambda\theta` to the gradient (place it first).
+
+  .. math:: g \leftarrow g + \lambda_t\,\theta  \quad(\text{the gradient of } \tfrac{\lambda}{2}\|\theta\|^2)
+
+  This is PyTorch's ``weight_decay`` of SGD / Adam: with an adaptive optimizer the penalty
+  is rescaled per coordinate, unlike :func:`decoupled_weight_decay`.
+
+  Args:
+    rate: :math:`\lambda \ge 0`, a float or a schedule.
+    mask: as in :func:`decoupled_weight_decay`, but ``None`` (every leaf) by default.
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params`` in ``update``).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import regularization
+    >>> tx = regularization.l2_penalty(0.5)
+    >>> u, _ = tx.update(jnp.array([1.0]), tx.init(jnp.ones(1)), jnp.array([2.0]))
+    >>> print(u)
+    [2.]
+  """
+  return _weight_decay("l2_penalty", rate, mask, 1.0)
+
+
+# ----------------------------------------------------------------------------- gradient noise
+class GradientNoiseState(NamedTuple):
+  """Update count and the raw ``uint32`` PRNG key data (checkpointable, unlike typed keys)."""
+  count: jax.Array
+  key: jax.Array
+
+
+def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
+                   axis_name: str | None = None) -> optax.GradientTransformation:
+  r"""Adds annealed Gaussian noise to the gradients.
+
+  .. math:: g_t \leftarrow g_t + \mathcal N(0, \sigma_t^2),\qquad \sigma_t^2 = \frac{\eta}{(1 + t)^\gamma}
+
+  with :math:`t` the number of updates already applied (0 at the first), like
+  ``optax.add_noise``. The noise is drawn in float32 and added in float32, then cast to the
+  gradient dtype. The key lives in the state as raw ``uint32`` key data and is split once
+  per step, so two replicas initialised with the same ``seed`` draw the same noise by
+  construction (no communication needed). With ``axis_name`` the key of replica 0 is used
+  on every replica (an ``all_gather``), which keeps the noise identical even if the states
+  were initialised with different seeds.
+
+  Args:
+    eta: :math:`\eta \ge 0`.
+    gamma: :math:`\gamma \ge 0`.
+    seed: an integer seed for ``jax.random.key``.
+    axis_name: optional ``pmap`` / ``shard_map`` axis (see above).
+
+  Returns:
+    An ``optax.GradientTransformation``; its state is :class:`GradientNoiseState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import regularization
+    >>> tx = regularization.gradient_noise(eta=0.0)
+    >>> u, state = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
+    >>> print(u, state.key.dtype)
+    [1. 1.] uint32
+
+  References:
+    Neelakantan et al, Adding Gradient Noise Improves Learning for Very Deep Networks, 2015.
+  """
+  _validate.check_number("eta", eta, low=0.0)
+  _validate.check_number("gamma", gamma, low=0.0)
+  _check_int_like("seed", seed)
+  if axis_name is not None and not isinstance(axis_name, str):
+    raise ValueError(f"axis_name must be a string or None, got axis_name = {axis_name!r}.")
+
+  def init_fn(params):
+    del params
+    return GradientNoiseState(count=jnp.zeros([], jnp.int32),
+                              key=jax.random.key_data(jax.random.key(seed)))
+
+  def update_fn(updates, state, params=None):
+    del params
+    data = state.key
+    if axis_name is not None:
+      data = jax.lax.all_gather(data, axis_name)[0]
+    key, sub = jax.random.split(jax.random.wrap_key_data(data))
+    t = state.count.astype(jnp.float32)
+    var = jnp.asarray(eta, jnp.float32) / jnp.power(1.0 + t, jnp.asarray(gamma, jnp.float32))
+    std = jnp.sqrt(var)
+    leaves, treedef = jax.tree.flatten(updates)
+    keys = jax.random.split(sub, len(leaves))
+
+    def noisy(g, k):
+      acc = _tree.acc_dtype(g.dtype)
+      noise = jax.random.normal(k, g.shape, acc) * std.astype(acc)
+      return (g.astype(acc) + noise).astype(g.dtype)
+
+    out = jax.tree.unflatten(treedef, [noisy(g, keys[i]) for i, g in enumerate(leaves)])
+    return out, GradientNoiseState(count=_tree.increment(state.count), key=jax.random.key_data(key))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- parameter averages
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class ParamDtypes:
+  """The params' dtypes in leaf order. A static pytree node: part of the state's structure
+  (so it survives ``jit``, ``pmap`` and restoring into a target), never a leaf."""
+  names: tuple[str, ...]
+
+  @classmethod
+  def of(cls, params: Any) -> "ParamDtypes":
+    return cls(tuple(jnp.dtype(jnp.result_type(x)).name for x in jax.tree.leaves(params)))
+
+  def cast(self, tree: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, [x.astype(d) for x, d in zip(leaves, self.names, strict=True)])
+
+
+def _broadcast_to(scalar: jax.Array, x: jax.Array) -> jax.Array:
+  """Lets a (possibly replicated, shape ``(n,)``) scalar broadcast against a leaf."""
+  return scalar.reshape(scalar.shape + (1,) * (x.ndim - scalar.ndim))
+
+
+def _find(opt_state: Any, cls: type, name: str) -> Any:
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, cls)) if isinstance(s, cls)]
+  if len(found) != 1:
+    raise ValueError(f"{name} expects exactly one {cls.__name__} inside opt_state, found {len(found)}.")
+  return found[0]
+
+
+class EmaState(NamedTuple):
+  r"""Weighted sum :math:`z_t` of the params (float32+), its total weight :math:`w_t`, dtypes."""
+  ema: Any
+  weight: jax.Array
+  dtypes: ParamDtypes
+
+
+def ema(decay: float = 0.999, debias: bool = True) -> optax.GradientTransformation:
+  r"""Exponential moving average of the *parameters* (updates pass through unchanged).
+
+  .. math::
+    z_t = \beta z_{t-1} + (1-\beta)\,\theta_t,\quad w_t = \beta w_{t-1} + (1-\beta),\qquad
+    \bar\theta_t = z_t / w_t = \frac{\sum_{i=0}^{t} \beta^{t-i}\theta_i}{\sum_{i=0}^{t} \beta^{t-i}}
+
+  :math:`\theta_0` are the params given to ``init`` and :math:`\theta_t` = params + updates
+  after the t-th update (``optax.apply_updates`` of this transform's input, so put it last in
+  the chain). ``debias=True``: :math:`z_0 = (1-\beta)\theta_0, w_0 = 1-\beta`, i.e. the
+  weights are normalised (like Adam's bias correction) and :math:`\bar\theta_0 = \theta_0`.
+  ``debias=False``: :math:`z_0 = \theta_0, w_t = 1` (the usual EMA initialised at the params,
+  biased towards them for the first ~:math:`1/(1-\beta)` steps). :math:`z` is accumulated in
+  float32 (or wider) even for bfloat16 params; :func:`ema_params` returns
+  :math:`\bar\theta_t` in the params' dtype.
+
+  Differs from ``optax.ema``, which averages the *updates* and starts from zero.
+
+  Args:
+    decay: :math:`\beta \in [0, 1)`.
+    debias: normalise the weights (see above).
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params``); read it with :func:`ema_params`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import regularization
+    >>> tx = optax.chain(optax.sgd(1.0), regularization.ema(0.5))
+    >>> p = jnp.zeros(1)
+    >>> state = tx.init(p)
+    >>> u, state = tx.update(jnp.array([-2.0]), state, p)   # theta_1 = 2
+    >>> print(regularization.ema_params(state))             # (0.5*0 + 1*2) / 1.5
+    [1.3333334]
+
+  References:
+    Polyak & Juditsky, Acceleration of Stochastic Approximation by Averaging, 1992.
+  """
+  _validate.check_number("decay", decay, low=0.0, high=1.0, high_open=True)
+  _validate.check_bool("debias", debias)
+
+  def init_fn(params):
+    p0 = _tree.to_acc(params)
+    b = jnp.asarray(decay, jnp.float32)
+    if debias:
+      z = jax.tree.map(lambda p: (1.0 - b).astype(p.dtype) * p, p0)
+      return EmaState(ema=z, weight=1.0 - b, dtypes=ParamDtypes.of(params))
+    return EmaState(ema=p0, weight=jnp.ones([], jnp.float32), dtypes=ParamDtypes.of(params))
+
+  def update_fn(updates, state, params=None):
+    _need_params("ema", params)
+    new_params = optax.apply_updates(params, updates)
+    b = jnp.asarray(decay, jnp.float32)
+    z = jax.tree.map(lambda z, p: b.astype(z.dtype) * z + (1.0 - b).astype(z.dtype) * p.astype(z.dtype),
+                     state.ema, new_params)
+    weight = b * state.weight + (1.0 - b) if debias else state.weight
+    return updates, EmaState(ema=z, weight=weight, dtypes=state.dtypes)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def ema_params(opt_state: Any) -> Any:
+  """The EMA of the params, :math:`z_t / w_t`, in the params' dtype.
+
+  Finds the single :class:`EmaState` anywhere inside ``opt_state`` (``optax.chain``,
+  ``inject_hyperparams``, ``masked``, :func:`~jaxopt_practices.clipping.skip_nonfinite`,
+  ...). Also works on a ``pmap``-replicated state (keeps the leading replica axis).
+
+  Raises:
+    ValueError: when ``opt_state`` holds no ``EmaState`` or more than one.
+  """
+  state = _find(opt_state, EmaState, "ema_params")
+  z = jax.tree.map(lambda x: x / _broadcast_to(state.weight.astype(x.dtype), x), state.ema)
+  return state.dtypes.cast(z)
+
+
+class SwaState(NamedTuple):
+  """Updates applied, snapshots averaged so far, the running average (float32+), dtypes."""
+  count: jax.Array
+  n_averaged: jax.Array
+  average: Any
+  dtypes: ParamDtypes
+
+
+def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
+  r"""Stochastic weight averaging: the equal-weight mean of params snapshots.
+
+  .. math::
+    \bar\theta = \frac{1}{n}\sum_{k=1}^{n} \theta_{t_k},\qquad
+    t_k \in \{t \ge \text{start\_step} : (t - \text{start\_step}) \bmod \text{every} = 0\}
+
+  :math:`\theta_t` are the params after :math:`t` updates, i.e. params + updates of the t-th
+  call (put it last in the chain); :math:`\theta_0` (the params given to ``init``) is the
+  first snapshot when ``start_step = 0``. The average is updated as
+  ``torch.optim.swa_utils.AveragedModel.update_parameters`` does (a copy for the first
+  snapshot, then :math:`\bar\theta \leftarrow \bar\theta + (\theta - \bar\theta)/(n + 1)`), in
+  float32 or wider, so calling ``update_parameters`` at the same steps gives the same average.
+  Before the first snapshot :func:`swa_params` returns the current params.
+
+  Args:
+    start_step: first update count snapshotted, an integer ``>= 0``.
+    every: snapshot period in updates, an integer ``>= 1``.
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params``); read it with :func:`swa_params`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import regularization
+    >>> tx = optax.chain(optax.sgd(1.0), regularization.swa(start_step=2, every=2))
+    >>> p = jnp.zeros(1)
+    >>> state = tx.init(p)
+    >>> for _ in range(4):   # theta_t = t; snapshots at t = 2 and 4
+    ...   u, state = tx.update(-jnp.ones(1), state, p)
+    ...   p = optax.apply_updates(p, u)
+    >>> print(regularization.swa_params(state))
+    [3.]
+
+  References:
+    Izmailov et al, Averaging Weights Leads to Wider Optima and Better Generalization, 2018.
+  """
+  _check_int_like("start_step", start_step, low=0)
+  _check_int_like("every", every, low=1)
+
+  def init_fn(params):
+    first = jnp.asarray(start_step, jnp.int32) == 0
+    return SwaState(count=jnp.zeros([], jnp.int32), n_averaged=first.astype(jnp.int32),
+                    average=_tree.to_acc(params), dtypes=ParamDtypes.of(params))
+
+  def update_fn(updates, state, params=None):
+    _need_params("swa", params)
+    t = _tree.increment(state.count)
+    start = jnp.asarray(start_step, jnp.int32)
+    take = (t >= start) & ((t - start) % jnp.asarray(every, jnp.int32) == 0)
+    n = state.n_averaged
+    theta = _tree.to_acc(optax.apply_updates(params, updates))
+
+    def average(avg, x):
+      running = avg + (x - avg) / (n + 1).astype(avg.dtype)
+      return jnp.where(n == 0, x, jnp.where(take, running, avg))
+
+    avg = jax.tree.map(average, state.average, theta)
+    n_new = jnp.where(take, _tree.increment(n), n)
+    return updates, SwaState(count=t, n_averaged=n_new, average=avg, dtypes=state.dtypes)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def swa_params(opt_state: Any) -> Any:
+  """The SWA average in the params' dtype, from the single :class:`SwaState` in ``opt_state``.
+
+  Raises:
+    ValueError: when ``opt_state`` holds no ``SwaState`` or more than one.
+  """
+  state = _find(opt_state, SwaState, "swa_params")
+  return state.dtypes.cast(state.average)
