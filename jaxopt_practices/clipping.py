@@ -112,6 +112,10 @@ def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
   XLA). With ``axis_name`` the entries of every replica count (``pmax`` of :math:`m`, then
   ``psum`` of the scaled sums).
 
+  For ``p = 2`` without ``axis_name`` the plain one-pass sum of squares is used whenever it
+  is finite and above ``2**-100`` (then ``m = norm`` and ``r = 1``); the scaled version runs
+  (under ``lax.cond``) only when it is not.
+
   Returns:
     ``(norm, m, r)``: the norm, the max-abs and :math:`(\sum_l (m_l/m)^p s_l)^{1/p}`
     (``norm = m * r``; ``norm`` is ``inf`` when an entry is infinite, NaN when one is NaN).
@@ -122,6 +126,19 @@ def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
     zero = jnp.zeros([], dtype)
     return zero, zero, zero
   concrete = _validate.known_value(norm_type)
+  if concrete == 2.0 and axis_name is None:
+    # Fast path, one pass: the plain sum of squares, exact whenever it neither overflows nor
+    # underflows; otherwise (inf, NaN, or below 2**-100) the scaled two-pass version below.
+    total = sum(jnp.sum(jnp.square(x.astype(dtype))) for x in leaves)
+    safe = jnp.isfinite(total) & (total > jnp.asarray(2.0 ** -100, dtype))
+    return jax.lax.cond(safe, lambda _: (jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)),
+                        lambda _: _scaled_norm(leaves, norm_type, concrete, None, dtype), None)
+  return _scaled_norm(leaves, norm_type, concrete, axis_name, dtype)
+
+
+def _scaled_norm(leaves: list, norm_type: Any, concrete: float | None, axis_name: str | None,
+                 dtype: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The overflow-free two-pass p-norm of :func:`global_norm`."""
   p = None if concrete in (2.0, math.inf) else jnp.asarray(norm_type, dtype)
 
   def power(x):  # x in [0, 1]

@@ -116,28 +116,36 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
 
   def init_fn(params):
     inner_state = inner.init(params)
-    zero = jnp.zeros([], jnp.float32)
+    zero = lambda: jnp.zeros([], jnp.float32)  # distinct buffers, so the state can be donated
     return TrackState(inner_state, jnp.zeros([], jnp.int32), current_learning_rate(inner_state),
-                      zero, zero, zero, jnp.zeros([], jnp.int32))
+                      zero(), zero(), zero(), jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-
-    def measure(_):
-      grad_sq = _sum_of_squares(updates)
-      bad = (~_all_finite(updates, grad_sq)).astype(jnp.int32)
-      param_sq = _sum_of_squares(params) if params is not None else jnp.zeros([], jnp.float32)
-      return (jnp.sqrt(grad_sq), jnp.sqrt(_sum_of_squares(new_updates)), jnp.sqrt(param_sq),
-              state.nonfinite_count + bad)
-
-    def keep(_):
-      return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
-
     if every == 1:
-      measured = measure(None)
+      # Norms of the inputs first, then an optimization barrier: fused into the optimizer's
+      # elementwise loop, a reduction makes XLA:CPU run that whole loop on one thread.
+      grad_sq = _sum_of_squares(updates)
+      param_sq = _sum_of_squares(params) if params is not None else jnp.zeros([], jnp.float32)
+      grad_sq, param_sq, updates, params = jax.lax.optimization_barrier((grad_sq, param_sq, updates, params))
+      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      update_sq, new_updates = jax.lax.optimization_barrier((_sum_of_squares(new_updates), new_updates))
+      bad = (~_all_finite(updates, grad_sq)).astype(jnp.int32)
+      grad_norm, update_norm, param_norm = jnp.sqrt(grad_sq), jnp.sqrt(update_sq), jnp.sqrt(param_sq)
+      nonfinite = state.nonfinite_count + bad
     else:
-      measured = jax.lax.cond(state.step % every == 0, measure, keep, None)
-    grad_norm, update_norm, param_norm, nonfinite = measured
+      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+
+      def measure(_):
+        grad_sq = _sum_of_squares(updates)
+        bad = (~_all_finite(updates, grad_sq)).astype(jnp.int32)
+        param_sq = _sum_of_squares(params) if params is not None else jnp.zeros([], jnp.float32)
+        return (jnp.sqrt(grad_sq), jnp.sqrt(_sum_of_squares(new_updates)), jnp.sqrt(param_sq),
+                state.nonfinite_count + bad)
+
+      def keep(_):
+        return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
+
+      grad_norm, update_norm, param_norm, nonfinite = jax.lax.cond(state.step % every == 0, measure, keep, None)
     new_state = TrackState(inner_state=inner_state, step=_tree.increment(state.step),
                            learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)

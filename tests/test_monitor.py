@@ -126,3 +126,13 @@ def test_huge_finite_gradients_are_not_counted_as_nonfinite():
   tx = monitor.track(momentum.sgd(0.1))
   _, state = tx.update(jnp.full(3, 1e30, jnp.float32), tx.init(jnp.ones(3)), jnp.ones(3))
   assert int(monitor.stats(state)["nonfinite_count"]) == 0
+
+
+def test_state_can_be_donated():
+  tx = monitor.track(adaptive.adamw(1e-3))
+  params = jnp.ones(4)
+  step = jax.jit(lambda p, s: tx.update(jnp.ones(4), s, p), donate_argnums=(1,))
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = step(params, state)
+  assert int(monitor.stats(state)["step"]) == 2
