@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxopt_practices import _tree
@@ -83,7 +84,9 @@ def _resolve_mask(mask: Any, params: Any) -> Any:
 
 def check_mask(mask: Any) -> None:
   """Raises ``ValueError`` for a mask that is not 'auto', None, a pytree or a callable."""
-  if isinstance(mask, str) and mask != "auto":
+  bad_string = isinstance(mask, str) and mask != "auto"
+  number = isinstance(mask, (int, float, np.number)) and not isinstance(mask, (bool, np.bool_))
+  if bad_string or number:
     raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
 
 

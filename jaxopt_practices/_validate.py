@@ -85,9 +85,14 @@ def check_number(
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
-  """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``."""
+  """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``.
+
+  A concrete 0-d integer array (what ``optax.inject_hyperparams`` passes) counts as an integer.
+  """
   if _is_traced(value):
     return
+  if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and np.issubdtype(value.dtype, np.integer):
+    value = int(value)
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
     raise ValueError(f"{name} must be an integer, got {name} = {value!r}.")
   if (low is not None and value < low) or (high is not None and value > high):

@@ -23,14 +23,6 @@ from jaxopt_practices import _validate
 _NORM_EPS = 1e-6  # PyTorch's clip_grad_norm_: max_norm / (total_norm + 1e-6)
 
 
-def _check_int_like(name: str, value: Any, *, low: int | None = None) -> None:
-  """``_validate.check_int`` that also accepts the 0-d integer arrays of ``inject_hyperparams``."""
-  if isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
-    if value.shape == () and np.issubdtype(value.dtype, np.integer):
-      value = int(value)
-  _validate.check_int(name, value, low=low)
-
-
 def _widest_acc_dtype(leaves: list) -> jnp.dtype:
   dtypes = [_tree.acc_dtype(jnp.result_type(x)) for x in leaves]
   return max(dtypes, key=lambda d: d.itemsize) if dtypes else jnp.dtype(jnp.float32)
@@ -403,7 +395,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
   if not isinstance(inner, optax.GradientTransformation):
     raise ValueError(f"inner must be an optax.GradientTransformation, got inner = {inner!r}.")
   if max_consecutive is not None:
-    _check_int_like("max_consecutive", max_consecutive, low=0)
+    _validate.check_int("max_consecutive", max_consecutive, low=0)
   _validate.check_choice("on_failure", on_failure, ("raise", "nan"))
   inner = optax.with_extra_args_support(inner)
 

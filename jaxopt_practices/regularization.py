@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxopt_practices import _base
@@ -29,20 +28,6 @@ from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
 ScalarOrSchedule = _base.ScalarOrSchedule
-
-
-def _check_int_like(name: str, value: Any, *, low: int | None = None) -> None:
-  """``_validate.check_int`` that also accepts the 0-d integer arrays of ``inject_hyperparams``."""
-  if isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
-    if value.shape == () and np.issubdtype(value.dtype, np.integer):
-      value = int(value)
-  _validate.check_int(name, value, low=low)
-
-
-def _check_mask(mask: Any) -> None:
-  _base.check_mask(mask)
-  if isinstance(mask, (int, float, np.number)) and not isinstance(mask, (bool, np.bool_)):
-    raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
 
 
 def _need_params(name: str, params: Any) -> None:
@@ -59,7 +44,7 @@ class WeightDecayState(NamedTuple):
 def _weight_decay(name: str, rate: ScalarOrSchedule, mask: Any, sign: float) -> optax.GradientTransformation:
   """``u + sign * rate_t * p`` on the leaves selected by ``mask``, through ``_base.add_weight_decay``."""
   _validate.check_number("rate", rate, low=0.0, allow_schedule=True)
-  _check_mask(mask)
+  _base.check_mask(mask)
 
   def init_fn(params):
     del params
@@ -191,7 +176,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
   """
   _validate.check_number("eta", eta, low=0.0)
   _validate.check_number("gamma", gamma, low=0.0)
-  _check_int_like("seed", seed)
+  _validate.check_int("seed", seed)
   if axis_name is not None and not isinstance(axis_name, str):
     raise ValueError(f"axis_name must be a string or None, got axis_name = {axis_name!r}.")
 
@@ -380,8 +365,8 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
   References:
     Izmailov et al, Averaging Weights Leads to Wider Optima and Better Generalization, 2018.
   """
-  _check_int_like("start_step", start_step, low=0)
-  _check_int_like("every", every, low=1)
+  _validate.check_int("start_step", start_step, low=0)
+  _validate.check_int("every", every, low=1)
 
   def init_fn(params):
     first = jnp.asarray(start_step, jnp.int32) == 0
