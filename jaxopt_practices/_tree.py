@@ -84,6 +84,11 @@ def moment(new: Any, old: Any, decay: Any, order: int) -> Any:
   )
 
 
+def find_states(tree: Any, kind: type | tuple[type, ...]) -> list:
+  """Every sub-tree of ``tree`` (e.g. a chained optimizer state) that is a ``kind``, in order."""
+  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
+
+
 def increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the integer maximum (``optax.safe_increment``)."""
   return optax.safe_increment(count)

@@ -37,11 +37,6 @@ class TrackState(NamedTuple):
   nonfinite_count: jax.Array
 
 
-def _find(tree: Any, kind: type | tuple[type, ...]) -> list:
-  """Every sub-tree of ``tree`` that is an instance of ``kind``, in flattening order."""
-  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
-
-
 def current_learning_rate(opt_state: Any) -> jax.Array:
   """The learning rate applied at the last update, read from any optimizer state.
 
@@ -52,12 +47,12 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   ``optax.inject_hyperparams`` to see it).
   """
   lr, found = jnp.ones([], jnp.float32), False
-  for s in _find(opt_state, _base.ScaleByLearningRateState):
+  for s in _tree.find_states(opt_state, _base.ScaleByLearningRateState):
     lr, found = lr * s.learning_rate, True
   if _plateau is not None:
-    for s in _find(opt_state, _plateau.ReduceOnPlateauState):
+    for s in _tree.find_states(opt_state, _plateau.ReduceOnPlateauState):
       lr, found = lr * _plateau.scale(s), True
-  for s in _find(opt_state, optax.InjectStatefulHyperparamsState):
+  for s in _tree.find_states(opt_state, optax.InjectStatefulHyperparamsState):
     if "learning_rate" in s.hyperparams:
       lr, found = lr * jnp.asarray(s.hyperparams["learning_rate"], jnp.float32), True
   return lr if found else jnp.full([], jnp.nan, jnp.float32)
@@ -165,7 +160,7 @@ def stats(opt_state: Any) -> dict[str, jax.Array]:
   Raises:
     ValueError: when the state holds no :func:`track` state.
   """
-  found = _find(opt_state, TrackState)
+  found = _tree.find_states(opt_state, TrackState)
   if not found:
     raise ValueError("stats(opt_state) found no monitor.track(...) state in opt_state; "
                      "wrap the optimizer with monitor.track(tx).")

@@ -231,7 +231,7 @@ def _broadcast_to(scalar: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _find(opt_state: Any, cls: type, name: str) -> Any:
-  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, cls)) if isinstance(s, cls)]
+  found = _tree.find_states(opt_state, cls)
   if len(found) != 1:
     raise ValueError(f"{name} expects exactly one {cls.__name__} inside opt_state, found {len(found)}.")
   return found[0]
