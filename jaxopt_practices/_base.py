@@ -1,9 +1,18 @@
-"""Small transforms shared by several practices: learning-rate scaling and weight decay.
+"""The three steps every optimizer is built from: learning-rate scaling, coupled L2, decoupled decay.
 
-They differ from ``optax.scale_by_learning_rate`` / ``optax.add_decayed_weights`` only
-in dtype handling: the scalar is applied in float32 and the result is cast back to the
-gradient's dtype, so bfloat16 gradients stay bfloat16 also when the learning rate is a
-schedule or an injected array (optax would promote them to float32 there).
+Each has exactly one implementation, here, and one public name:
+``schedules.scale_by_learning_rate``, ``regularization.l2_penalty`` and
+``regularization.decoupled_weight_decay``. The optimizers (``momentum.sgd``,
+``adaptive.adam``, ``adaptive.adamw``, ...) are literal ``optax.chain``-s of them::
+
+    sgd / adagrad / rmsprop / adam:   chain(l2_penalty(wd), scale_by_X(...), scale_by_learning_rate(lr))
+    adamw:                            chain(scale_by_adam(...), scale_by_learning_rate(lr),
+                                            decoupled_weight_decay(wd, mask, learning_rate=lr))
+
+They differ from ``optax.scale_by_learning_rate`` / ``optax.add_decayed_weights`` in dtype
+handling (the scalar is applied in float32 and the result cast back to the gradient's dtype,
+so bfloat16 gradients stay bfloat16 also under a schedule or an injected array) and, for
+the decoupled decay, in reproducing PyTorch's AdamW to the bit.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxopt_practices import _tree
@@ -21,6 +29,7 @@ from jaxopt_practices import _validate
 ScalarOrSchedule = float | jax.Array | optax.Schedule
 
 
+@_tree.learning_rate_factor(lambda s: s.learning_rate)
 class ScaleByLearningRateState(NamedTuple):
   """Updates applied so far (the schedule's ``count``) and the last learning rate applied.
 
@@ -33,10 +42,13 @@ class ScaleByLearningRateState(NamedTuple):
 def scale_by_learning_rate(
     learning_rate: ScalarOrSchedule, *, lr_decay: float = 0.0, flip_sign: bool = True
 ) -> optax.GradientTransformation:
-  r"""Scales updates by :math:`-\eta_t / (1 + t \cdot \text{lr\_decay})`.
+  r"""Scales updates by :math:`-\eta_t / (1 + t \cdot \text{lr\_decay})`, keeping the gradient dtype.
 
-  ``learning_rate`` is a float or a schedule evaluated at ``t`` = updates applied so far.
-  ``lr_decay`` is Adagrad's (PyTorch) learning-rate decay; 0 for every other optimizer.
+  ``learning_rate`` is a float or a schedule evaluated at ``t`` = updates applied so far; the
+  value applied is recorded in the state (``monitor.stats`` reads it). ``lr_decay`` is
+  Adagrad's (PyTorch) learning-rate decay; 0 for every other optimizer. Differs from
+  ``optax.scale_by_learning_rate``: the product is taken in float32 (or wider) and cast back,
+  so bfloat16 updates stay bfloat16 under a schedule; the state records the learning rate.
 
   Args:
     learning_rate: a non-negative float or an ``optax.Schedule``.
@@ -44,25 +56,36 @@ def scale_by_learning_rate(
     flip_sign: multiply by ``-1`` so the result can be added to the params.
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformation``; its state is :class:`ScaleByLearningRateState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import schedules
+    >>> tx = schedules.scale_by_learning_rate(schedules.step_decay(1.0, step_size=1, gamma=0.5))
+    >>> state = tx.init(jnp.zeros(2))
+    >>> u, state = tx.update(jnp.ones(2), state)
+    >>> u, state = tx.update(jnp.ones(2), state)
+    >>> print(u, state.learning_rate)
+    [-0.5 -0.5] 0.5
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   _validate.check_number("lr_decay", lr_decay, low=0.0)
+  _validate.check_bool("flip_sign", flip_sign)
   sign = -1.0 if flip_sign else 1.0
 
-  def init_fn(params):
-    del params
-    return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32), learning_rate=_lr(jnp.zeros([], jnp.int32)))
-
-  def _lr(count):
+  def lr_at(count):
     lr = _tree.as_scalar(learning_rate, count)
     if not _validate.is_zero(lr_decay):
       lr = lr / (1.0 + count.astype(jnp.float32) * jnp.asarray(lr_decay, jnp.float32))
     return lr
 
+  def init_fn(params):
+    del params
+    return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32), learning_rate=lr_at(jnp.zeros([], jnp.int32)))
+
   def update_fn(updates, state, params=None):
     del params
-    lr = _lr(state.count)
+    lr = lr_at(state.count)
     step = sign * lr
     updates = jax.tree.map(lambda g: (g.astype(_tree.acc_dtype(g.dtype)) * step).astype(g.dtype), updates)
     return updates, ScaleByLearningRateState(count=_tree.increment(state.count), learning_rate=lr)
@@ -70,98 +93,139 @@ def scale_by_learning_rate(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _resolve_mask(mask: Any, params: Any) -> Any:
-  if mask is None:
-    return jax.tree.map(lambda _: True, params)
-  if isinstance(mask, str):
-    if mask != "auto":
-      raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
-  if callable(mask):
-    return mask(params)
-  return mask
+def _masked_map(fn, updates: Any, params: Any, mask: Any) -> Any:
+  """``fn(u, p)`` on the leaves selected by ``mask``; the others pass through bitwise."""
+  selected = _tree.resolve_mask(mask, params)
+
+  def one(u, p, on):
+    if on is False:
+      return u
+    out = fn(u, p)
+    return out if on is True else jnp.where(on, out, u)
+
+  return jax.tree.map(one, updates, params, selected)
 
 
-def check_mask(mask: Any) -> None:
-  """Raises ``ValueError`` for a mask that is not 'auto', None, a pytree or a callable."""
-  bad_string = isinstance(mask, str) and mask != "auto"
-  number = isinstance(mask, (int, float, np.number)) and not isinstance(mask, (bool, np.bool_))
-  if bad_string or number:
-    raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
+class L2PenaltyState(NamedTuple):
+  """Number of updates so far (the ``count`` at which a ``rate`` schedule is evaluated)."""
+  count: jax.Array
 
 
-def add_weight_decay(rate: float | jax.Array, mask: Any = None) -> optax.GradientTransformation:
-  r"""Adds ``rate * param`` to the updates of the leaves selected by ``mask``.
+def l2_penalty(rate: ScalarOrSchedule, mask: _validate.Mask = None) -> optax.GradientTransformation:
+  r"""Coupled L2 regularisation: adds :math:`\lambda_t\theta` to the gradient (place it first).
 
-  Placed before the optimizer it is coupled L2 (PyTorch's ``weight_decay`` of SGD, Adam,
-  Adagrad, RMSprop); placed after the gradient-based step and before the learning rate it
-  is decoupled decay (AdamW). ``mask`` is ``None`` (all leaves), ``"auto"`` (leaves with
-  ``ndim >= 2``), a pytree of bools, or a callable ``params -> pytree of bools``.
+  .. math:: g \leftarrow g + \lambda_t\,\theta  \quad(\text{the gradient of } \tfrac{\lambda}{2}\|\theta\|^2)
+
+  This is PyTorch's ``weight_decay`` of SGD, Adagrad, RMSprop and Adam, and the optimizers'
+  ``weight_decay`` argument here is exactly this transform: with an adaptive optimizer the
+  penalty is rescaled per coordinate, unlike :func:`decoupled_weight_decay`.
+
+  Args:
+    rate: :math:`\lambda \ge 0`, a float or a schedule of the update count.
+    mask: which leaves are penalised: ``None`` (every leaf, as PyTorch), ``"auto"`` (kernels,
+      ``ndim >= 2``), a pytree of bools or a callable ``params -> pytree of bools``.
+      Unselected leaves pass through bitwise.
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`L2PenaltyState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import regularization
+    >>> tx = regularization.l2_penalty(0.5)
+    >>> u, _ = tx.update(jnp.array([1.0]), tx.init(jnp.ones(1)), jnp.array([2.0]))
+    >>> print(u)
+    [2.]
   """
-  _validate.check_number("weight_decay", rate, low=0.0)
-  check_mask(mask)
+  _validate.check_number("rate", rate, low=0.0, allow_schedule=True)
+  _validate.check_mask(mask)
 
   def init_fn(params):
     del params
-    return optax.EmptyState()
+    return L2PenaltyState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("weight decay needs the params: call update(updates, state, params).")
-    selected = _resolve_mask(mask, params)
-    r = jnp.asarray(rate, jnp.float32)
+    _validate.need_params("l2_penalty", params)
+    r = _tree.as_scalar(rate, state.count)
 
-    def decay(g, p, on):
-      if on is False:
-        return g
+    def add(g, p):
       acc = _tree.acc_dtype(g.dtype)
-      out = (g.astype(acc) + r.astype(acc) * p.astype(acc)).astype(g.dtype)
-      return out if on is True else jnp.where(on, out, g)
+      return (g.astype(acc) + r.astype(acc) * p.astype(acc)).astype(g.dtype)
 
-    return jax.tree.map(decay, updates, params, selected), state
+    return _masked_map(add, updates, params, mask), L2PenaltyState(count=_tree.increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 class DecoupledWeightDecayState(NamedTuple):
-  """Number of updates applied so far (the learning-rate schedule's ``count``)."""
+  """Number of updates so far (the ``count`` at which ``rate`` / ``learning_rate`` schedules are read)."""
   count: jax.Array
 
 
-def add_decoupled_weight_decay(
-    learning_rate: ScalarOrSchedule, rate: float | jax.Array, mask: Any = None
+def decoupled_weight_decay(
+    rate: ScalarOrSchedule, mask: _validate.Mask = "auto", *, learning_rate: ScalarOrSchedule | None = None
 ) -> optax.GradientTransformation:
-  r"""Adds :math:`(\mathrm{fl}(1 - \eta_t\lambda) - 1)\,\theta` to already lr-scaled updates.
+  r"""Decoupled weight decay (AdamW's): shrinks the params towards 0 by a factor per step.
 
-  This is PyTorch's AdamW decay, ``θ ← θ·(1 − η_t λ)``, to the bit: the factor
-  :math:`1 - \eta_t\lambda` is rounded to float32 first, as ``param.mul_(1 - lr * wd)``
-  does. Over many steps that rounding is a systematic relative drift of up to
-  :math:`\approx 3\cdot10^{-8}` per step, which parity with PyTorch needs reproduced.
-  Mathematically it equals ``add_weight_decay(rate)`` placed before the learning rate.
-  Place it after :func:`scale_by_learning_rate`.
+  Place it *after* the learning-rate scaling: its input is the final update :math:`u_t`
+  (already ``-lr * ...``), and it returns
+
+  .. math::
+    u_t - d_t\,\theta_{t-1},\qquad d_t = \begin{cases}
+      1 - \mathrm{fl}(1 - \eta_t\lambda_t) & \text{with a learning\_rate (it follows the lr)} \\
+      \lambda_t & \text{without (lr-independent)}\end{cases}
+
+  so that :math:`\theta_t = \theta_{t-1}(1 - d_t) + u_t`. With ``learning_rate`` this is
+  PyTorch's / optax's AdamW decay, reproduced to the bit: PyTorch multiplies the params by
+  ``1 - lr * wd`` rounded to float32 first, and over many steps that rounding is a systematic
+  drift that parity needs reproduced. Without it, each step decays exactly
+  :math:`\lambda_t\theta` whatever the learning rate (big_vision's convention; pass ``rate``
+  as a schedule to follow the schedule's *shape*).
+
+  Args:
+    rate: :math:`\lambda \ge 0`, a float or a schedule of the update count.
+    mask: which leaves decay: ``"auto"`` (kernels, ``ndim >= 2``: no decay on biases and norm
+      scales), ``None`` (every leaf), a pytree of bools or a callable ``params -> pytree of
+      bools``. Unselected leaves pass through bitwise.
+    learning_rate: the learning rate (float or schedule) the decay follows, usually the
+      optimizer's; ``None`` for lr-independent decay.
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params``); its state is
+    :class:`DecoupledWeightDecayState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import regularization
+    >>> tx = regularization.decoupled_weight_decay(0.1)
+    >>> p = {"kernel": jnp.ones((1, 2)), "bias": jnp.ones(2)}
+    >>> u, _ = tx.update({"kernel": jnp.zeros((1, 2)), "bias": jnp.zeros(2)}, tx.init(p), p)
+    >>> print(u["kernel"], u["bias"])
+    [[-0.1 -0.1]] [0. 0.]
+
+  References:
+    Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
   """
-  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  _validate.check_number("weight_decay", rate, low=0.0)
-  check_mask(mask)
+  _validate.check_number("rate", rate, low=0.0, allow_schedule=True)
+  _validate.check_mask(mask)
+  if learning_rate is not None:
+    _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
 
   def init_fn(params):
     del params
     return DecoupledWeightDecayState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("weight decay needs the params: call update(updates, state, params).")
-    selected = _resolve_mask(mask, params)
-    factor = 1.0 - _tree.as_scalar(learning_rate, state.count) * jnp.asarray(rate, jnp.float32)
+    _validate.need_params("decoupled_weight_decay", params)
+    coef = -_tree.as_scalar(rate, state.count)
+    if learning_rate is not None:  # PyTorch's factor 1 - lr * wd, rounded to float32 first
+      coef = (1.0 + _tree.as_scalar(learning_rate, state.count) * coef) - 1.0
 
-    def decay(u, p, on):
-      if on is False:
-        return u
+    def shrink(u, p):
       acc = _tree.acc_dtype(u.dtype)
-      out = (u.astype(acc) + (factor.astype(acc) - 1.0) * p.astype(acc)).astype(u.dtype)
-      return out if on is True else jnp.where(on, out, u)
+      return (u.astype(acc) + coef.astype(acc) * p.astype(acc)).astype(u.dtype)
 
-    out = jax.tree.map(decay, updates, params, selected)
+    out = _masked_map(shrink, updates, params, mask)
     return out, DecoupledWeightDecayState(count=_tree.increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,17 +1,29 @@
-"""Pytree maths shared by the practices: accumulator dtypes, casts, moments, bias correction.
+"""Pytree helpers shared by the practices: dtypes, moments, masks and finding states.
 
 Conventions: accumulators live in float32 (or wider, e.g. float64 under x64) whatever the
 parameter dtype; updates go back out in the gradient's dtype.
+
+Three shared rules live here and nowhere else:
+
+* the *kernel* rule (:func:`is_kernel`): a leaf with ``ndim >= 2`` is a kernel; it decides
+  ``mask="auto"`` (only kernels decay) and the units of AGC (one per output of a kernel);
+* masks (:func:`resolve_mask`): ``"auto"``, ``None``, a pytree of bools or a callable;
+* the state search (:func:`find_states`, :func:`find_state`): one lookup contract for every
+  reader (``monitor.stats``, ``plateau.scale``, ``regularization.ema_params``, ...) over any
+  container (a raw optax state, a linen ``TrainState``, an ``nnx.Optimizer`` or its
+  ``opt_state``, whose leaves are ``nnx.Variable`` objects).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 
 def acc_dtype(dtype: Any) -> jnp.dtype:
@@ -84,11 +96,96 @@ def moment(new: Any, old: Any, decay: Any, order: int) -> Any:
   )
 
 
-def find_states(tree: Any, kind: type | tuple[type, ...]) -> list:
-  """Every sub-tree of ``tree`` (e.g. a chained optimizer state) that is a ``kind``, in order."""
-  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
-
-
 def increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the integer maximum (``optax.safe_increment``)."""
   return optax.safe_increment(count)
+
+
+# ----------------------------------------------------------------------------- the kernel rule and masks
+def is_kernel_ndim(ndim: int) -> bool:
+  """The kernel rule: an array with ``ndim >= 2`` is a kernel (Dense ``(in, out)``, Conv, ...)."""
+  return ndim >= 2
+
+
+def is_kernel(leaf: Any) -> bool:
+  """Whether ``leaf`` is a kernel (:func:`is_kernel_ndim` of its ``ndim``); biases and norm scales are not."""
+  return is_kernel_ndim(jnp.ndim(leaf))
+
+
+def resolve_mask(mask: Any, params: Any) -> Any:
+  """A pytree of bools (or bool arrays) shaped like ``params`` for a mask.
+
+  ``mask`` is ``None`` (every leaf), ``"auto"`` (kernels only, :func:`is_kernel`), a pytree
+  of bools, or a callable ``params -> pytree of bools``. Check it first with
+  ``_validate.check_mask``.
+  """
+  if mask is None:
+    return jax.tree.map(lambda _: True, params)
+  if isinstance(mask, str):
+    return jax.tree.map(is_kernel, params)
+  if callable(mask):
+    return mask(params)
+  return mask
+
+
+# ----------------------------------------------------------------------------- finding states
+def opt_state_of(container: Any) -> Any:
+  """The optimizer state inside ``container``, with ``nnx.Variable`` leaves replaced by their values.
+
+  ``container`` is a raw optax state, a linen ``TrainState`` (anything with ``opt_state``
+  and ``tx`` attributes), an ``nnx.Optimizer``, or an ``nnx.Optimizer``'s ``opt_state``.
+  """
+  if isinstance(container, nnx.Optimizer) or (hasattr(container, "opt_state") and hasattr(container, "tx")):
+    container = container.opt_state
+  return jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, container,
+                      is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
+def find_states(container: Any, kind: type | tuple[type, ...]) -> list:
+  """Every state of type ``kind`` inside ``container`` (see :func:`opt_state_of`), in tree order."""
+  tree = opt_state_of(container)
+  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
+
+
+def find_state(container: Any, kind: type, reader: str, hint: str = "") -> Any:
+  """The one state of type ``kind`` inside ``container``; ``ValueError`` unless there is exactly one.
+
+  This is the lookup contract of every public reader: exactly one match, anywhere inside
+  any container, else an error that names the reader, the state type and how many were found.
+
+  Args:
+    container: see :func:`opt_state_of`.
+    kind: the state's NamedTuple type.
+    reader: the public reader's name, for the message (e.g. ``"monitor.stats"``).
+    hint: what to do when none is found (e.g. ``"wrap the optimizer with monitor.track(tx)"``).
+  """
+  found = find_states(container, kind)
+  if len(found) != 1:
+    what = f"no {kind.__name__}" if not found else f"{len(found)} {kind.__name__}s (ambiguous)"
+    raise ValueError(f"{reader} expects exactly one {kind.__name__} inside the optimizer state and found "
+                     f"{what}." + (f" {hint}" if hint and not found else ""))
+  return found[0]
+
+
+# ----------------------------------------------------------------------------- learning-rate factors
+_LR_FACTORS: dict[type, Callable[[Any], jax.Array]] = {}
+
+
+def learning_rate_factor(read: Callable[[Any], jax.Array]) -> Callable[[type], type]:
+  """Class decorator: declares that a state type multiplies the learning rate by ``read(state)``.
+
+  :func:`learning_rate_factors` finds every declared state inside an optimizer state, so a
+  reader such as ``monitor.current_learning_rate`` needs no import of the practice that
+  defines the state.
+  """
+  def register(cls: type) -> type:
+    _LR_FACTORS[cls] = read
+    return cls
+
+  return register
+
+
+def learning_rate_factors(container: Any) -> list[jax.Array]:
+  """``read(state)`` of every state declared with :func:`learning_rate_factor`, in tree order."""
+  kinds = tuple(_LR_FACTORS)
+  return [_LR_FACTORS[type(s)](s) for s in find_states(container, kinds)] if kinds else []

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Union
 
 import jax
 import numpy as np
+import optax
 
 
 class PracticeWarning(UserWarning):
   """Warnings raised by jaxopt_practices (tests turn them into errors)."""
+
+
+Mask = Union[str, None, Any, Callable[[Any], Any]]
+"""Which leaves a transform touches: ``"auto"`` (kernels, leaves with ``ndim >= 2``), ``None``
+(every leaf), a pytree of bools shaped like the params, or a callable ``params -> pytree of bools``."""
 
 
 def _is_traced(value: Any) -> bool:
@@ -134,3 +140,32 @@ def is_zero(value: Any) -> bool:
   state structure for both.
   """
   return isinstance(value, (int, float, np.number)) and float(value) == 0.0
+
+
+def check_axis_name(axis_name: Any, *, optional: bool = True) -> None:
+  """Raises ``ValueError`` unless ``axis_name`` is a string (or ``None`` when ``optional``)."""
+  if (axis_name is None and optional) or isinstance(axis_name, str):
+    return
+  allowed = "a string or None" if optional else "a string"
+  raise ValueError(f"axis_name must be {allowed} (a pmap / shard_map axis name), got axis_name = {axis_name!r}.")
+
+
+def need_params(name: str, params: Any) -> None:
+  """Raises ``ValueError`` at ``update`` time when a transform that reads the params got none."""
+  if params is None:
+    raise ValueError(f"{name} needs the params: call update(updates, state, params).")
+
+
+def check_mask(mask: Any) -> None:
+  """Raises ``ValueError`` for a mask that is not 'auto', None, a pytree of bools or a callable."""
+  bad_string = isinstance(mask, str) and mask != "auto"
+  number = isinstance(mask, (int, float, np.number)) and not isinstance(mask, (bool, np.bool_))
+  if bad_string or number:
+    raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
+
+
+def check_transform(name: str, value: Any) -> optax.GradientTransformation:
+  """Raises ``ValueError`` unless ``value`` is an ``optax.GradientTransformation``; returns it."""
+  if not isinstance(value, optax.GradientTransformation):
+    raise ValueError(f"{name} must be an optax.GradientTransformation, got {name} = {value!r}.")
+  return value

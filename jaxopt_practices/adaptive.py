@@ -29,16 +29,14 @@ def _check_decay(name: str, value: ScalarOrSchedule, allow_schedule: bool = Fals
   _validate.check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
 
 
-def _with_lr(core, learning_rate, weight_decay, *, lr_decay=0.0, decoupled=False, mask=None):
-  """``[coupled L2] -> core -> -lr -> [decoupled decay θ(1 - ηλ) - θ]`` as one chain."""
+def _coupled(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
+             mask: _validate.Mask = None, lr_decay: float = 0.0) -> optax.GradientTransformation:
+  """``chain([l2_penalty(weight_decay, mask)], core, scale_by_learning_rate(learning_rate))``: PyTorch's
+  coupled ``weight_decay`` (added to the gradient first), the core scaling, then ``-lr``."""
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  _validate.check_number("weight_decay", weight_decay, low=0.0)
-  parts = [core, _base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay)]
-  if decoupled:
-    parts.append(_base.add_decoupled_weight_decay(learning_rate, weight_decay, mask))
-  elif not _validate.is_zero(weight_decay):
-    parts.insert(0, _base.add_weight_decay(weight_decay))
-  return optax.chain(*parts)
+  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay, mask)]
+  return optax.chain(*decay, core, _base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay))
 
 
 # ----------------------------------------------------------------------------- Adagrad
@@ -115,7 +113,7 @@ def adagrad(
   References:
     Duchi et al, Adaptive Subgradient Methods for Online Learning and Stochastic Optimization, 2011.
   """
-  return _with_lr(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, lr_decay=lr_decay)
+  return _coupled(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, lr_decay=lr_decay)
 
 
 # ----------------------------------------------------------------------------- RMSprop
@@ -226,7 +224,7 @@ def rmsprop(
     Hinton, Neural Networks for Machine Learning, Lecture 6e, 2012;
     Graves, Generating Sequences With Recurrent Neural Networks, 2013 (centered).
   """
-  return _with_lr(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay)
+  return _coupled(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay)
 
 
 # ----------------------------------------------------------------------------- Adam
@@ -342,7 +340,7 @@ def adam(
   References:
     Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015.
   """
-  return _with_lr(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay)
+  return _coupled(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay)
 
 
 def adamw(
@@ -358,10 +356,16 @@ def adamw(
 
   .. math:: \theta_t = \theta_{t-1} - \eta_t (u_t + \lambda \theta_{t-1})
 
-  applied as PyTorch does, ``θ ← θ·(1 - ηλ)`` with the factor rounded to float32
-  (see ``_base.add_decoupled_weight_decay``), then the Adam step. The decay follows the
-  learning rate (schedule included). Differs from ``optax.adamw``: the default
-  ``weight_decay`` is PyTorch's 1e-2 (optax: 1e-4), and PyTorch's AMSGrad.
+  applied as PyTorch does, ``θ ← θ·(1 - ηλ)`` with the factor rounded to float32, then the
+  Adam step. The decay follows the learning rate (schedule included). It is this chain of
+  public pieces, which you can build (and rearrange) yourself::
+
+    optax.chain(adaptive.scale_by_adam(b1, b2, eps, amsgrad),
+                schedules.scale_by_learning_rate(learning_rate),
+                regularization.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate))
+
+  Differs from ``optax.adamw``: the default ``weight_decay`` is PyTorch's 1e-2 (optax: 1e-4),
+  the float32-rounded decay factor, and PyTorch's AMSGrad.
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
@@ -385,4 +389,10 @@ def adamw(
   References:
     Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
   """
-  return _with_lr(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay, decoupled=True, mask=mask)
+  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
+  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  return optax.chain(
+      scale_by_adam(b1, b2, eps, amsgrad),
+      _base.scale_by_learning_rate(learning_rate),
+      _base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate),
+  )

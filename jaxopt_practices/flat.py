@@ -52,7 +52,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
@@ -136,7 +135,7 @@ class FlatLayout:
     Returns:
       ``bool[size]``, a NumPy constant.
     """
-    _base.check_mask(mask)
+    _validate.check_mask(mask)
     if mask is None:
       return np.ones((self.size,), bool)
     if isinstance(mask, str):

@@ -138,12 +138,10 @@ def sgd(
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   _validate.check_number("weight_decay", weight_decay, low=0.0)
-  parts = []
-  if not _validate.is_zero(weight_decay):
-    parts.append(_base.add_weight_decay(weight_decay))
+  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay)]
   if not _validate.is_zero(momentum) or nesterov:
-    parts.append(scale_by_momentum(momentum, dampening, nesterov))
+    core = [scale_by_momentum(momentum, dampening, nesterov)]
   else:
     _validate.check_number("dampening", dampening, low=0.0, high=1.0)
-  parts.append(_base.scale_by_learning_rate(learning_rate))
-  return optax.chain(*parts)
+    core = []
+  return optax.chain(*decay, *core, _base.scale_by_learning_rate(learning_rate))

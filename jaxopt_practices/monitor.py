@@ -16,14 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
-
-try:  # the plateau scale multiplies the learning rate when a plateau scheduler is present
-  from jaxopt_practices import plateau as _plateau
-except ImportError:  # pragma: no cover - only while the package is partially installed
-  _plateau = None
 
 
 class TrackState(NamedTuple):
@@ -47,11 +41,8 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   ``optax.inject_hyperparams`` to see it).
   """
   lr, found = jnp.ones([], jnp.float32), False
-  for s in _tree.find_states(opt_state, _base.ScaleByLearningRateState):
-    lr, found = lr * s.learning_rate, True
-  if _plateau is not None:
-    for s in _tree.find_states(opt_state, _plateau.ReduceOnPlateauState):
-      lr, found = lr * _plateau.scale(s), True
+  for factor in _tree.learning_rate_factors(opt_state):
+    lr, found = lr * factor, True
   for s in _tree.find_states(opt_state, optax.InjectStatefulHyperparamsState):
     if "learning_rate" in s.hyperparams:
       lr, found = lr * jnp.asarray(s.hyperparams["learning_rate"], jnp.float32), True
@@ -160,11 +151,7 @@ def stats(opt_state: Any) -> dict[str, jax.Array]:
   Raises:
     ValueError: when the state holds no :func:`track` state.
   """
-  found = _tree.find_states(opt_state, TrackState)
-  if not found:
-    raise ValueError("stats(opt_state) found no monitor.track(...) state in opt_state; "
-                     "wrap the optimizer with monitor.track(tx).")
-  s = found[0]
+  s = _tree.find_state(opt_state, TrackState, "monitor.stats", "wrap the optimizer with monitor.track(tx).")
   ratio = s.update_norm / jnp.where(s.param_norm > 0, s.param_norm, 1.0)
   return {"step": s.step, "learning_rate": s.learning_rate, "grad_norm": s.grad_norm,
           "update_norm": s.update_norm, "param_norm": s.param_norm,

@@ -24,6 +24,7 @@ from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
 
+@_tree.learning_rate_factor(lambda s: s.scale)
 class ReduceOnPlateauState(NamedTuple):
   """Scale applied to the updates, plateau bookkeeping and the current accumulation window."""
   scale: jax.Array            # float32, lr / base lr
@@ -116,8 +117,7 @@ def reduce_on_plateau(
   _check_count("cooldown", cooldown, 0)
   _validate.check_number("min_scale", min_scale, low=0.0, high=1.0)
   _check_count("accumulation_size", accumulation_size, 1)
-  if axis_name is not None and not isinstance(axis_name, str):
-    raise ValueError(f"axis_name must be None or a str, got axis_name = {axis_name!r}.")
+  _validate.check_axis_name(axis_name)
   _validate.check_number("eps", eps, low=0.0)
   worst = jnp.inf if mode == "min" else -jnp.inf
 
@@ -182,25 +182,12 @@ def reduce_on_plateau(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _find(state: Any) -> list[ReduceOnPlateauState]:
-  if isinstance(state, ReduceOnPlateauState):
-    return [state]
-  if isinstance(state, dict):
-    children = list(state.values())
-  elif isinstance(state, (tuple, list)):
-    children = list(state)
-  elif hasattr(state, "inner_state"):  # e.g. optax wrappers that are not tuples
-    children = [state.inner_state]
-  else:
-    return []
-  return [found for child in children for found in _find(child)]
-
-
 def scale(state: Any) -> jax.Array:
-  """The current scale of the (first) ``reduce_on_plateau`` state found inside ``state``.
+  """The current scale of the ``reduce_on_plateau`` state inside ``state``.
 
-  ``state`` may be the transform's own state or any optimizer state containing it (an
-  ``optax.chain``, ``inject_hyperparams``, ``flax.nnx.Optimizer.opt_state``...).
+  ``state`` may be the transform's own state or any container holding exactly one (an
+  ``optax.chain`` state, ``inject_hyperparams``, a linen ``TrainState``, an
+  ``nnx.Optimizer`` or its ``opt_state``).
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -208,11 +195,9 @@ def scale(state: Any) -> jax.Array:
     >>> tx = optax.chain(optax.sgd(0.1), plateau.reduce_on_plateau())
     >>> print(plateau.scale(tx.init(jnp.zeros(3))))
     1.0
+
+  Raises:
+    ValueError: when ``state`` holds no ``reduce_on_plateau`` state, or more than one.
   """
-  found = _find(state)
-  if not found:
-    raise ValueError("no reduce_on_plateau state found inside the given optimizer state.")
-  value = found[0].scale
-  if hasattr(value, "get_value"):  # a flax.nnx Variable (nnx.Optimizer.opt_state)
-    value = value.get_value()
-  return value
+  return _tree.find_state(state, ReduceOnPlateauState, "plateau.scale",
+                          "chain plateau.reduce_on_plateau(...) into the optimizer.").scale

@@ -8,15 +8,16 @@
       -> l2                               # 3. coupled L2: + λθ to the gradient
       -> optimizer(learning_rate=[warmup ->] schedule, momentum/b1=momentum_schedule)
                                           # 4. the core, with its own PyTorch options
-      -> weight_decay (follows_lr=True)   # 5. - λ·η_t·θ: decoupled decay that follows the lr
+      -> weight_decay                     # 5. - λ·η_t·θ: decoupled decay following the lr (default)
       -> plateau                          # 6. × the reduce-on-plateau scale (needs value=loss)
-      -> weight_decay (follows_lr=False)  # 5'. - λ·θ: big_vision's lr-independent decay
+      -> weight_decay (learning_rate=None)  # 5'. - λ·θ: big_vision's lr-independent decay
       -> averaging                        # 7. EMA or SWA of the params (reads the final update)
     )
 
-So with ``follows_lr=True`` (the default, PyTorch's and optax's AdamW convention) the
-decoupled decay is multiplied by the scheduled learning rate and by the plateau scale;
-with ``follows_lr=False`` it is ``rate`` per step whatever the learning rate.
+The decay is ``regularization.decoupled_weight_decay`` placed after the learning-rate scaling.
+With ``"learning_rate": "optimizer"`` (the default, PyTorch's and optax's AdamW convention)
+it follows the optimizer's scheduled learning rate and the plateau scale; with
+``"learning_rate": None`` it is ``rate`` per step whatever the learning rate.
 
 Example:
   >>> from jaxopt_practices import recipe
@@ -72,7 +73,7 @@ class Recipe:
   clip: dict | None = None
   gradient_noise: dict | None = None
   l2: dict | None = None                # {"rate": float, "mask": None | "auto"}
-  weight_decay: dict | None = None      # {"rate": float, "mask": "auto" | None, "follows_lr": True}
+  weight_decay: dict | None = None      # {"rate": float, "mask": "auto" | None, "learning_rate": "optimizer" | None}
   averaging: dict | None = None
   skip_nonfinite: dict | None = None    # {"max_consecutive": int | None}
 
@@ -162,16 +163,17 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
 
   decay_after_plateau = None
   if r.weight_decay is not None:
-    kw = _kwargs("weight_decay", lambda rate, mask="auto", follows_lr=True: None, r.weight_decay)
-    rate, mask, follows = kw["rate"], kw.get("mask", "auto"), kw.get("follows_lr", True)
-    if not isinstance(follows, bool):
-      raise ValueError(f"weight_decay.follows_lr must be True or False, got {follows!r}.")
-    if follows:
-      regularization.decoupled_weight_decay(rate, mask)  # validates rate and mask
-      scaled = (lambda t: rate * learning_rate(t)) if callable(learning_rate) else rate * learning_rate
-      parts.append(regularization.decoupled_weight_decay(scaled, mask, lr_independent=True))
+    kw = _kwargs("weight_decay", lambda rate, mask="auto", learning_rate="optimizer": None, r.weight_decay)
+    follow = kw.get("learning_rate", "optimizer")
+    if isinstance(follow, str) and follow != "optimizer":
+      raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
+                       f"learning rate), None (lr-independent) or a number; got {follow!r}.")
+    follow = learning_rate if follow == "optimizer" else follow
+    decay = regularization.decoupled_weight_decay(kw["rate"], kw.get("mask", "auto"), learning_rate=follow)
+    if follow is None:
+      decay_after_plateau = decay
     else:
-      decay_after_plateau = regularization.decoupled_weight_decay(rate, mask, lr_independent=True)
+      parts.append(decay)
   if r.plateau is not None:
     parts.append(plateau.reduce_on_plateau(**_kwargs("plateau", plateau.reduce_on_plateau, r.plateau)))
   if decay_after_plateau is not None:
@@ -204,7 +206,7 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
           "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
           "schedule": {"name": "cosine_annealing", "t_max": total_steps - warm},
           "warmup": {"steps": warm},
-          "weight_decay": {"rate": 5e-5, "mask": "auto", "follows_lr": True},
+          "weight_decay": {"rate": 5e-5, "mask": "auto"},
       },
       "transformer-adamw": {
           "optimizer": {"name": "adamw", "learning_rate": 3e-4, "b2": 0.98, "weight_decay": 0.01, "mask": "auto"},
@@ -223,7 +225,7 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
           "schedule": {"name": "cosine_annealing", "t_max": total_steps - warm},
           "warmup": {"steps": warm},
           "clip": {"name": "global_norm", "max_norm": 1.0},
-          "weight_decay": {"rate": 1e-3, "mask": "auto", "follows_lr": True},
+          "weight_decay": {"rate": 1e-3, "mask": "auto"},
           "averaging": {"name": "ema", "decay": 0.99},
           "skip_nonfinite": {"max_consecutive": 10},
       },

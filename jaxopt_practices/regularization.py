@@ -2,13 +2,13 @@
 
 Where each piece goes in an ``optax.chain``::
 
-    chain(l2_penalty(...),            # coupled L2: first, on the raw gradient
-          gradient_noise(...),        # on the gradient
-          <gradient-based step>,      # e.g. adaptive.scale_by_adam()
-          decoupled_weight_decay(...),  # optax / AdamW convention: decay multiplied by the lr
-          <learning-rate scaling>,
-          decoupled_weight_decay(..., lr_independent=True),  # big_vision: decay not multiplied by the lr
-          ema(...), swa(...))         # last: they average params + final updates
+    chain(l2_penalty(...),              # coupled L2: first, on the raw gradient
+          gradient_noise(...),          # on the gradient
+          <gradient-based step>,        # e.g. adaptive.scale_by_adam()
+          schedules.scale_by_learning_rate(lr),
+          decoupled_weight_decay(..., learning_rate=lr),  # after the lr: follows it (AdamW),
+                                                          # or learning_rate=None: lr-independent
+          ema(...), swa(...))           # last: they average params + final updates
 
 ``ema`` / ``swa`` pass the updates through unchanged; read the averaged weights with
 :func:`ema_params` / :func:`swa_params` from the whole optimizer state.
@@ -24,113 +24,14 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_practices import _base
+from jaxopt_practices._base import DecoupledWeightDecayState as DecoupledWeightDecayState
+from jaxopt_practices._base import L2PenaltyState as L2PenaltyState
+from jaxopt_practices._base import decoupled_weight_decay as decoupled_weight_decay
+from jaxopt_practices._base import l2_penalty as l2_penalty
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
 ScalarOrSchedule = _base.ScalarOrSchedule
-
-
-def _need_params(name: str, params: Any) -> None:
-  if params is None:
-    raise ValueError(f"{name} needs the params: call update(updates, state, params).")
-
-
-# ----------------------------------------------------------------------------- weight decay and L2
-class WeightDecayState(NamedTuple):
-  """Number of updates so far (the ``count`` at which a ``rate`` schedule is evaluated)."""
-  count: jax.Array
-
-
-def _weight_decay(name: str, rate: ScalarOrSchedule, mask: Any, sign: float) -> optax.GradientTransformation:
-  """``u + sign * rate_t * p`` on the leaves selected by ``mask``, through ``_base.add_weight_decay``."""
-  _validate.check_number("rate", rate, low=0.0, allow_schedule=True)
-  _base.check_mask(mask)
-
-  def init_fn(params):
-    del params
-    return WeightDecayState(count=jnp.zeros([], jnp.int32))
-
-  def update_fn(updates, state, params=None):
-    _need_params(name, params)
-    decay = _base.add_weight_decay(_tree.as_scalar(rate, state.count), mask)
-    if sign > 0:
-      out, _ = decay.update(updates, optax.EmptyState(), params)
-    else:  # -(-u + r p) = u - r p; negation is exact, so unselected leaves stay bitwise equal.
-      out, _ = decay.update(jax.tree.map(jnp.negative, updates), optax.EmptyState(), params)
-      out = jax.tree.map(jnp.negative, out)
-    return out, WeightDecayState(count=_tree.increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def decoupled_weight_decay(rate: ScalarOrSchedule, mask: Any = "auto", *,
-                           lr_independent: bool = False) -> optax.GradientTransformation:
-  r"""Decoupled weight decay (AdamW's), by default only on leaves with ``ndim >= 2``.
-
-  .. math::
-    \text{default:}\quad u \leftarrow u + \lambda_t\,\theta
-    \qquad\qquad \text{lr\_independent:}\quad u \leftarrow u - \lambda_t\,\theta
-
-  Default (optax's and PyTorch's AdamW convention): place it after the gradient-based step
-  and before the learning-rate scaling, so each step decays :math:`\eta_t \lambda \theta`
-  (the decay follows the learning rate and its schedule).
-
-  ``lr_independent=True`` (big_vision's convention): place it *after* the learning-rate
-  scaling (the updates are then already ``-lr * ...``), so each step decays exactly
-  :math:`\lambda_t \theta` whatever the base learning rate. big_vision still lets the
-  decay follow the *shape* of the schedule; pass ``rate`` as a schedule for that, e.g.
-  ``lambda t: wd * sched(t) / base_lr``.
-
-  Args:
-    rate: :math:`\lambda \ge 0`, a float or a schedule of the update count.
-    mask: ``"auto"`` (leaves with ``ndim >= 2``: kernels decay, biases and norm scales do
-      not), ``None`` (every leaf), a pytree of bools shaped like the params, or a callable
-      ``params -> pytree of bools``. Unselected leaves are passed through bitwise.
-    lr_independent: see above.
-
-  Returns:
-    An ``optax.GradientTransformation`` (needs ``params`` in ``update``).
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxopt_practices import regularization
-    >>> tx = regularization.decoupled_weight_decay(0.1)
-    >>> p = {"kernel": jnp.ones((1, 2)), "bias": jnp.ones(2)}
-    >>> u, _ = tx.update({"kernel": jnp.zeros((1, 2)), "bias": jnp.zeros(2)}, tx.init(p), p)
-    >>> print(u["kernel"], u["bias"])
-    [[0.1 0.1]] [0. 0.]
-
-  References:
-    Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
-  """
-  _validate.check_bool("lr_independent", lr_independent)
-  return _weight_decay("decoupled_weight_decay", rate, mask, -1.0 if lr_independent else 1.0)
-
-
-def l2_penalty(rate: ScalarOrSchedule, mask: Any = None) -> optax.GradientTransformation:
-  r"""Coupled L2 regularisation: adds :math:`\lambda\theta` to the gradient (place it first).
-
-  .. math:: g \leftarrow g + \lambda_t\,\theta  \quad(\text{the gradient of } \tfrac{\lambda}{2}\|\theta\|^2)
-
-  This is PyTorch's ``weight_decay`` of SGD / Adam: with an adaptive optimizer the penalty
-  is rescaled per coordinate, unlike :func:`decoupled_weight_decay`.
-
-  Args:
-    rate: :math:`\lambda \ge 0`, a float or a schedule.
-    mask: as in :func:`decoupled_weight_decay`, but ``None`` (every leaf) by default.
-
-  Returns:
-    An ``optax.GradientTransformation`` (needs ``params`` in ``update``).
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxopt_practices import regularization
-    >>> tx = regularization.l2_penalty(0.5)
-    >>> u, _ = tx.update(jnp.array([1.0]), tx.init(jnp.ones(1)), jnp.array([2.0]))
-    >>> print(u)
-    [2.]
-  """
-  return _weight_decay("l2_penalty", rate, mask, 1.0)
 
 
 # ----------------------------------------------------------------------------- gradient noise
@@ -177,8 +78,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
   _validate.check_number("eta", eta, low=0.0)
   _validate.check_number("gamma", gamma, low=0.0)
   _validate.check_int("seed", seed)
-  if axis_name is not None and not isinstance(axis_name, str):
-    raise ValueError(f"axis_name must be a string or None, got axis_name = {axis_name!r}.")
+  _validate.check_axis_name(axis_name)
 
   def init_fn(params):
     del params
@@ -230,17 +130,13 @@ def _broadcast_to(scalar: jax.Array, x: jax.Array) -> jax.Array:
   return scalar.reshape(scalar.shape + (1,) * (x.ndim - scalar.ndim))
 
 
-def _find(opt_state: Any, cls: type, name: str) -> Any:
-  found = _tree.find_states(opt_state, cls)
-  if len(found) != 1:
-    raise ValueError(f"{name} expects exactly one {cls.__name__} inside opt_state, found {len(found)}.")
-  return found[0]
-
-
 class EmaState(NamedTuple):
-  r"""Weighted sum :math:`z_t` of the params (float32+), its total weight :math:`w_t`, dtypes."""
-  ema: Any
-  weight: jax.Array
+  r"""Weighted sum :math:`z_t` of the params (float32+), its total weight :math:`w_t`, dtypes.
+
+  The average itself is ``weighted_sum / total_weight``: read it with :func:`ema_params`.
+  """
+  weighted_sum: Any
+  total_weight: jax.Array
   dtypes: ParamDtypes
 
 
@@ -290,17 +186,17 @@ def ema(decay: float = 0.999, debias: bool = True) -> optax.GradientTransformati
     b = jnp.asarray(decay, jnp.float32)
     if debias:
       z = jax.tree.map(lambda p: (1.0 - b).astype(p.dtype) * p, p0)
-      return EmaState(ema=z, weight=1.0 - b, dtypes=ParamDtypes.of(params))
-    return EmaState(ema=p0, weight=jnp.ones([], jnp.float32), dtypes=ParamDtypes.of(params))
+      return EmaState(weighted_sum=z, total_weight=1.0 - b, dtypes=ParamDtypes.of(params))
+    return EmaState(weighted_sum=p0, total_weight=jnp.ones([], jnp.float32), dtypes=ParamDtypes.of(params))
 
   def update_fn(updates, state, params=None):
-    _need_params("ema", params)
+    _validate.need_params("ema", params)
     new_params = optax.apply_updates(params, updates)
     b = jnp.asarray(decay, jnp.float32)
     z = jax.tree.map(lambda z, p: b.astype(z.dtype) * z + (1.0 - b).astype(z.dtype) * p.astype(z.dtype),
-                     state.ema, new_params)
-    weight = b * state.weight + (1.0 - b) if debias else state.weight
-    return updates, EmaState(ema=z, weight=weight, dtypes=state.dtypes)
+                     state.weighted_sum, new_params)
+    weight = b * state.total_weight + (1.0 - b) if debias else state.total_weight
+    return updates, EmaState(weighted_sum=z, total_weight=weight, dtypes=state.dtypes)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -315,8 +211,8 @@ def ema_params(opt_state: Any) -> Any:
   Raises:
     ValueError: when ``opt_state`` holds no ``EmaState`` or more than one.
   """
-  state = _find(opt_state, EmaState, "ema_params")
-  z = jax.tree.map(lambda x: x / _broadcast_to(state.weight.astype(x.dtype), x), state.ema)
+  state = _tree.find_state(opt_state, EmaState, "ema_params", "chain regularization.ema(...) into the optimizer.")
+  z = jax.tree.map(lambda x: x / _broadcast_to(state.total_weight.astype(x.dtype), x), state.weighted_sum)
   return state.dtypes.cast(z)
 
 
@@ -374,7 +270,7 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
                     average=_tree.to_acc(params), dtypes=ParamDtypes.of(params))
 
   def update_fn(updates, state, params=None):
-    _need_params("swa", params)
+    _validate.need_params("swa", params)
     t = _tree.increment(state.count)
     start = jnp.asarray(start_step, jnp.int32)
     take = (t >= start) & ((t - start) % jnp.asarray(every, jnp.int32) == 0)
@@ -398,5 +294,5 @@ def swa_params(opt_state: Any) -> Any:
   Raises:
     ValueError: when ``opt_state`` holds no ``SwaState`` or more than one.
   """
-  state = _find(opt_state, SwaState, "swa_params")
+  state = _tree.find_state(opt_state, SwaState, "swa_params", "chain regularization.swa(...) into the optimizer.")
   return state.dtypes.cast(state.average)

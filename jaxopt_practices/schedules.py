@@ -25,6 +25,8 @@ import numpy as np
 import optax
 
 from jaxopt_practices import _validate
+from jaxopt_practices._base import ScaleByLearningRateState as ScaleByLearningRateState
+from jaxopt_practices._base import scale_by_learning_rate as scale_by_learning_rate
 
 _INT32_MAX = 2**31 - 1
 _F32 = jnp.float32

@@ -176,7 +176,7 @@ def run_experiments(steps: int, *, seed: int = 0, progress: bool = True) -> tupl
   ema_decay = round(1.0 - 10.0 / steps, 4)   # averages over roughly the last 10% of the run
   runs.append(train("7 regularization", f"decoupled weight decay + EMA ({ema_decay}) of the weights",
                     optax.chain(momentum.sgd(BASE_LR),
-                                regularization.decoupled_weight_decay(1e-3 * BASE_LR, lr_independent=True),
+                                regularization.decoupled_weight_decay(1e-3 * BASE_LR),
                                 regularization.ema(ema_decay)),
                     data, eval_params=lambda p, s: regularization.ema_params(s), **common))
 

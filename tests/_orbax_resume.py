@@ -20,7 +20,7 @@ CONFIG = {
     "warmup": {"steps": 3},
     "clip": {"name": "global_norm", "max_norm": 1.0},
     "gradient_noise": {"eta": 0.01, "seed": 3},
-    "weight_decay": {"rate": 1e-3, "follows_lr": False},
+    "weight_decay": {"rate": 1e-3, "learning_rate": None},
     "plateau": {"factor": 0.5, "patience": 1},
     "averaging": {"name": "ema", "decay": 0.9},
     "skip_nonfinite": {"max_consecutive": 5},

@@ -197,7 +197,7 @@ def test_in_chain_with_inject_hyperparams_and_scale_lookup():
     u, state = update({"w": jnp.full(3, 0.1)}, state, params, value=v)
   assert float(plateau.scale(state)) == 0.5
   chex.assert_trees_all_close(u["w"], jnp.full(3, -0.1 * 0.1 * 0.5), rtol=1e-6)
-  with pytest.raises(ValueError, match="no reduce_on_plateau"):
+  with pytest.raises(ValueError, match="found no ReduceOnPlateauState"):
     plateau.scale(optax.sgd(0.1).init(params))
 
 

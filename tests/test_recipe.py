@@ -51,11 +51,11 @@ def test_order_matches_closed_form_big_vision_style():
 
 
 def test_lr_independent_decay_ignores_the_learning_rate():
-  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.0}, "weight_decay": {"rate": 0.1, "follows_lr": False}}
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.0}, "weight_decay": {"rate": 0.1, "learning_rate": None}}
   got, _ = _run(recipe.build(cfg), steps=1)
   np.testing.assert_allclose(np.asarray(got[0]["kernel"]), 0.9 * np.asarray(PARAMS["kernel"]), rtol=1e-6)
   np.testing.assert_array_equal(np.asarray(got[0]["bias"]), np.asarray(PARAMS["bias"]))
-  cfg["weight_decay"]["follows_lr"] = True
+  cfg["weight_decay"]["learning_rate"] = "optimizer"
   got, _ = _run(recipe.build(cfg), steps=1)
   np.testing.assert_array_equal(np.asarray(got[0]["kernel"]), np.asarray(PARAMS["kernel"]))
 
@@ -66,7 +66,7 @@ def test_same_as_hand_chained_practices():
   from jaxopt_practices import clipping
   hand = clipping.skip_nonfinite(optax.chain(
       clipping.clip_by_global_norm(1.0), momentum.sgd(sched, momentum=0.9, nesterov=True),
-      regularization.decoupled_weight_decay(lambda t: 1e-3 * sched(t), "auto", lr_independent=True),
+      regularization.decoupled_weight_decay(1e-3, "auto", learning_rate=sched),
       regularization.ema(0.99)), max_consecutive=10)
   a, sa = _run(recipe.build(cfg))
   b, sb = _run(hand)
@@ -116,8 +116,8 @@ BAD = [
      r"unknown argument\(s\) \['max'\] for clip \(global_norm\)"),
     ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "averaging": {"name": "polyak"}},
      "averaging.name must be one of"),
-    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "weight_decay": {"rate": 0.1, "follows_lr": "yes"}},
-     "follows_lr must be True or False"),
+    ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "weight_decay": {"rate": 0.1, "learning_rate": "yes"}},
+     "weight_decay.learning_rate must be 'optimizer'"),
     ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "weight_decay": {"rate": -0.1}}, "rate must be in"),
     ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "warmup": {"start_value": 0.0}}, "warmup needs 'steps'"),
     ({"optimizer": {"name": "sgd", "learning_rate": 0.1}, "plateau": 3}, r"config\['plateau'\] must be a dict"),

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from helpers import grad_stream, nested_params, run
-from jaxopt_practices import _base, adaptive, clipping, momentum, regularization
+from jaxopt_practices import adaptive, clipping, momentum, regularization, schedules
 
 JIT = pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 
@@ -22,27 +22,26 @@ def _upd(tx, updates, params, jit=False, state=None):
 
 # ----------------------------------------------------------------------------- weight decay / L2
 @JIT
-@pytest.mark.parametrize("lr_independent", [False, True])
-def test_decoupled_weight_decay_closed_form_and_auto_mask(jit, lr_independent):
+@pytest.mark.parametrize("learning_rate", [None, 0.5])
+def test_decoupled_weight_decay_closed_form_and_auto_mask(jit, learning_rate):
   params = nested_params(jnp.float32)
   grads = grad_stream(params, 1)[0]
-  out, _ = _upd(regularization.decoupled_weight_decay(0.3, lr_independent=lr_independent), grads, params, jit)
-  sign = -1.0 if lr_independent else 1.0
+  out, _ = _upd(regularization.decoupled_weight_decay(0.3, learning_rate=learning_rate), grads, params, jit)
+  decay = np.float32(0.3) * np.float32(1.0 if learning_rate is None else learning_rate)
   for g, p, o in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(out)):
     if p.ndim >= 2:
-      np.testing.assert_allclose(np.asarray(o), np.asarray(g) + sign * np.float32(0.3) * np.asarray(p),
-                                 rtol=1e-6, atol=1e-7)
+      np.testing.assert_allclose(np.asarray(o), np.asarray(g) - decay * np.asarray(p), rtol=1e-6, atol=1e-7)
     else:  # biases, scalars: bitwise untouched
       assert o.dtype == g.dtype
       np.testing.assert_array_equal(np.asarray(o).view(np.uint32), np.asarray(g).view(np.uint32))
 
 
-@pytest.mark.parametrize("lr_independent", [False, True])
-def test_auto_mask_leaves_1d_bf16_bitwise(lr_independent):
+@pytest.mark.parametrize("learning_rate", [None, 0.5])
+def test_auto_mask_leaves_1d_bf16_bitwise(learning_rate):
   params = nested_params(jnp.bfloat16)
   grads = grad_stream(params, 1)[0]
   grads["dense"]["bias"] = grads["dense"]["bias"].at[0].set(jnp.nan)  # NaN payloads survive too
-  out, _ = _upd(regularization.decoupled_weight_decay(0.1, lr_independent=lr_independent), grads, params, True)
+  out, _ = _upd(regularization.decoupled_weight_decay(0.1, learning_rate=learning_rate), grads, params, True)
   for o, g in [(out["dense"]["bias"], grads["dense"]["bias"]), (out["conv"][1][0], grads["conv"][1][0]),
                (out["scalar"], grads["scalar"])]:
     np.testing.assert_array_equal(np.asarray(o).view(np.uint16), np.asarray(g).view(np.uint16))
@@ -60,42 +59,45 @@ def test_weight_decay_masks():
   masks = {None: None, "auto": "auto", "tree": {"kernel": False, "bias": True},
            "callable": lambda p: jax.tree.map(lambda x: x.ndim == 1, p)}
   for key, (k, b) in cases.items():
-    for tx in (regularization.decoupled_weight_decay(0.5, masks[key]), regularization.l2_penalty(0.5, masks[key])):
+    for tx, sign in ((regularization.decoupled_weight_decay(0.5, masks[key]), -1.0),
+                     (regularization.l2_penalty(0.5, masks[key]), 1.0)):
       out, _ = _upd(tx, zeros, params)
-      np.testing.assert_allclose(np.asarray(out["kernel"]), k)
-      np.testing.assert_allclose(np.asarray(out["bias"]), b)
+      np.testing.assert_allclose(np.asarray(out["kernel"]), sign * k)
+      np.testing.assert_allclose(np.asarray(out["bias"]), sign * b)
 
 
 def test_weight_decay_array_mask_leaves():
   params = {"w": jnp.ones(3)}
   tx = regularization.decoupled_weight_decay(1.0, {"w": jnp.array(True)})
   out, _ = _upd(tx, {"w": jnp.zeros(3)}, params, jit=True)
-  np.testing.assert_allclose(np.asarray(out["w"]), 1.0)
+  np.testing.assert_allclose(np.asarray(out["w"]), -1.0)
 
 
-def test_chain_with_decoupled_decay_equals_adamw():
+@pytest.mark.parametrize("learning_rate", [1e-2, optax.linear_schedule(1e-2, 1e-3, 10)], ids=["float", "schedule"])
+def test_adamw_is_the_documented_chain_of_public_pieces(learning_rate):
+  """``adamw`` == chain(scale_by_adam, scale_by_learning_rate, decoupled_weight_decay), to the bit."""
   params = nested_params()
   grads = grad_stream(params, 20)
-  mine = optax.chain(adaptive.scale_by_adam(), regularization.decoupled_weight_decay(0.1, mask="auto"),
-                     _base.scale_by_learning_rate(1e-2))
-  ref = adaptive.adamw(1e-2, weight_decay=0.1, mask="auto")
+  mine = optax.chain(adaptive.scale_by_adam(), schedules.scale_by_learning_rate(learning_rate),
+                     regularization.decoupled_weight_decay(0.1, mask="auto", learning_rate=learning_rate))
+  ref = adaptive.adamw(learning_rate, weight_decay=0.1, mask="auto")
   p1, _, _ = run(mine, params, grads, jit=True)
   p2, _, _ = run(ref, params, grads, jit=True)
-  chex.assert_trees_all_close(p1, p2, rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_equal(p1, p2)
 
 
-def test_lr_independent_decay_does_not_follow_the_learning_rate():
-  """big_vision: ``-lr * adam - wd * p``: the decay per step is the same for every base lr."""
+def test_decay_follows_the_learning_rate_only_when_given_one():
+  """big_vision (learning_rate=None): ``-lr * u - wd * p``, the same decay for every base lr;
+  AdamW (learning_rate=lr): ``-lr * u - lr * wd * p``."""
   params = {"kernel": jnp.full((2, 2), 2.0)}
   for lr in (1e-3, 1.0):
-    tx = optax.chain(optax.scale(-lr), regularization.decoupled_weight_decay(0.01, lr_independent=True))
+    tx = optax.chain(optax.scale(-lr), regularization.decoupled_weight_decay(0.01))
     out, _ = _upd(tx, {"kernel": jnp.zeros((2, 2))}, params)
     np.testing.assert_allclose(np.asarray(out["kernel"]), -0.02, rtol=1e-6)
-  # and the optax convention does follow it
-  for lr in (1e-3, 1.0):
-    tx = optax.chain(regularization.decoupled_weight_decay(0.01), optax.scale(-lr))
+    tx = optax.chain(optax.scale(-lr), regularization.decoupled_weight_decay(0.01, learning_rate=lr))
     out, _ = _upd(tx, {"kernel": jnp.zeros((2, 2))}, params)
-    np.testing.assert_allclose(np.asarray(out["kernel"]), -0.02 * lr, rtol=1e-6)
+    factor = np.float32(1.0) - np.float32(lr) * np.float32(0.01)  # PyTorch rounds 1 - lr * wd to float32
+    np.testing.assert_allclose(np.asarray(out["kernel"]), (factor - np.float32(1.0)) * np.float32(2.0), rtol=1e-6)
 
 
 def test_decay_rate_schedule():
@@ -103,10 +105,10 @@ def test_decay_rate_schedule():
   params = {"k": jnp.ones((1, 1))}
   tx = regularization.decoupled_weight_decay(sched)
   s, got = tx.init(params), []
-  for _ in range(4):  # params held fixed: u_t = rate(t) * 1
+  for _ in range(4):  # params held fixed: u_t = -rate(t) * 1
     u, s = jax.jit(tx.update)({"k": jnp.zeros((1, 1))}, s, params)
     got.append(float(u["k"][0, 0]))
-  np.testing.assert_allclose(got, [1.0, 0.75, 0.5, 0.25], rtol=1e-6)
+  np.testing.assert_allclose(got, [-1.0, -0.75, -0.5, -0.25], rtol=1e-6)
 
 
 def test_l2_penalty_plus_sgd_equals_sgd_weight_decay():
@@ -246,7 +248,7 @@ def test_debiased_ema_of_constant_bf16_params_over_5000_steps():
   s, errs = scan(tx.init(params))
   assert float(jnp.max(errs)) <= 1e-2
   e = regularization.ema_params(s)
-  assert e["w"].dtype == jnp.bfloat16 and s.ema["w"].dtype == jnp.float32
+  assert e["w"].dtype == jnp.bfloat16 and s.weighted_sum["w"].dtype == jnp.float32
   assert float(jnp.max(jnp.abs(e["w"].astype(jnp.float32) - params["w"].astype(jnp.float32)))) <= 1e-2
 
 
@@ -351,7 +353,7 @@ BAD = [
     (regularization.decoupled_weight_decay, dict(rate=float("nan")), "rate"),
     (regularization.decoupled_weight_decay, dict(rate=0.1, mask="kernel"), "mask"),
     (regularization.decoupled_weight_decay, dict(rate=0.1, mask=3), "mask"),
-    (regularization.decoupled_weight_decay, dict(rate=0.1, lr_independent="yes"), "lr_independent"),
+    (regularization.decoupled_weight_decay, dict(rate=0.1, learning_rate=-1.0), "learning_rate"),
     (regularization.l2_penalty, dict(rate=-1.0), "rate"),
     (regularization.l2_penalty, dict(rate=0.1, mask="all"), "mask"),
     (regularization.gradient_noise, dict(eta=-0.01), "eta"),

@@ -1,0 +1,155 @@
+"""The one overflow-safe norm kernel: global p-norms, unit-wise and segment norms, AGC scaling.
+
+Used by ``clipping`` (global-norm clipping, AGC), ``flat`` (AGC and per-leaf norms on one
+buffer) and ``monitor`` (gradient / update / parameter norms), so that every norm the
+package reports or acts on is computed the same way: in float32 or wider whatever the
+leaf dtype, and finite for finite inputs near the float maximum (whose squares overflow).
+
+The trick everywhere: divide by the max-abs :math:`m` before squaring, as two
+multiplications by :math:`1/\\sqrt m` (``1/m`` itself is subnormal above ``2**126`` and XLA
+flushes it to zero), then multiply the root back by :math:`m`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxopt_practices import _tree
+from jaxopt_practices import _validate
+
+NORM_EPS = 1e-6  # PyTorch's clip_grad_norm_ / AGC guard: max_norm / (total_norm + 1e-6)
+_SAFE_LOW = 2.0 ** -100  # below this a plain sum of squares may have lost entries to underflow
+
+
+def widest_acc_dtype(leaves: list) -> jnp.dtype:
+  """The widest accumulator dtype (float32 or wider) among ``leaves``."""
+  dtypes = [_tree.acc_dtype(jnp.result_type(x)) for x in leaves]
+  return max(dtypes, key=lambda d: d.itemsize) if dtypes else jnp.dtype(jnp.float32)
+
+
+def inv_sqrt(m: jax.Array) -> jax.Array:
+  """``1 / sqrt(m)`` for finite ``m > 0``, else 1 (so ``0 * inv`` stays 0)."""
+  ok = (m > 0) & jnp.isfinite(m)
+  return jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, m, jnp.ones_like(m))), jnp.ones_like(m))
+
+
+def _sum_of_squares(leaves: list, dtype: Any) -> jax.Array:
+  total = jnp.zeros([], dtype)
+  for x in leaves:
+    if jnp.size(x):
+      total = total + jnp.sum(jnp.square(jnp.asarray(x).astype(dtype)))
+  return total
+
+
+def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
+               dtype: Any = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r"""The p-norm of all entries of ``tree`` as ``(norm, m, r)``, overflow-free, float32 or wider.
+
+  Each leaf is reduced on its own: :math:`m_l = \max_i |g_{l,i}|` and
+  :math:`s_l = \sum_i (|g_{l,i}|/m_l)^p`; then, with :math:`m = \max_l m_l`,
+  :math:`\|g\|_p = m\,r`, :math:`r = (\sum_l (m_l/m)^p s_l)^{1/p}`. No intermediate exceeds
+  the number of entries. With ``axis_name`` the entries of every replica count (``pmax`` of
+  :math:`m`, then ``psum`` of the scaled sums).
+
+  For ``p = 2`` without ``axis_name`` the plain one-pass sum of squares is used whenever it
+  is finite and above ``2**-100`` (then ``m = norm`` and ``r = 1``); the scaled two-pass
+  version runs (under ``lax.cond``) only when it is not.
+
+  Returns:
+    ``(norm, m, r)`` with ``norm = m * r``; ``norm`` is ``inf`` when an entry is infinite
+    and NaN when one is NaN.
+  """
+  leaves = jax.tree.leaves(tree)
+  dtype = widest_acc_dtype(leaves) if dtype is None else jnp.dtype(dtype)
+  if not leaves:
+    zero = jnp.zeros([], dtype)
+    return zero, zero, zero
+  concrete = _validate.known_value(norm_type)
+  if concrete == 2.0 and axis_name is None:
+    total = _sum_of_squares(leaves, dtype)
+    safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, dtype))
+    return jax.lax.cond(safe, lambda _: (jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)),
+                        lambda _: _scaled_parts(leaves, norm_type, concrete, None, dtype), None)
+  return _scaled_parts(leaves, norm_type, concrete, axis_name, dtype)
+
+
+def _scaled_parts(leaves: list, norm_type: Any, concrete: float | None, axis_name: str | None,
+                  dtype: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The overflow-free two-pass p-norm of :func:`norm_parts`."""
+  p = None if concrete in (2.0, math.inf) else jnp.asarray(norm_type, dtype)
+
+  def power(x):  # x in [0, 1]
+    return jnp.square(x) if concrete == 2.0 else jnp.power(x, p)
+
+  absg = [jnp.abs(jnp.asarray(x).astype(dtype)) for x in leaves]
+  m_leaf = jnp.stack([jnp.max(a, initial=0.0) for a in absg])
+  m = jnp.max(m_leaf)
+  if axis_name is not None:
+    m = jax.lax.pmax(m, axis_name)
+  if concrete == math.inf:
+    return m, m, jnp.ones([], dtype)
+  s_leaf = []
+  for a, ml in zip(absg, m_leaf):
+    inv = inv_sqrt(ml)
+    s_leaf.append(jnp.sum(power((a * inv) * inv)))
+  inv = inv_sqrt(m)
+  s = jnp.sum(power((m_leaf * inv) * inv) * jnp.stack(s_leaf))
+  if axis_name is not None:
+    s = jax.lax.psum(s, axis_name)
+  if concrete == 2.0:
+    r = jnp.sqrt(s)
+  else:  # for a traced p = inf: s >= 1 and s ** 0 = 1, so the norm is m as it should be.
+    r = jnp.power(s, jnp.asarray(1.0, dtype) / p)
+  norm = jnp.where(jnp.isinf(m), jnp.asarray(jnp.inf, dtype), m * r)
+  return norm, m, r
+
+
+def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None, dtype: Any = None) -> jax.Array:
+  """The overflow-free p-norm of every entry of ``tree`` (see :func:`norm_parts`)."""
+  return norm_parts(tree, norm_type, axis_name, dtype)[0]
+
+
+def unit_axes(ndim: int) -> tuple[int, ...]:
+  """The axes one AGC unit reduces over: all but the last for kernels, every axis otherwise."""
+  return tuple(range(ndim)) if not _tree.is_kernel_ndim(ndim) else tuple(range(ndim - 1))
+
+
+def unitwise_norm(x: jax.Array) -> jax.Array:
+  """L2 norm of each unit of ``x`` (float32 or wider, overflow-free), shaped to broadcast against ``x``."""
+  x = jnp.asarray(x)
+  a = jnp.abs(x.astype(_tree.acc_dtype(x.dtype)))
+  axes = unit_axes(x.ndim)
+  m = jnp.max(a, axis=axes, keepdims=True, initial=0.0)
+  inv = inv_sqrt(m)
+  return m * jnp.sqrt(jnp.sum(jnp.square((a * inv) * inv), axis=axes, keepdims=True))
+
+
+def segment_norms(flat: jax.Array, ids: np.ndarray, num: int, sorted_ids: bool = False) -> jax.Array:
+  """``float32[num]`` (or wider): the L2 norm of every segment of ``flat``, overflow-free, 0 when empty."""
+  a = jnp.abs(flat.astype(_tree.acc_dtype(flat.dtype)))
+  m = jax.ops.segment_max(a, ids, num_segments=num, indices_are_sorted=sorted_ids)
+  m = jnp.where(m > 0, m, jnp.zeros_like(m))  # empty segments give -inf
+  inv = inv_sqrt(m)[ids]
+  s = jax.ops.segment_sum(jnp.square((a * inv) * inv), ids, num_segments=num, indices_are_sorted=sorted_ids)
+  return m * jnp.sqrt(s)
+
+
+def agc_clip(g: jax.Array, g_norm: jax.Array, p_norm: jax.Array, clipping: Any, eps: Any) -> jax.Array:
+  r"""AGC on one array: ``g * lam*max(|W|, eps)/|G|`` where ``|G| > lam*max(|W|, eps)``, else ``g``.
+
+  ``g_norm`` / ``p_norm`` broadcast against ``g`` (unit norms). The factor is applied as two
+  multiplications by :math:`1/\sqrt{|G|}` so no intermediate is subnormal. Computed in
+  float32 or wider, returned in ``g``'s dtype.
+  """
+  acc = _tree.acc_dtype(g.dtype)
+  lam = jnp.asarray(clipping, jnp.float32).astype(acc)
+  max_norm = lam * jnp.maximum(p_norm.astype(acc), jnp.asarray(eps, jnp.float32).astype(acc))
+  g_norm = g_norm.astype(acc)
+  inv = jax.lax.rsqrt(jnp.maximum(g_norm, jnp.asarray(NORM_EPS, acc)))
+  scaled = (g.astype(acc) * inv) * (inv * max_norm)
+  return jnp.where(g_norm > max_norm, scaled, g.astype(acc)).astype(g.dtype)
