@@ -31,11 +31,12 @@ from jaxopt_practices import plateau as plateau
 from jaxopt_practices import recipe as recipe
 from jaxopt_practices import regularization as regularization
 from jaxopt_practices import schedules as schedules
+from jaxopt_practices._validate import Mask as Mask
 from jaxopt_practices._validate import PracticeWarning as PracticeWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
     "adaptive", "clipping", "flat", "initializers", "lr_finder", "momentum", "monitor", "parallel", "plateau",
-    "recipe", "regularization", "schedules", "PracticeWarning", "__version__",
+    "recipe", "regularization", "schedules", "Mask", "PracticeWarning", "__version__",
 ]
