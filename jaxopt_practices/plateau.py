@@ -17,30 +17,106 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
 
+__all__ = ["ReduceOnPlateauState", "reduce_on_plateau", "scale"]
+
+
 @_tree.learning_rate_factor(lambda s: s.scale)
 class ReduceOnPlateauState(NamedTuple):
-  """Scale applied to the updates, plateau bookkeeping and the current accumulation window."""
-  scale: jax.Array            # float32, lr / base lr
-  best: jax.Array             # float32, best metric so far (+inf / -inf before the first)
-  num_bad_epochs: jax.Array   # int32
-  cooldown_counter: jax.Array  # int32
-  count: jax.Array            # int32, values in the current window
-  accumulated: jax.Array      # float32, sum of the values in the current window
+  """Scale applied to the updates, PyTorch's plateau bookkeeping and the current accumulation window."""
+  scale: jax.Array             # float32, lr / base lr
+  best: jax.Array              # float32, best metric so far (+inf / -inf before the first)
+  num_bad_epochs: jax.Array    # int32, bad evaluations in a row (PyTorch's num_bad_epochs)
+  cooldown_counter: jax.Array  # int32, evaluations of cooldown left (PyTorch's cooldown_counter)
+  window_count: jax.Array      # int32, values in the current accumulation window
+  window_sum: jax.Array        # float32, sum of the values in the current window
 
 
-def _check_count(name: str, value: Any, low: int) -> None:
-  """``check_int`` that also accepts the concrete int arrays ``inject_hyperparams`` passes."""
-  if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
-    if value.shape == () and jnp.issubdtype(value.dtype, jnp.integer):
-      value = int(value)
-  _validate.check_int(name, value, low=low)
+class _Rule(NamedTuple):
+  """The arguments of :func:`reduce_on_plateau` that one evaluation reads."""
+  factor: Any
+  patience: Any
+  threshold: Any
+  threshold_mode: str
+  mode: str
+  cooldown: Any
+  min_scale: Any
+  eps: Any
+
+
+def _initial_state(mode: str) -> ReduceOnPlateauState:
+  worst = jnp.inf if mode == "min" else -jnp.inf
+  return ReduceOnPlateauState(
+      scale=jnp.ones([], jnp.float32),
+      best=jnp.full([], worst, jnp.float32),
+      num_bad_epochs=jnp.zeros([], jnp.int32),
+      cooldown_counter=jnp.zeros([], jnp.int32),
+      window_count=jnp.zeros([], jnp.int32),
+      window_sum=jnp.zeros([], jnp.float32),
+  )
+
+
+def _metric_value(value: Any, axis_name: str | None) -> jax.Array:
+  """``value`` as a float32 scalar, ``pmean``-ed over ``axis_name`` when given."""
+  value = jnp.asarray(value).astype(jnp.float32)
+  if jnp.shape(value) != ():
+    raise ValueError(f"value must be a scalar, got an array of shape {jnp.shape(value)}.")
+  if axis_name is not None:
+    value = jax.lax.pmean(value, axis_name)
+  return value
+
+
+def _accumulate(state: ReduceOnPlateauState, value: jax.Array) -> ReduceOnPlateauState:
+  """``state`` with ``value`` added to the current window."""
+  return state._replace(window_count=_tree.increment(state.window_count), window_sum=state.window_sum + value)
+
+
+def _is_better(metric: jax.Array, best: jax.Array, rule: _Rule) -> jax.Array:
+  """PyTorch's ``is_better`` for ``mode`` / ``threshold_mode``; never for a non-finite metric."""
+  thr = jnp.asarray(rule.threshold, jnp.float32)
+  if rule.mode == "min":
+    better = metric < (best * (1.0 - thr) if rule.threshold_mode == "rel" else best - thr)
+  else:
+    better = metric > (best * (1.0 + thr) if rule.threshold_mode == "rel" else best + thr)
+  return better & jnp.isfinite(metric)
+
+
+def _count_bad(state: ReduceOnPlateauState, better: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The bad-evaluation and cooldown counters after one evaluation, before any reduction.
+
+  A better metric resets the bad count; during cooldown the cooldown counter ticks down and
+  bad evaluations are ignored.
+  """
+  bad = jnp.where(better, 0, _tree.increment(state.num_bad_epochs))
+  in_cooldown = state.cooldown_counter > 0
+  cool = jnp.where(in_cooldown, state.cooldown_counter - 1, state.cooldown_counter)
+  return jnp.where(in_cooldown, 0, bad), cool
+
+
+def _reduced_scale(scale: jax.Array, rule: _Rule) -> jax.Array:
+  """``max(scale * factor, min_scale)``, or ``scale`` when that changes it by ``eps`` or less."""
+  new = jnp.maximum(scale * jnp.asarray(rule.factor, jnp.float32), jnp.asarray(rule.min_scale, jnp.float32))
+  return jnp.where(scale - new > jnp.asarray(rule.eps, jnp.float32), new, scale)
+
+
+def _after_evaluation(state: ReduceOnPlateauState, metric: jax.Array, rule: _Rule) -> ReduceOnPlateauState:
+  """The state after PyTorch's ``scheduler.step(metric)``, with an empty window."""
+  better = _is_better(metric, state.best, rule)
+  bad, cool = _count_bad(state, better)
+  reduce = bad > jnp.asarray(rule.patience, jnp.int32)
+  return ReduceOnPlateauState(
+      scale=jnp.where(reduce, _reduced_scale(state.scale, rule), state.scale),
+      best=jnp.where(better, metric, state.best),
+      num_bad_epochs=jnp.where(reduce, 0, bad).astype(jnp.int32),
+      cooldown_counter=jnp.where(reduce, jnp.asarray(rule.cooldown, jnp.int32), cool).astype(jnp.int32),
+      window_count=jnp.zeros_like(state.window_count),
+      window_sum=jnp.zeros_like(state.window_sum),
+  )
 
 
 def reduce_on_plateau(
@@ -110,74 +186,30 @@ def reduce_on_plateau(
     PyTorch, ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
   """
   _validate.check_number("factor", factor, low=0.0, high=1.0, high_open=True)
-  _check_count("patience", patience, 0)
+  _validate.check_int("patience", patience, low=0)
   _validate.check_number("threshold", threshold, low=0.0)
   _validate.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
   _validate.check_choice("mode", mode, ("min", "max"))
-  _check_count("cooldown", cooldown, 0)
+  _validate.check_int("cooldown", cooldown, low=0)
   _validate.check_number("min_scale", min_scale, low=0.0, high=1.0)
-  _check_count("accumulation_size", accumulation_size, 1)
+  _validate.check_int("accumulation_size", accumulation_size, low=1)
   _validate.check_axis_name(axis_name)
   _validate.check_number("eps", eps, low=0.0)
-  worst = jnp.inf if mode == "min" else -jnp.inf
+  rule = _Rule(factor, patience, threshold, threshold_mode, mode, cooldown, min_scale, eps)
 
   def init_fn(params):
     del params
-    return ReduceOnPlateauState(
-        scale=jnp.ones([], jnp.float32),
-        best=jnp.full([], worst, jnp.float32),
-        num_bad_epochs=jnp.zeros([], jnp.int32),
-        cooldown_counter=jnp.zeros([], jnp.int32),
-        count=jnp.zeros([], jnp.int32),
-        accumulated=jnp.zeros([], jnp.float32),
-    )
-
-  def _evaluate(state, metric):
-    f32 = jnp.float32
-    thr = jnp.asarray(threshold, f32)
-    best = state.best
-    if mode == "min":
-      better = metric < (best * (1.0 - thr) if threshold_mode == "rel" else best - thr)
-    else:
-      better = metric > (best * (1.0 + thr) if threshold_mode == "rel" else best + thr)
-    better = better & jnp.isfinite(metric)
-    best = jnp.where(better, metric, best)
-    bad = jnp.where(better, 0, _tree.increment(state.num_bad_epochs))
-    in_cooldown = state.cooldown_counter > 0
-    cool = jnp.where(in_cooldown, state.cooldown_counter - 1, state.cooldown_counter)
-    bad = jnp.where(in_cooldown, 0, bad)
-    reduce = bad > jnp.asarray(patience, jnp.int32)
-    old = state.scale
-    new = jnp.maximum(old * jnp.asarray(factor, f32), jnp.asarray(min_scale, f32))
-    scale = jnp.where(reduce & (old - new > jnp.asarray(eps, f32)), new, old)
-    cool = jnp.where(reduce, jnp.asarray(cooldown, jnp.int32), cool)
-    bad = jnp.where(reduce, 0, bad)
-    return scale, best, bad.astype(jnp.int32), cool.astype(jnp.int32)
+    return _initial_state(mode)
 
   def update_fn(updates, state, params=None, *, value, **extra_args):
     del params, extra_args
-    value = jnp.asarray(value).astype(jnp.float32)
-    if jnp.shape(value) != ():
-      raise ValueError(f"value must be a scalar, got an array of shape {jnp.shape(value)}.")
-    if axis_name is not None:
-      value = jax.lax.pmean(value, axis_name)
-    s = state.scale
+    value = _metric_value(value, axis_name)
+    s = state.scale  # the scale from before `value`: a reduction applies from the next update
     out = jax.tree.map(lambda g: (g.astype(_tree.acc_dtype(g.dtype)) * s).astype(g.dtype), updates)
-
-    count = _tree.increment(state.count)
-    accumulated = state.accumulated + value
-    ready = count >= jnp.asarray(accumulation_size, jnp.int32)
-    metric = accumulated / count.astype(jnp.float32)
-    scale, best, bad, cool = _evaluate(state, metric)
-    new_state = ReduceOnPlateauState(
-        scale=jnp.where(ready, scale, state.scale),
-        best=jnp.where(ready, best, state.best),
-        num_bad_epochs=jnp.where(ready, bad, state.num_bad_epochs),
-        cooldown_counter=jnp.where(ready, cool, state.cooldown_counter),
-        count=jnp.where(ready, 0, count).astype(jnp.int32),
-        accumulated=jnp.where(ready, 0.0, accumulated).astype(jnp.float32),
-    )
-    return out, new_state
+    state = _accumulate(state, value)
+    ready = state.window_count >= jnp.asarray(accumulation_size, jnp.int32)
+    evaluated = _after_evaluation(state, state.window_sum / state.window_count.astype(jnp.float32), rule)
+    return out, jax.tree.map(lambda new, old: jnp.where(ready, new, old), evaluated, state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

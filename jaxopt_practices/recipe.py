@@ -38,6 +38,9 @@ import optax
 
 from jaxopt_practices import adaptive, clipping, momentum, plateau, regularization, schedules
 
+__all__ = ["Recipe", "Section", "build", "preset", "OPTIMIZERS", "SCHEDULES", "MOMENTUM_SCHEDULES", "CLIPS",
+           "AVERAGING"]
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": momentum.sgd, "adagrad": adaptive.adagrad, "rmsprop": adaptive.rmsprop,
     "adam": adaptive.adam, "adamw": adaptive.adamw,
@@ -58,12 +61,84 @@ AVERAGING = {"ema": regularization.ema, "swa": regularization.swa}
 _PEAK = {"constant": "value", "one_cycle": "max_lr", "cyclical": "max_lr"}
 
 
+@dataclasses.dataclass(frozen=True)
+class Section:
+  """The keys one config section takes: the ``required`` ones and the ``optional`` ones with their defaults.
+
+  Sections that configure a public factory take its keyword arguments (:meth:`of`); the
+  others are written out (``warmup``, ``weight_decay``).
+
+  Example:
+    >>> from jaxopt_practices import recipe
+    >>> warmup = recipe.Section(required=("steps",), optional={"start_value": 0.0})
+    >>> warmup.check("warmup", {"steps": 100})
+    {'start_value': 0.0, 'steps': 100}
+    >>> warmup.check("warmup", {"start_value": 0.1})
+    Traceback (most recent call last):
+    ...
+    ValueError: warmup.steps is required: warmup needs 'steps'; it also takes 'start_value'.
+  """
+  required: tuple[str, ...] = ()
+  optional: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def of(cls, factory: Callable, *, required: tuple[str, ...] = (), defaults: Mapping[str, Any] | None = None,
+         skip: tuple[str, ...] = ()) -> Section:
+    """The keyword arguments of ``factory``: required where it has no default, else optional with it.
+
+    Args:
+      factory: a public factory such as ``momentum.sgd``.
+      required: arguments required even though ``factory`` has a default for them.
+      defaults: arguments optional with these defaults instead of the factory's.
+      skip: arguments that are not config keys (``build`` passes them itself).
+    """
+    defaults = dict(defaults or {})
+    req, opt = [], {}
+    for name, p in inspect.signature(factory).parameters.items():
+      if name in skip:
+        continue
+      if name in defaults and name not in required:
+        opt[name] = defaults[name]
+      elif name in required or p.default is inspect.Parameter.empty:
+        req.append(name)
+      else:
+        opt[name] = p.default
+    return cls(tuple(req), opt)
+
+  def check(self, where: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with the defaults of the optional keys it leaves out.
+
+    Raises:
+      ValueError: naming the unknown keys and listing the valid ones, or naming the missing
+        (absent or ``None``) required keys and listing what ``where`` needs.
+    """
+    valid = [*self.required, *self.optional]
+    unknown = sorted(set(spec) - set(valid))
+    if unknown:
+      raise ValueError(f"unknown argument(s) {unknown} for {where}; valid arguments are {valid}.")
+    missing = [k for k in self.required if spec.get(k) is None]
+    if missing:
+      section = where.split(" (")[0]
+      names = ", ".join(f"{section}.{k}" for k in missing)
+      takes = f"; it also takes {', '.join(map(repr, self.optional))}" if self.optional else ""
+      raise ValueError(f"{names} {'is' if len(missing) == 1 else 'are'} required: {where} needs "
+                       f"{', '.join(map(repr, self.required))}{takes}.")
+    return {**self.optional, **spec}
+
+
+_WARMUP = Section(required=("steps",), optional={"start_value": 0.0})
+_WEIGHT_DECAY = Section(required=("rate",), optional={"mask": "auto", "learning_rate": "optimizer"})
+
+
 @dataclasses.dataclass
 class Recipe:
   """The config as a dataclass: one field per practice, ``None`` where it is not used.
 
   Each practice field is a dict; ``"name"`` picks the variant where there are several and
-  the other keys are the keyword arguments of the matching public factory.
+  the other keys are the keyword arguments of the matching public factory (a :class:`Section`
+  made with :meth:`Section.of`); ``warmup`` and ``weight_decay`` take the keys noted below.
+  A schedule's peak (``init_value``, ``value`` or ``max_lr``) defaults to the optimizer's
+  ``learning_rate``.
   """
   optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "sgd", "learning_rate": 0.1})
   schedule: dict | None = None
@@ -96,35 +171,60 @@ class Recipe:
     return cls(**copy.deepcopy(dict(config)))
 
 
-def _pick(section: str, table: Mapping[str, Callable], spec: Mapping[str, Any], default: str | None = None):
-  """``(factory, kwargs)`` for ``spec["name"]`` from ``table``, arguments checked by name."""
+def _choose(section: str, table: Mapping[str, Callable], spec: Mapping[str, Any]) -> tuple[str, Callable, dict]:
+  """``(name, factory, the other keys)`` for ``spec["name"]`` from ``table``."""
   spec = dict(spec)
-  name = spec.pop("name", default)
+  name = spec.pop("name", None)
   if name not in table:
     raise ValueError(f"{section}.name must be one of {sorted(table)}; got {section}.name = {name!r}.")
-  return name, table[name], _kwargs(f"{section} ({name})", table[name], spec)
+  return name, table[name], spec
 
 
-def _kwargs(where: str, factory: Callable, spec: Mapping[str, Any]) -> dict[str, Any]:
-  valid = [p for p in inspect.signature(factory).parameters if p not in ("inner",)]
-  unknown = sorted(set(spec) - set(valid))
-  if unknown:
-    raise ValueError(f"unknown argument(s) {unknown} for {where}; valid arguments are {valid}.")
-  return dict(spec)
+def _make(section: str, table: Mapping[str, Callable], spec: Mapping[str, Any]) -> Any:
+  """The factory named by ``spec["name"]`` called with the section's other keys, checked."""
+  name, factory, rest = _choose(section, table, spec)
+  return factory(**Section.of(factory).check(f"{section} ({name})", rest))
+
+
+def _call(section: str, factory: Callable, spec: Mapping[str, Any], **given: Any) -> Any:
+  """``factory`` called with the keys of ``spec`` (checked against its arguments) and ``given``."""
+  return factory(**given, **Section.of(factory, skip=tuple(given)).check(section, spec))
+
+
+def _optimizer(r: Recipe) -> tuple[Callable, dict[str, Any], float]:
+  """The optimizer factory, its checked arguments without ``learning_rate``, and the learning rate."""
+  name, factory, rest = _choose("optimizer", OPTIMIZERS, r.optimizer or {})
+  kw = Section.of(factory, required=("learning_rate",)).check(f"optimizer ({name})", rest)
+  lr = kw.pop("learning_rate")
+  if r.momentum_schedule is not None:
+    kw["b1" if "b1" in kw else "momentum"] = _make("momentum_schedule", MOMENTUM_SCHEDULES, r.momentum_schedule)
+  return factory, kw, lr
 
 
 def _learning_rate(r: Recipe, lr: float) -> float | optax.Schedule:
+  """The optimizer's ``learning_rate``: the schedule (peak ``lr``) behind the warmup, or ``lr``."""
   sched: float | optax.Schedule = lr
   if r.schedule is not None:
-    name, factory, kw = _pick("schedule", SCHEDULES, r.schedule)
-    kw.setdefault(_PEAK.get(name, "init_value"), lr)
-    sched = factory(**kw)
+    name, factory, rest = _choose("schedule", SCHEDULES, r.schedule)
+    sched = factory(**Section.of(factory, defaults={_PEAK.get(name, "init_value"): lr}).check(
+        f"schedule ({name})", rest))
   if r.warmup is not None:
-    kw = _kwargs("warmup", lambda steps, start_value=0.0: None, r.warmup)
-    if "steps" not in kw:
-      raise ValueError("warmup needs 'steps', e.g. {'steps': 500}.")
-    sched = schedules.warmup(sched, kw["steps"], kw.get("start_value", 0.0))
+    kw = _WARMUP.check("warmup", r.warmup)
+    sched = schedules.warmup(sched, kw["steps"], kw["start_value"])
   return sched
+
+
+def _weight_decay(spec: Mapping[str, Any], learning_rate: float | optax.Schedule
+                  ) -> tuple[optax.GradientTransformation, bool]:
+  """The decoupled decay of the ``weight_decay`` section, and whether it ignores the learning rate."""
+  kw = _WEIGHT_DECAY.check("weight_decay", spec)
+  follow = kw["learning_rate"]
+  if isinstance(follow, str) and follow != "optimizer":
+    raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
+                     f"learning rate), None (lr-independent) or a number; got {follow!r}.")
+  decay = regularization.decoupled_weight_decay(
+      kw["rate"], kw["mask"], learning_rate=learning_rate if follow == "optimizer" else follow)
+  return decay, follow is None
 
 
 def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExtraArgs:
@@ -132,59 +232,47 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
 
   Args:
     config: a dict with the keys of :class:`Recipe` (or a ``Recipe``). Unknown keys,
-      names or arguments raise ``ValueError`` listing the valid ones; every value is then
-      validated by the practice's own factory.
+      names or arguments raise ``ValueError`` listing the valid ones, and so does a missing
+      required key (naming the section, the key and what the section needs); every value
+      is then validated by the practice's own factory.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; pass ``value=loss`` to ``update`` when
     the config has a ``plateau``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import recipe
+    >>> tx = recipe.build({"optimizer": {"name": "sgd", "learning_rate": 0.1},
+    ...                    "weight_decay": {"rate": 0.5}})
+    >>> params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+    >>> updates, _ = tx.update(params, tx.init(params), params)  # gradient = params
+    >>> print(updates["kernel"][0, 0], updates["bias"][0])  # -0.1 - 0.1 * 0.5; no decay on biases
+    -0.15 -0.1
   """
   r = Recipe.from_dict(config)
-  opt_spec = dict(r.optimizer or {})
-  _, opt_factory, opt_kw = _pick("optimizer", OPTIMIZERS, opt_spec)
-  lr = opt_kw.pop("learning_rate", None)
-  if lr is None:
-    raise ValueError(f"optimizer.learning_rate is required, got optimizer = {r.optimizer!r}.")
+  opt_factory, opt_kw, lr = _optimizer(r)
   learning_rate = _learning_rate(r, lr)
-  if r.momentum_schedule is not None:
-    _, factory, kw = _pick("momentum_schedule", MOMENTUM_SCHEDULES, r.momentum_schedule)
-    opt_kw["b1" if "b1" in inspect.signature(opt_factory).parameters else "momentum"] = factory(**kw)
-
   parts: list[optax.GradientTransformation] = []
   if r.clip is not None:
-    _, factory, kw = _pick("clip", CLIPS, r.clip)
-    parts.append(factory(**kw))
+    parts.append(_make("clip", CLIPS, r.clip))
   if r.gradient_noise is not None:
-    parts.append(regularization.gradient_noise(**_kwargs("gradient_noise", regularization.gradient_noise,
-                                                         r.gradient_noise)))
+    parts.append(_call("gradient_noise", regularization.gradient_noise, r.gradient_noise))
   if r.l2 is not None:
-    parts.append(regularization.l2_penalty(**_kwargs("l2", regularization.l2_penalty, r.l2)))
+    parts.append(_call("l2", regularization.l2_penalty, r.l2))
   parts.append(opt_factory(learning_rate, **opt_kw))
-
-  decay_after_plateau = None
+  late: list[optax.GradientTransformation] = []  # after the plateau scale: an lr-independent decay
   if r.weight_decay is not None:
-    kw = _kwargs("weight_decay", lambda rate, mask="auto", learning_rate="optimizer": None, r.weight_decay)
-    follow = kw.get("learning_rate", "optimizer")
-    if isinstance(follow, str) and follow != "optimizer":
-      raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
-                       f"learning rate), None (lr-independent) or a number; got {follow!r}.")
-    follow = learning_rate if follow == "optimizer" else follow
-    decay = regularization.decoupled_weight_decay(kw["rate"], kw.get("mask", "auto"), learning_rate=follow)
-    if follow is None:
-      decay_after_plateau = decay
-    else:
-      parts.append(decay)
+    decay, lr_independent = _weight_decay(r.weight_decay, learning_rate)
+    (late if lr_independent else parts).append(decay)
   if r.plateau is not None:
-    parts.append(plateau.reduce_on_plateau(**_kwargs("plateau", plateau.reduce_on_plateau, r.plateau)))
-  if decay_after_plateau is not None:
-    parts.append(decay_after_plateau)
+    parts.append(_call("plateau", plateau.reduce_on_plateau, r.plateau))
+  parts += late
   if r.averaging is not None:
-    _, factory, kw = _pick("averaging", AVERAGING, r.averaging)
-    parts.append(factory(**kw))
-
+    parts.append(_make("averaging", AVERAGING, r.averaging))
   tx = optax.chain(*parts)
   if r.skip_nonfinite is not None:
-    tx = clipping.skip_nonfinite(tx, **_kwargs("skip_nonfinite", clipping.skip_nonfinite, r.skip_nonfinite))
+    tx = _call("skip_nonfinite", clipping.skip_nonfinite, r.skip_nonfinite, inner=tx)
   return optax.with_extra_args_support(tx)
 
 
@@ -199,6 +287,21 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
     momentum (``b1``) cycled 0.95 -> 0.85 -> 0.95.
   - ``"tour"``: what ``jaxopt-practices tour`` runs as the full recipe: SGD Nesterov,
     warmup + cosine, clipping at 1.0, decay mask, EMA, skipping non-finite steps.
+
+  Args:
+    name: one of the names above.
+    total_steps: the number of optimizer steps the schedules are sized for.
+    learning_rate: replaces the preset's ``optimizer.learning_rate`` when given.
+
+  Returns:
+    A JSON-serialisable config dict.
+
+  Example:
+    >>> from jaxopt_practices import recipe
+    >>> config = recipe.preset("resnet-sgd", total_steps=1000)
+    >>> config["warmup"], config["schedule"]
+    ({'steps': 50}, {'name': 'cosine_annealing', 't_max': 950})
+    >>> tx = recipe.build(config)
   """
   warm = max(1, total_steps // 20)
   presets = {

@@ -150,7 +150,7 @@ def test_accumulation_uses_the_window_mean():
   assert seen == [1.0] * 6
   assert float(state.best) == pytest.approx(0.9)
   assert float(plateau.scale(state)) == 0.5
-  assert int(state.count) == 0 and float(state.accumulated) == 0.0
+  assert int(state.window_count) == 0 and float(state.window_sum) == 0.0
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])

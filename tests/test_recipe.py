@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import chex
 import jax
@@ -100,6 +101,55 @@ def test_presets_are_json_and_train(name, lr):
     u, state = step(params, state)
     params = optax.apply_updates(params, u)
   assert float(loss(params)) < 0.5 * float(loss(PARAMS))
+
+
+SGD = {"name": "sgd", "learning_rate": 0.1}
+MISSING = [  # (config, section.key, what the section needs)
+    ({"optimizer": {"name": "adam"}}, "optimizer.learning_rate", "optimizer (adam) needs 'learning_rate'"),
+    ({"optimizer": {"name": "sgd", "learning_rate": None}}, "optimizer.learning_rate",
+     "optimizer (sgd) needs 'learning_rate'"),
+    ({"optimizer": SGD, "warmup": {"start_value": 0.1}}, "warmup.steps", "warmup needs 'steps'"),
+    ({"optimizer": SGD, "schedule": {"name": "cosine_annealing"}}, "schedule.t_max",
+     "schedule (cosine_annealing) needs 't_max'"),
+    ({"optimizer": SGD, "schedule": {"name": "cyclical"}}, "schedule.base_lr", "schedule (cyclical) needs 'base_lr'"),
+    ({"optimizer": SGD, "momentum_schedule": {"name": "one_cycle_momentum"}}, "momentum_schedule.total_steps",
+     "momentum_schedule (one_cycle_momentum) needs 'total_steps'"),
+    ({"optimizer": SGD, "weight_decay": {"mask": None}}, "weight_decay.rate", "weight_decay needs 'rate'"),
+    ({"optimizer": SGD, "l2": {}}, "l2.rate", "l2 needs 'rate'"),
+    ({"optimizer": SGD, "clip": {"name": "value"}}, "clip.max_abs", "clip (value) needs 'max_abs'"),
+    ({"optimizer": SGD, "averaging": {"name": "swa"}}, "averaging.start_step", "averaging (swa) needs 'start_step'"),
+]
+
+
+@pytest.mark.parametrize("config,key,needs", MISSING, ids=[m[1] for m in MISSING])
+def test_missing_required_key_names_section_key_and_what_is_required(config, key, needs):
+  with pytest.raises(ValueError, match=re.escape(f"{key} is required: {needs}")):
+    recipe.build(config)
+
+
+UNKNOWN = [  # sections written out by hand list their keys too
+    ({"optimizer": SGD, "warmup": {"steps": 3, "start": 0.0}},
+     "unknown argument(s) ['start'] for warmup; valid arguments are ['steps', 'start_value']"),
+    ({"optimizer": SGD, "weight_decay": {"rate": 0.1, "follows_lr": True}},
+     "unknown argument(s) ['follows_lr'] for weight_decay; valid arguments are ['rate', 'mask', 'learning_rate']"),
+    ({"optimizer": SGD, "skip_nonfinite": {"inner": None}},
+     "unknown argument(s) ['inner'] for skip_nonfinite; valid arguments are ['max_consecutive', 'on_failure']"),
+]
+
+
+@pytest.mark.parametrize("config,match", UNKNOWN, ids=["warmup", "weight_decay", "skip_nonfinite"])
+def test_unknown_key_lists_the_valid_ones(config, match):
+  with pytest.raises(ValueError, match=re.escape(match)):
+    recipe.build(config)
+
+
+def test_section_of_a_factory_reads_its_signature():
+  section = recipe.Section.of(schedules.cosine_annealing)
+  assert section == recipe.Section(required=("init_value", "t_max"), optional={"eta_min": 0.0})
+  peak = recipe.Section.of(schedules.cosine_annealing, defaults={"init_value": 0.5})
+  assert peak.check("schedule", {"t_max": 10}) == {"init_value": 0.5, "eta_min": 0.0, "t_max": 10}
+  opt = recipe.Section.of(momentum.sgd, required=("learning_rate",), skip=("weight_decay",))
+  assert opt.required == ("learning_rate",) and "weight_decay" not in opt.optional
 
 
 BAD = [
