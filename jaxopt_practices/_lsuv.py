@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxopt_practices import _fans
 from jaxopt_practices import _layers
 from jaxopt_practices import _validate
 
@@ -148,12 +149,9 @@ def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUV
         "For linen, apply_fn must run model.apply un-jitted (lsuv compiles it itself)."
     )
   if orthogonal_init:
-    from jaxopt_practices.initializers import orthogonal  # noqa: PLC0415 - avoids an import cycle
-
-    init = orthogonal()
     for i, k in enumerate(jax.random.split(key, len(layers.names))):
       kernel, bias = layers.get(i)
-      layers.set(i, init(k, kernel.shape, kernel.dtype), bias)
+      layers.set(i, _fans.orthogonal_kernel(k, kernel.shape, kernel.dtype, 1.0), bias)
     stds = layers.probe()
   before = stds.copy()
   target, tol = float(target_std), float(tol)
