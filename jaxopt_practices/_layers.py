@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxopt_practices import _validate
+
 
 @dataclasses.dataclass
 class Call:
@@ -42,6 +44,29 @@ class Call:
   output: Any
   module: Any = None  # NNX: the module instance.
   inner: tuple = ()  # linen WeightNorm: the paths of the kernel layers called inside it.
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRecords:
+  """Per-layer records in forward order, used like a tuple (iterable, sized, indexable).
+
+  The base of the reports ``InitReport`` and ``LSUVReport``; every record has a ``name``.
+  """
+  layers: tuple
+
+  def __iter__(self):
+    return iter(self.layers)
+
+  def __len__(self) -> int:
+    return len(self.layers)
+
+  def __getitem__(self, i):
+    return self.layers[i]
+
+
+def name_width(records: LayerRecords) -> int:
+  """The width of a table's layer-name column: the longest name, at least 5 (``"layer"``)."""
+  return max([5] + [len(r.name) for r in records])
 
 
 def path_name(path: tuple) -> str:
@@ -164,9 +189,22 @@ def capture_nnx(
   return calls
 
 
-def snapshot_nnx(model: nnx.Module) -> Any:
-  """Batch statistics and RNG counters, which repeated forward passes would otherwise change."""
-  return jax.tree_util.tree_map(lambda a: a, nnx.state(model, (nnx.BatchStat, nnx.RngState)))
+def check_nnx(model: Any, forward: Any = None) -> None:
+  """ValueError unless ``model`` is an ``nnx.Module`` and ``forward`` is None or callable."""
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
+  if forward is not None:
+    _validate.check_callable("forward", forward)
+
+
+@contextlib.contextmanager
+def nnx_state_kept(model: nnx.Module):
+  """Restores the model's batch statistics and RNG counters on exit (forward passes change them)."""
+  saved = jax.tree_util.tree_map(lambda a: a, nnx.state(model, (nnx.BatchStat, nnx.RngState)))
+  try:
+    yield
+  finally:
+    nnx.update(model, saved)
 
 
 def layer_stats(out: jax.Array) -> dict[str, jax.Array]:

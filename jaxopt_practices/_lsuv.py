@@ -40,20 +40,25 @@ class LayerScaling:
 
 
 @dataclasses.dataclass(frozen=True)
-class LSUVReport:
-  """Per-layer record of an LSUV run, in forward order; ``str(report)`` is a table."""
+class LSUVReport(_layers.LayerRecords):
+  """Per-layer record of an LSUV run, in forward order; ``str(report)`` is a table.
+
+  A sequence of :class:`LayerScaling` (``report[i]``, ``len(report)``, ``for r in report``).
+
+  Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from jaxopt_practices import initializers
+    >>> model = nnx.Sequential(nnx.Linear(8, 32, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(32, 4, rngs=nnx.Rngs(1)))
+    >>> report = initializers.lsuv_nnx(model, jax.random.normal(jax.random.key(0), (128, 8)), tol=0.01)
+    >>> report.converged, [r.name for r in report], abs(report[-1].std_after - 1.0) <= 0.01
+    (True, ['layers/0', 'layers/2'], True)
+    >>> print(str(report).splitlines()[0])
+    LSUV: target std 1, tol 0.01, 2 layers
+  """
   layers: tuple[LayerScaling, ...]
   target_std: float
   tol: float
-
-  def __iter__(self):
-    return iter(self.layers)
-
-  def __len__(self) -> int:
-    return len(self.layers)
-
-  def __getitem__(self, i):
-    return self.layers[i]
 
   @property
   def converged(self) -> bool:
@@ -61,7 +66,7 @@ class LSUVReport:
     return all(r.status == "ok" for r in self.layers)
 
   def __str__(self) -> str:
-    width = max([5] + [len(r.name) for r in self.layers])
+    width = _layers.name_width(self)
     lines = [
         f"LSUV: target std {self.target_std:g}, tol {self.tol:g}, {len(self.layers)} layers",
         f"{'layer':<{width}}  {'std before':>11}  {'std after':>10}  {'scale':>10}  {'iters':>5}  status",
@@ -305,13 +310,7 @@ def lsuv_nnx(
   References:
     Mishkin & Matas, All you need is a good init, 2016.
   """
-  if not isinstance(model, nnx.Module):
-    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
-  if forward is not None:
-    _validate.check_callable("forward", forward)
+  _layers.check_nnx(model, forward)
   _check_args(target_std, tol, max_iters, orthogonal_init, key)
-  saved = _layers.snapshot_nnx(model)
-  try:
+  with _layers.nnx_state_kept(model):
     return _run(_NNXLayers(model, batch, forward), target_std, tol, max_iters, orthogonal_init, key, "lsuv_nnx")
-  finally:
-    nnx.update(model, saved)

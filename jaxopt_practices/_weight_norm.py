@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxopt_practices import _init_report
 from jaxopt_practices import _layers
 from jaxopt_practices import _validate
 from jaxopt_practices._init_report import InitReport
-from jaxopt_practices._init_report import _report
 
 
 def _scale_and_shift(name: str, stats: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +132,7 @@ def weight_norm_init(
     stats = probe(params, batch)[i]
     set_gb(slot, *_scale_and_shift(slot[0], stats, "weight_norm_init"))
   stats = probe(params, batch)
-  report = _report(meta, stats)
+  report = _init_report.report_from(meta, stats)
   return _layers.refreeze(params, frozen), report
 
 
@@ -167,13 +167,9 @@ def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None
   References:
     Salimans & Kingma, Weight normalization, 2016.
   """
-  if not isinstance(model, nnx.Module):
-    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
-  if forward is not None:
-    _validate.check_callable("forward", forward)
+  _layers.check_nnx(model, forward)
   is_wn = lambda m: isinstance(m, nnx.WeightNorm)  # noqa: E731
-  saved = _layers.snapshot_nnx(model)
-  try:
+  with _layers.nnx_state_kept(model):
     calls, _ = _layers.nnx_probe(model, batch, is_wn, forward)
     if not calls:
       raise ValueError("weight_norm_init_nnx found no flax.nnx.WeightNorm layer in the forward pass.")
@@ -208,6 +204,4 @@ def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None
       _, stats = _layers.nnx_probe(model, batch, is_wn, forward)
       set_gb(wn, *_scale_and_shift(name, stats[i], "weight_norm_init_nnx"))
     calls, stats = _layers.nnx_probe(model, batch, is_wn, forward)
-  finally:
-    nnx.update(model, saved)
-  return _report(calls, stats)
+  return _init_report.report_from(calls, stats)
