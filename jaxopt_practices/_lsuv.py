@@ -146,7 +146,53 @@ def _finite(x) -> bool:
   return x is None or bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
 
 
+def _orthogonalize(layers, key) -> None:
+  """Replaces every kernel by an orthogonal one (gain 1), one key per layer; biases are kept."""
+  for i, k in enumerate(jax.random.split(key, len(layers.names))):
+    kernel, bias = layers.get(i)
+    layers.set(i, _fans.orthogonal_kernel(k, kernel.shape, kernel.dtype, 1.0), bias)
+
+
+def _fit_layer(layers, i: int, stds: np.ndarray, target: float, tol: float, max_iters: int):
+  """Rescales layer ``i`` until its output std is within ``tol`` of ``target``.
+
+  Returns ``(stds, std, scale, iterations, status)``: the stds of every layer after the
+  last probe, layer ``i``'s last std, the total factor applied, the number of rescalings
+  and ``"ok"``, ``"dead"`` or ``"not converged"``.
+  """
+  iters, total = 0, 1.0
+  while True:
+    s = float(stds[i])
+    if not np.isfinite(s) or s == 0.0:
+      return stds, s, total, iters, "dead"
+    if abs(s - target) <= tol:
+      return stds, s, total, iters, "ok"
+    if iters >= max_iters:
+      return stds, s, total, iters, "not converged"
+    factor = target / s
+    kernel, bias = layers.get(i)
+    kernel, bias = _layers.scaled(kernel, factor), (None if bias is None else _layers.scaled(bias, factor))
+    if not (_finite(kernel) and _finite(bias)):
+      return stds, s, total, iters, "dead"
+    layers.set(i, kernel, bias)
+    total *= factor
+    iters += 1
+    stds = layers.probe()
+
+
+def _warn(what: str, name: str, s: float, status: str, target: float, tol: float, max_iters: int) -> None:
+  """The PracticeWarning for a dead or not converged layer, pointing at the caller of lsuv / lsuv_nnx."""
+  if status == "dead":
+    message = (f"{what}: layer {name} has output std {s:g} over the batch (a dead layer or dead input); "
+               "it was left unchanged.")
+  else:
+    message = (f"{what}: layer {name} output std {s:g} is still not within tol={tol:g} of target_std={target:g} "
+               f"after max_iters={max_iters} rescalings.")
+  warnings.warn(message, _validate.PracticeWarning, stacklevel=4)  # _warn < _run < lsuv(_nnx) < caller
+
+
 def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUVReport:
+  """LSUV over ``layers`` (``_LinenLayers`` or ``_NNXLayers``): every layer in forward order."""
   stds = layers.probe()
   if not layers.names:
     raise ValueError(
@@ -154,49 +200,15 @@ def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUV
         "For linen, apply_fn must run model.apply un-jitted (lsuv compiles it itself)."
     )
   if orthogonal_init:
-    for i, k in enumerate(jax.random.split(key, len(layers.names))):
-      kernel, bias = layers.get(i)
-      layers.set(i, _fans.orthogonal_kernel(k, kernel.shape, kernel.dtype, 1.0), bias)
+    _orthogonalize(layers, key)
     stds = layers.probe()
   before = stds.copy()
   target, tol = float(target_std), float(tol)
   done = []
   for i, name in enumerate(layers.names):
-    iters, total, status = 0, 1.0, "not converged"
-    while True:
-      s = float(stds[i])
-      if not np.isfinite(s) or s == 0.0:
-        status = "dead"
-        break
-      if abs(s - target) <= tol:
-        status = "ok"
-        break
-      if iters >= max_iters:
-        break
-      factor = target / s
-      kernel, bias = layers.get(i)
-      kernel, bias = _layers.scaled(kernel, factor), (None if bias is None else _layers.scaled(bias, factor))
-      if not (_finite(kernel) and _finite(bias)):
-        status = "dead"
-        break
-      layers.set(i, kernel, bias)
-      total *= factor
-      iters += 1
-      stds = layers.probe()
-    if status == "dead":
-      warnings.warn(
-          f"{what}: layer {name} has output std {s:g} over the batch (a dead layer or dead input); "
-          "it was left unchanged.",
-          _validate.PracticeWarning,
-          stacklevel=3,
-      )
-    elif status == "not converged":
-      warnings.warn(
-          f"{what}: layer {name} output std {s:g} is still not within tol={tol:g} of target_std={target:g} "
-          f"after max_iters={max_iters} rescalings.",
-          _validate.PracticeWarning,
-          stacklevel=3,
-      )
+    stds, s, total, iters, status = _fit_layer(layers, i, stds, target, tol, max_iters)
+    if status != "ok":
+      _warn(what, name, s, status, target, tol, max_iters)
     done.append((name, float(before[i]), total, iters, status))
   records = tuple(
       LayerScaling(name, b, float(stds[i]), t, it, st) for i, (name, b, t, it, st) in enumerate(done)
