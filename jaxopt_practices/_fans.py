@@ -1,4 +1,8 @@
-"""Fans, gains and float32 sampling shared by the initializers (practice 3 internals)."""
+"""Fans, gains and float32 sampling shared by the initializers (practice 3 internals).
+
+``initializers`` builds its public factories from these, and ``_lsuv`` draws its orthogonal
+pre-initialization with :func:`orthogonal_kernel`, so neither imports the other.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ NONLINEARITIES = (
     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
     "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu",
 )
-_MODES = ("fan_in", "fan_out")
+MODES = ("fan_in", "fan_out")
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -75,7 +79,8 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
   return 1.0  # linear, conv*, sigmoid
 
 
-def _shape(shape: Any) -> tuple[int, ...]:
+def as_shape(shape: Any) -> tuple[int, ...]:
+  """``shape`` (an int or a sequence of non-negative ints) as a tuple of ints; ValueError otherwise."""
   if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
     shape = (shape,)
   try:
@@ -88,7 +93,8 @@ def _shape(shape: Any) -> tuple[int, ...]:
   return tuple(int(d) for d in dims)
 
 
-def _float_dtype(dtype: Any) -> jnp.dtype:
+def float_dtype(dtype: Any) -> jnp.dtype:
+  """``dtype`` as a floating ``jnp.dtype``; ValueError for anything else (ints, bool, junk)."""
   try:
     dt = jnp.dtype(dtype)
   except TypeError:
@@ -113,7 +119,7 @@ def compute_fans(shape: Sequence[int]) -> tuple[int, int]:
     >>> initializers.compute_fans((3, 3, 16, 32))
     (144, 288)
   """
-  dims = _shape(shape)
+  dims = as_shape(shape)
   if len(dims) < 2:
     raise ValueError(
         "fan_in and fan_out need a kernel shape with at least 2 dimensions (Dense (in, out) or "
@@ -129,34 +135,59 @@ def _flat(sampler, key, shape, *args) -> jax.Array:
   return sampler(key, (math.prod(shape),), jnp.float32, *args).reshape(shape)
 
 
-def _normal(key, shape, dtype, mean: float, std: float) -> jax.Array:
-  dt = _float_dtype(dtype)
+def draw_normal(key, shape, dtype, mean: float, std: float) -> jax.Array:
+  """``N(mean, std^2)`` of ``shape``, drawn in float32 and cast to ``dtype``."""
+  dt = float_dtype(dtype)
   x = _flat(jax.random.normal, key, shape) * std + mean
   return x.astype(dt)
 
 
-def _uniform(key, shape, dtype, low: float, high: float) -> jax.Array:
-  dt = _float_dtype(dtype)
+def draw_uniform(key, shape, dtype, low: float, high: float) -> jax.Array:
+  """``U(low, high)`` of ``shape``, drawn in float32 and cast to ``dtype``."""
+  dt = float_dtype(dtype)
   return _flat(jax.random.uniform, key, shape, low, high).astype(dt)
 
 
-def _fan_based(name: str, std_fn: Callable[[int, int], float], dist: str) -> Initializer:
+def fan_based(name: str, std_fn: Callable[[int, int], float], dist: str) -> Initializer:
   """An initializer with ``std = std_fn(fan_in, fan_out)``; uniform bound ``sqrt(3) * std``."""
 
   def init(key, shape, dtype=jnp.float32):
-    dims = _shape(shape)
+    dims = as_shape(shape)
     if len(dims) < 2:
       raise ValueError(
           f"{name} needs a kernel shape with at least 2 dimensions (Dense (in, out) or "
           f"Conv (*spatial, in, out)) to compute its fans, got shape = {shape!r}."
       )
     if math.prod(dims) == 0:
-      return jnp.zeros(dims, _float_dtype(dtype))
+      return jnp.zeros(dims, float_dtype(dtype))
     std = std_fn(*compute_fans(dims))
     if dist == "normal":
-      return _normal(key, dims, dtype, 0.0, std)
+      return draw_normal(key, dims, dtype, 0.0, std)
     bound = math.sqrt(3.0) * std
-    return _uniform(key, dims, dtype, -bound, bound)
+    return draw_uniform(key, dims, dtype, -bound, bound)
 
   init.__name__ = name
   return init
+
+
+def orthogonal_kernel(key: jax.Array, shape: Any, dtype: Any, gain: float) -> jax.Array:
+  """A (semi-)orthogonal kernel times ``gain``: the sampler of ``initializers.orthogonal``.
+
+  ``shape`` viewed as ``(prod(shape[:-1]), shape[-1])`` is the ``Q`` of a QR decomposition
+  of a standard normal matrix (float32) with the signs of ``diag(R)`` folded in, transposed
+  when it has fewer rows than columns; the result is cast to ``dtype``.
+  """
+  dims = as_shape(shape)
+  if len(dims) < 2:
+    raise ValueError(f"orthogonal needs a kernel shape with at least 2 dimensions, got shape = {shape!r}.")
+  dt = float_dtype(dtype)
+  rows, cols = math.prod(dims[:-1]), dims[-1]
+  if rows * cols == 0:
+    return jnp.zeros(dims, dt)
+  a = _flat(jax.random.normal, key, (max(rows, cols), min(rows, cols)))
+  q, r = jnp.linalg.qr(a)
+  d = jnp.diagonal(r)
+  q = q * jnp.where(d < 0, -1.0, 1.0).astype(jnp.float32)[None, :]
+  if rows < cols:
+    q = q.T
+  return (q * gain).reshape(dims).astype(dt)

@@ -33,25 +33,31 @@ class LayerStats:
 
 
 @dataclasses.dataclass(frozen=True)
-class InitReport:
-  """Per-layer statistics in forward order; ``str()`` is a table, :meth:`plot` a figure."""
+class InitReport(_layers.LayerRecords):
+  """Per-layer statistics in forward order; ``str()`` is a table, :meth:`plot` a figure.
+
+  A sequence of :class:`LayerStats` (``report[i]``, ``len(report)``, ``for r in report``).
+
+  Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from jaxopt_practices import initializers
+    >>> model = nnx.Sequential(nnx.Linear(8, 16, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(16, 4, rngs=nnx.Rngs(1)))
+    >>> report = initializers.init_report_nnx(model, jax.random.normal(jax.random.key(0), (64, 8)))
+    >>> [r.name for r in report], len(report.stds)
+    (['layers/0', 'layers/2'], 2)
+    >>> print(str(report).splitlines()[0])
+    depth  layer           mean         std    dead
+  """
   layers: tuple[LayerStats, ...]
-
-  def __iter__(self):
-    return iter(self.layers)
-
-  def __len__(self) -> int:
-    return len(self.layers)
-
-  def __getitem__(self, i):
-    return self.layers[i]
 
   @property
   def stds(self) -> list[float]:
+    """The output std of every layer, in forward order."""
     return [r.std for r in self.layers]
 
   def __str__(self) -> str:
-    width = max([5] + [len(r.name) for r in self.layers])
+    width = _layers.name_width(self)
     lines = [f"{'depth':>5}  {'layer':<{width}}  {'mean':>10}  {'std':>10}  {'dead':>6}"]
     for i, r in enumerate(self.layers):
       lines.append(f"{i:>5d}  {r.name:<{width}}  {r.mean:>10.4g}  {r.std:>10.4g}  {r.dead_fraction:>6.1%}")
@@ -79,7 +85,8 @@ class InitReport:
     return ax.figure
 
 
-def _report(calls, stats) -> InitReport:
+def report_from(calls: list, stats: list) -> InitReport:
+  """The :class:`InitReport` of recorded layer calls and their ``_layers.layer_stats``."""
   return InitReport(
       tuple(
           LayerStats(
@@ -124,7 +131,7 @@ def init_report(apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = N
   params, _ = _layers.unfreeze(params)
   probe, meta = _layers.linen_probe(apply_fn)
   stats = probe(params, batch)
-  return _report(meta(params, batch), stats)
+  return report_from(meta(params, batch), stats)
 
 
 def init_report_nnx(model: nnx.Module, batch: Any, forward: Callable | None = None) -> InitReport:
@@ -138,11 +145,7 @@ def init_report_nnx(model: nnx.Module, batch: Any, forward: Callable | None = No
     >>> len(initializers.init_report_nnx(model, jax.random.normal(jax.random.key(0), (64, 8))))
     2
   """
-  if not isinstance(model, nnx.Module):
-    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
-  saved = _layers.snapshot_nnx(model)
-  try:
+  _layers.check_nnx(model, forward)
+  with _layers.nnx_state_kept(model):
     calls, stats = _layers.nnx_probe(model, batch, _layers.nnx_has_kernel, forward)
-  finally:
-    nnx.update(model, saved)
-  return _report(calls, stats)
+  return report_from(calls, stats)

@@ -6,13 +6,23 @@ Einsum, user modules with a ``kernel``), or every ``nn.WeightNorm`` call, with i
 module path and its output, in the order the calls *finish* (so a layer's inputs are
 always recorded before it). The first call of a module is the one recorded.
 
-NNX: the instances to watch (found with ``nnx.iter_modules``) get a recording subclass
-for the duration of one forward pass; their classes are restored afterwards, even on
-error. Nothing global is patched.
+NNX: flax (0.12) has no public hook that hands over submodule outputs in call order:
+``nnx.capture(..., method_outputs=...)`` rewrites the methods of the module *classes*
+(every instance, for the duration of the call) and returns the outputs keyed by module
+path, so the order of the calls is lost. :func:`capture_nnx` therefore changes the
+watched *instances* only (those ``select`` picks among ``nnx.iter_modules(model)``), for
+the duration of one forward pass: each one's ``__class__`` is swapped for a recording
+subclass of its class, whose ``__call__`` passes the output to the recorder that the
+instance carries in its ``__dict__`` (under ``RECORDER``). Both are undone in a
+``finally``, so also when the forward pass raises. No class, function or module
+attribute is patched; the one module-level object is the cache of recording
+subclasses (one per layer class, created on first use and kept, because flax registers
+every ``nnx.Module`` subclass for good in its graph and JAX pytree registries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import weakref
 from collections.abc import Callable
@@ -24,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxopt_practices import _validate
+
 
 @dataclasses.dataclass
 class Call:
@@ -34,7 +46,31 @@ class Call:
   inner: tuple = ()  # linen WeightNorm: the paths of the kernel layers called inside it.
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerRecords:
+  """Per-layer records in forward order, used like a tuple (iterable, sized, indexable).
+
+  The base of the reports ``InitReport`` and ``LSUVReport``; every record has a ``name``.
+  """
+  layers: tuple
+
+  def __iter__(self):
+    return iter(self.layers)
+
+  def __len__(self) -> int:
+    return len(self.layers)
+
+  def __getitem__(self, i):
+    return self.layers[i]
+
+
+def name_width(records: LayerRecords) -> int:
+  """The width of a table's layer-name column: the longest name, at least 5 (``"layer"``)."""
+  return max([5] + [len(r.name) for r in records])
+
+
 def path_name(path: tuple) -> str:
+  """A module path as ``"Block_0/Dense_1"`` (``"<root>"`` for the model itself)."""
   return "/".join(str(p) for p in path) or "<root>"
 
 
@@ -82,33 +118,59 @@ def capture_linen(apply_fn: Callable, params: Any, batch: Any, weight_norm: bool
   return calls
 
 
-_RECORDERS: list[Callable[[Any, Any], None]] = []
+RECORDER = "_capture_nnx_recorder"
 _RECORDING_CLASSES: dict[type, type] = {}
 
 
 def _recording_class(cls: type) -> type:
-  if cls not in _RECORDING_CLASSES:
+  """The subclass of ``cls`` whose ``__call__`` also hands its output to the instance's recorder."""
+  if cls not in _RECORDING_CLASSES:  # a recording class maps to itself: a nested capture reuses it
 
     def __call__(self, *args, **kwargs):
       out = cls.__call__(self, *args, **kwargs)
-      if _RECORDERS:
-        _RECORDERS[-1](self, out)
+      record = vars(self).get(RECORDER)
+      if record is not None:
+        record(self, out)
       return out
 
-    _RECORDING_CLASSES[cls] = type(cls)(
-        f"_Recording{cls.__name__}", (cls,), {"__call__": __call__, "__module__": __name__}
-    )
+    recording = type(cls)(f"_Recording{cls.__name__}", (cls,), {"__call__": __call__, "__module__": __name__})
+    _RECORDING_CLASSES[cls] = _RECORDING_CLASSES[recording] = recording
   return _RECORDING_CLASSES[cls]
 
 
+@contextlib.contextmanager
+def _recording(modules: list, record: Callable[[Any, Any], None]):
+  """Swaps each module's class for its recording subclass and gives it ``record``; undone on exit."""
+  swapped = []
+  try:
+    for m in modules:
+      swapped.append((m, type(m), vars(m).get(RECORDER)))
+      object.__setattr__(m, "__class__", _recording_class(type(m)))
+      object.__setattr__(m, RECORDER, record)
+    yield
+  finally:
+    for m, cls, previous in reversed(swapped):
+      object.__setattr__(m, "__class__", cls)
+      if previous is None:
+        vars(m).pop(RECORDER, None)
+      else:
+        object.__setattr__(m, RECORDER, previous)
+
+
 def nnx_has_kernel(mod: nnx.Module) -> bool:
+  """Whether an NNX module owns a ``kernel`` ``nnx.Param`` (Linear, Conv, ...)."""
   return isinstance(getattr(mod, "kernel", None), nnx.Param)
 
 
 def capture_nnx(
     model: nnx.Module, batch: Any, select: Callable[[nnx.Module], bool], forward: Callable | None = None
 ) -> list[Call]:
-  """Calls ``forward(model, batch)`` (default ``model(batch)``) and records the selected modules."""
+  """Calls ``forward(model, batch)`` (default ``model(batch)``) and records the selected modules.
+
+  The submodules ``select`` picks are watched for this one call as the module docstring
+  says (class swapped, recorder attached, both restored even on error); the first call
+  of each, with an array output, is recorded, in the order the calls finish.
+  """
   targets = {id(m): (tuple(p), m) for p, m in nnx.iter_modules(model) if select(m)}
   calls: list[Call] = []
   seen: set = set()
@@ -119,27 +181,30 @@ def capture_nnx(
       seen.add(key)
       calls.append(Call(targets[key][0], out, mod))
 
-  swapped = []
-  _RECORDERS.append(record)
-  try:
-    for _, m in targets.values():
-      cls = type(m)
-      object.__setattr__(m, "__class__", _recording_class(cls))
-      swapped.append((m, cls))
+  with _recording([m for _, m in targets.values()], record):
     if forward is None:
       model(batch)
     else:
       forward(model, batch)
-  finally:
-    for m, cls in swapped:
-      object.__setattr__(m, "__class__", cls)
-    _RECORDERS.pop()
   return calls
 
 
-def snapshot_nnx(model: nnx.Module) -> Any:
-  """Batch statistics and RNG counters, which repeated forward passes would otherwise change."""
-  return jax.tree_util.tree_map(lambda a: a, nnx.state(model, (nnx.BatchStat, nnx.RngState)))
+def check_nnx(model: Any, forward: Any = None) -> None:
+  """ValueError unless ``model`` is an ``nnx.Module`` and ``forward`` is None or callable."""
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
+  if forward is not None:
+    _validate.check_callable("forward", forward)
+
+
+@contextlib.contextmanager
+def nnx_state_kept(model: nnx.Module):
+  """Restores the model's batch statistics and RNG counters on exit (forward passes change them)."""
+  saved = jax.tree_util.tree_map(lambda a: a, nnx.state(model, (nnx.BatchStat, nnx.RngState)))
+  try:
+    yield
+  finally:
+    nnx.update(model, saved)
 
 
 def layer_stats(out: jax.Array) -> dict[str, jax.Array]:

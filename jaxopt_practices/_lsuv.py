@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxopt_practices import _fans
 from jaxopt_practices import _layers
 from jaxopt_practices import _validate
 
@@ -39,20 +40,25 @@ class LayerScaling:
 
 
 @dataclasses.dataclass(frozen=True)
-class LSUVReport:
-  """Per-layer record of an LSUV run, in forward order; ``str(report)`` is a table."""
+class LSUVReport(_layers.LayerRecords):
+  """Per-layer record of an LSUV run, in forward order; ``str(report)`` is a table.
+
+  A sequence of :class:`LayerScaling` (``report[i]``, ``len(report)``, ``for r in report``).
+
+  Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from jaxopt_practices import initializers
+    >>> model = nnx.Sequential(nnx.Linear(8, 32, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(32, 4, rngs=nnx.Rngs(1)))
+    >>> report = initializers.lsuv_nnx(model, jax.random.normal(jax.random.key(0), (128, 8)), tol=0.01)
+    >>> report.converged, [r.name for r in report], abs(report[-1].std_after - 1.0) <= 0.01
+    (True, ['layers/0', 'layers/2'], True)
+    >>> print(str(report).splitlines()[0])
+    LSUV: target std 1, tol 0.01, 2 layers
+  """
   layers: tuple[LayerScaling, ...]
   target_std: float
   tol: float
-
-  def __iter__(self):
-    return iter(self.layers)
-
-  def __len__(self) -> int:
-    return len(self.layers)
-
-  def __getitem__(self, i):
-    return self.layers[i]
 
   @property
   def converged(self) -> bool:
@@ -60,7 +66,7 @@ class LSUVReport:
     return all(r.status == "ok" for r in self.layers)
 
   def __str__(self) -> str:
-    width = max([5] + [len(r.name) for r in self.layers])
+    width = _layers.name_width(self)
     lines = [
         f"LSUV: target std {self.target_std:g}, tol {self.tol:g}, {len(self.layers)} layers",
         f"{'layer':<{width}}  {'std before':>11}  {'std after':>10}  {'scale':>10}  {'iters':>5}  status",
@@ -140,7 +146,53 @@ def _finite(x) -> bool:
   return x is None or bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
 
 
+def _orthogonalize(layers, key) -> None:
+  """Replaces every kernel by an orthogonal one (gain 1), one key per layer; biases are kept."""
+  for i, k in enumerate(jax.random.split(key, len(layers.names))):
+    kernel, bias = layers.get(i)
+    layers.set(i, _fans.orthogonal_kernel(k, kernel.shape, kernel.dtype, 1.0), bias)
+
+
+def _fit_layer(layers, i: int, stds: np.ndarray, target: float, tol: float, max_iters: int):
+  """Rescales layer ``i`` until its output std is within ``tol`` of ``target``.
+
+  Returns ``(stds, std, scale, iterations, status)``: the stds of every layer after the
+  last probe, layer ``i``'s last std, the total factor applied, the number of rescalings
+  and ``"ok"``, ``"dead"`` or ``"not converged"``.
+  """
+  iters, total = 0, 1.0
+  while True:
+    s = float(stds[i])
+    if not np.isfinite(s) or s == 0.0:
+      return stds, s, total, iters, "dead"
+    if abs(s - target) <= tol:
+      return stds, s, total, iters, "ok"
+    if iters >= max_iters:
+      return stds, s, total, iters, "not converged"
+    factor = target / s
+    kernel, bias = layers.get(i)
+    kernel, bias = _layers.scaled(kernel, factor), (None if bias is None else _layers.scaled(bias, factor))
+    if not (_finite(kernel) and _finite(bias)):
+      return stds, s, total, iters, "dead"
+    layers.set(i, kernel, bias)
+    total *= factor
+    iters += 1
+    stds = layers.probe()
+
+
+def _warn(what: str, name: str, s: float, status: str, target: float, tol: float, max_iters: int) -> None:
+  """The PracticeWarning for a dead or not converged layer, pointing at the caller of lsuv / lsuv_nnx."""
+  if status == "dead":
+    message = (f"{what}: layer {name} has output std {s:g} over the batch (a dead layer or dead input); "
+               "it was left unchanged.")
+  else:
+    message = (f"{what}: layer {name} output std {s:g} is still not within tol={tol:g} of target_std={target:g} "
+               f"after max_iters={max_iters} rescalings.")
+  warnings.warn(message, _validate.PracticeWarning, stacklevel=4)  # _warn < _run < lsuv(_nnx) < caller
+
+
 def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUVReport:
+  """LSUV over ``layers`` (``_LinenLayers`` or ``_NNXLayers``): every layer in forward order."""
   stds = layers.probe()
   if not layers.names:
     raise ValueError(
@@ -148,52 +200,15 @@ def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUV
         "For linen, apply_fn must run model.apply un-jitted (lsuv compiles it itself)."
     )
   if orthogonal_init:
-    from jaxopt_practices.initializers import orthogonal  # noqa: PLC0415 - avoids an import cycle
-
-    init = orthogonal()
-    for i, k in enumerate(jax.random.split(key, len(layers.names))):
-      kernel, bias = layers.get(i)
-      layers.set(i, init(k, kernel.shape, kernel.dtype), bias)
+    _orthogonalize(layers, key)
     stds = layers.probe()
   before = stds.copy()
   target, tol = float(target_std), float(tol)
   done = []
   for i, name in enumerate(layers.names):
-    iters, total, status = 0, 1.0, "not converged"
-    while True:
-      s = float(stds[i])
-      if not np.isfinite(s) or s == 0.0:
-        status = "dead"
-        break
-      if abs(s - target) <= tol:
-        status = "ok"
-        break
-      if iters >= max_iters:
-        break
-      factor = target / s
-      kernel, bias = layers.get(i)
-      kernel, bias = _layers.scaled(kernel, factor), (None if bias is None else _layers.scaled(bias, factor))
-      if not (_finite(kernel) and _finite(bias)):
-        status = "dead"
-        break
-      layers.set(i, kernel, bias)
-      total *= factor
-      iters += 1
-      stds = layers.probe()
-    if status == "dead":
-      warnings.warn(
-          f"{what}: layer {name} has output std {s:g} over the batch (a dead layer or dead input); "
-          "it was left unchanged.",
-          _validate.PracticeWarning,
-          stacklevel=3,
-      )
-    elif status == "not converged":
-      warnings.warn(
-          f"{what}: layer {name} output std {s:g} is still not within tol={tol:g} of target_std={target:g} "
-          f"after max_iters={max_iters} rescalings.",
-          _validate.PracticeWarning,
-          stacklevel=3,
-      )
+    stds, s, total, iters, status = _fit_layer(layers, i, stds, target, tol, max_iters)
+    if status != "ok":
+      _warn(what, name, s, status, target, tol, max_iters)
     done.append((name, float(before[i]), total, iters, status))
   records = tuple(
       LayerScaling(name, b, float(stds[i]), t, it, st) for i, (name, b, t, it, st) in enumerate(done)
@@ -307,13 +322,7 @@ def lsuv_nnx(
   References:
     Mishkin & Matas, All you need is a good init, 2016.
   """
-  if not isinstance(model, nnx.Module):
-    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
-  if forward is not None:
-    _validate.check_callable("forward", forward)
+  _layers.check_nnx(model, forward)
   _check_args(target_std, tol, max_iters, orthogonal_init, key)
-  saved = _layers.snapshot_nnx(model)
-  try:
+  with _layers.nnx_state_kept(model):
     return _run(_NNXLayers(model, batch, forward), target_std, tol, max_iters, orthogonal_init, key, "lsuv_nnx")
-  finally:
-    nnx.update(model, saved)

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxopt_practices import _init_report
 from jaxopt_practices import _layers
 from jaxopt_practices import _validate
 from jaxopt_practices._init_report import InitReport
-from jaxopt_practices._init_report import _report
 
 
 def _scale_and_shift(name: str, stats: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -32,6 +32,52 @@ def _scale_and_shift(name: str, stats: dict, what: str) -> tuple[np.ndarray, np.
   sd_safe = np.where(dead, 1.0, sd)
   mu_safe = np.where(np.isfinite(mu), mu, 0.0)
   return 1.0 / sd_safe, -mu_safe / sd_safe
+
+
+def _linen_slot(params: dict, call: _layers.Call) -> tuple:
+  """``(name, wn, kernel_scale_key, bias_scale_key | None, layer)`` of one linen WeightNorm; checks it."""
+  name = _layers.path_name(call.path)
+  if len(call.inner) != 1:
+    raise ValueError(
+        f"weight_norm_init: WeightNorm {name} wraps {len(call.inner)} layers with a kernel; it supports a "
+        "WeightNorm around a single Dense/Conv layer."
+    )
+  wn = _layers.node(params, call.path, "WeightNorm scales")
+  layer = _layers.node(params, call.inner[0], "kernel and bias")
+  kscale = [k for k in wn if k.endswith("kernel/scale")]
+  bscale = [k for k in wn if k.endswith("bias/scale")]
+  out = layer["kernel"].shape[-1]
+  if len(kscale) != 1 or wn[kscale[0]].shape != (out,):
+    raise ValueError(
+        f"weight_norm_init: WeightNorm {name} needs use_scale=True and feature_axes=-1 (one kernel scale "
+        f"of shape ({out},)), found scales {sorted(wn)}."
+    )
+  if "bias" not in layer:
+    raise ValueError(f"weight_norm_init: the layer in WeightNorm {name} has no bias (use_bias=False) to centre.")
+  return name, wn, kscale[0], bscale[0] if bscale else None, layer
+
+
+def _nnx_slot(call: _layers.Call) -> tuple:
+  """``(name, wn)`` of one ``nnx.WeightNorm``; checks that it is one this init supports."""
+  wn, name = call.module, _layers.path_name(call.path)
+  layer = wn.layer_instance
+  if not _layers.nnx_has_kernel(layer) or not isinstance(getattr(layer, "bias", None), nnx.Param):
+    raise ValueError(
+        f"weight_norm_init_nnx: WeightNorm {name} must wrap a layer with a kernel and a bias (use_bias=True)."
+    )
+  out = layer.kernel.get_value().shape[-1]
+  scales = wn.scales or {}
+  if ("kernel",) not in scales or scales[("kernel",)].shape != (out,):
+    raise ValueError(
+        f"weight_norm_init_nnx: WeightNorm {name} needs use_scale=True and feature_axes=-1 (a kernel scale "
+        f"of shape ({out},)), found scales {list(scales)}."
+    )
+  if any(k != ("kernel",) for k in scales):
+    raise ValueError(
+        f"weight_norm_init_nnx: WeightNorm {name} normalizes more than the kernel (scales {list(scales)}); "
+        "use the default variable_filter=nnx.PathContains('kernel')."
+    )
+  return name, wn
 
 
 def _as(value, like) -> jax.Array:
@@ -96,27 +142,7 @@ def weight_norm_init(
   meta = meta_fn(params, batch)
   if not meta:
     raise ValueError("weight_norm_init found no flax.linen.WeightNorm layer in the forward pass of apply_fn.")
-  slots = []
-  for c in meta:
-    name = _layers.path_name(c.path)
-    if len(c.inner) != 1:
-      raise ValueError(
-          f"weight_norm_init: WeightNorm {name} wraps {len(c.inner)} layers with a kernel; it supports a "
-          "WeightNorm around a single Dense/Conv layer."
-      )
-    wn = _layers.node(params, c.path, "WeightNorm scales")
-    layer = _layers.node(params, c.inner[0], "kernel and bias")
-    kscale = [k for k in wn if k.endswith("kernel/scale")]
-    bscale = [k for k in wn if k.endswith("bias/scale")]
-    out = layer["kernel"].shape[-1]
-    if len(kscale) != 1 or wn[kscale[0]].shape != (out,):
-      raise ValueError(
-          f"weight_norm_init: WeightNorm {name} needs use_scale=True and feature_axes=-1 (one kernel scale "
-          f"of shape ({out},)), found scales {sorted(wn)}."
-      )
-    if "bias" not in layer:
-      raise ValueError(f"weight_norm_init: the layer in WeightNorm {name} has no bias (use_bias=False) to centre.")
-    slots.append((name, wn, kscale[0], bscale[0] if bscale else None, layer))
+  slots = [_linen_slot(params, c) for c in meta]
 
   def set_gb(slot, g, b):
     _, wn, kkey, bkey, layer = slot
@@ -132,7 +158,7 @@ def weight_norm_init(
     stats = probe(params, batch)[i]
     set_gb(slot, *_scale_and_shift(slot[0], stats, "weight_norm_init"))
   stats = probe(params, batch)
-  report = _report(meta, stats)
+  report = _init_report.report_from(meta, stats)
   return _layers.refreeze(params, frozen), report
 
 
@@ -167,37 +193,13 @@ def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None
   References:
     Salimans & Kingma, Weight normalization, 2016.
   """
-  if not isinstance(model, nnx.Module):
-    raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
-  if forward is not None:
-    _validate.check_callable("forward", forward)
+  _layers.check_nnx(model, forward)
   is_wn = lambda m: isinstance(m, nnx.WeightNorm)  # noqa: E731
-  saved = _layers.snapshot_nnx(model)
-  try:
+  with _layers.nnx_state_kept(model):
     calls, _ = _layers.nnx_probe(model, batch, is_wn, forward)
     if not calls:
       raise ValueError("weight_norm_init_nnx found no flax.nnx.WeightNorm layer in the forward pass.")
-    slots = []
-    for c in calls:
-      wn, name = c.module, _layers.path_name(c.path)
-      layer = wn.layer_instance
-      if not _layers.nnx_has_kernel(layer) or not isinstance(getattr(layer, "bias", None), nnx.Param):
-        raise ValueError(
-            f"weight_norm_init_nnx: WeightNorm {name} must wrap a layer with a kernel and a bias (use_bias=True)."
-        )
-      out = layer.kernel.get_value().shape[-1]
-      scales = wn.scales or {}
-      if ("kernel",) not in scales or scales[("kernel",)].shape != (out,):
-        raise ValueError(
-            f"weight_norm_init_nnx: WeightNorm {name} needs use_scale=True and feature_axes=-1 (a kernel scale "
-            f"of shape ({out},)), found scales {list(scales)}."
-        )
-      if any(k != ("kernel",) for k in scales):
-        raise ValueError(
-            f"weight_norm_init_nnx: WeightNorm {name} normalizes more than the kernel (scales {list(scales)}); "
-            "use the default variable_filter=nnx.PathContains('kernel')."
-        )
-      slots.append((name, wn))
+    slots = [_nnx_slot(c) for c in calls]
 
     def set_gb(wn, g, b):
       wn.scales[("kernel",)] = _as(g, wn.scales[("kernel",)])
@@ -208,6 +210,4 @@ def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None
       _, stats = _layers.nnx_probe(model, batch, is_wn, forward)
       set_gb(wn, *_scale_and_shift(name, stats[i], "weight_norm_init_nnx"))
     calls, stats = _layers.nnx_probe(model, batch, is_wn, forward)
-  finally:
-    nnx.update(model, saved)
-  return _report(calls, stats)
+  return _init_report.report_from(calls, stats)

@@ -34,8 +34,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxopt_practices import _fans
 from jaxopt_practices import _validate
-from jaxopt_practices._fans import _MODES, _fan_based, _flat, _float_dtype, _normal, _shape, _uniform
 from jaxopt_practices._fans import NONLINEARITIES as NONLINEARITIES
 from jaxopt_practices._fans import Initializer as Initializer
 from jaxopt_practices._fans import calculate_gain as calculate_gain
@@ -52,7 +52,7 @@ def zeros(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax
     Array([0., 0.], dtype=float32)
   """
   del key
-  return jnp.zeros(_shape(shape), dtype)
+  return jnp.zeros(_fans.as_shape(shape), dtype)
 
 
 def ones(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -65,7 +65,7 @@ def ones(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.
     Array([1., 1.], dtype=float32)
   """
   del key
-  return jnp.ones(_shape(shape), dtype)
+  return jnp.ones(_fans.as_shape(shape), dtype)
 
 
 def constant(value: float) -> Initializer:
@@ -84,7 +84,7 @@ def constant(value: float) -> Initializer:
 
   def init(key, shape, dtype=jnp.float32):
     del key
-    return jnp.full(_shape(shape), value, dtype)
+    return jnp.full(_fans.as_shape(shape), value, dtype)
 
   return init
 
@@ -109,7 +109,7 @@ def normal(stddev: float = 0.01, mean: float = 0.0) -> Initializer:
   stddev, mean = float(stddev), float(mean)
 
   def init(key, shape, dtype=jnp.float32):
-    return _normal(key, _shape(shape), dtype, mean, stddev)
+    return _fans.draw_normal(key, _fans.as_shape(shape), dtype, mean, stddev)
 
   return init
 
@@ -137,9 +137,15 @@ def uniform(low: float = 0.0, high: float = 1.0) -> Initializer:
   low, high = float(low), float(high)
 
   def init(key, shape, dtype=jnp.float32):
-    return _uniform(key, _shape(shape), dtype, low, high)
+    return _fans.draw_uniform(key, _fans.as_shape(shape), dtype, low, high)
 
   return init
+
+
+def _xavier(name: str, gain: float, dist: str) -> Initializer:
+  _validate.check_number("gain", gain, low=0.0)
+  g = float(gain)
+  return _fans.fan_based(name, lambda fi, fo: g * math.sqrt(2.0 / (fi + fo)), dist)
 
 
 def xavier_uniform(gain: float = 1.0) -> Initializer:
@@ -161,9 +167,7 @@ def xavier_uniform(gain: float = 1.0) -> Initializer:
     Glorot & Bengio, Understanding the difficulty of training deep feedforward neural
     networks, 2010.
   """
-  _validate.check_number("gain", gain, low=0.0)
-  g = float(gain)
-  return _fan_based("xavier_uniform", lambda fi, fo: g * math.sqrt(2.0 / (fi + fo)), "uniform")
+  return _xavier("xavier_uniform", gain, "uniform")
 
 
 def xavier_normal(gain: float = 1.0) -> Initializer:
@@ -187,18 +191,16 @@ def xavier_normal(gain: float = 1.0) -> Initializer:
     Glorot & Bengio, Understanding the difficulty of training deep feedforward neural
     networks, 2010.
   """
-  _validate.check_number("gain", gain, low=0.0)
-  g = float(gain)
-  return _fan_based("xavier_normal", lambda fi, fo: g * math.sqrt(2.0 / (fi + fo)), "normal")
+  return _xavier("xavier_normal", gain, "normal")
 
 
 def _he(name: str, negative_slope: float, mode: str, nonlinearity: str, dist: str) -> Initializer:
   _validate.check_number("negative_slope", negative_slope)
-  _validate.check_choice("mode", mode, _MODES)
+  _validate.check_choice("mode", mode, _fans.MODES)
   _validate.check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
   gain = calculate_gain(nonlinearity, float(negative_slope))
   pick = 0 if mode == "fan_in" else 1
-  return _fan_based(name, lambda fi, fo: gain / math.sqrt((fi, fo)[pick]), dist)
+  return _fans.fan_based(name, lambda fi, fo: gain / math.sqrt((fi, fo)[pick]), dist)
 
 
 def he_normal(negative_slope: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> Initializer:
@@ -257,6 +259,11 @@ def he_uniform(negative_slope: float = 0.0, mode: str = "fan_in", nonlinearity: 
   return _he("he_uniform", negative_slope, mode, nonlinearity, "uniform")
 
 
+def _lecun_std(fan_in: int, fan_out: int) -> float:
+  del fan_out
+  return 1.0 / math.sqrt(fan_in)
+
+
 def lecun_normal() -> Initializer:
   r"""LeCun plain normal: :math:`\mathcal N(0, 1/\text{fan\_in})`.
 
@@ -272,7 +279,7 @@ def lecun_normal() -> Initializer:
   References:
     LeCun et al, Efficient BackProp, 1998; Klambauer et al, Self-normalizing neural networks, 2017.
   """
-  return _fan_based("lecun_normal", lambda fi, fo: 1.0 / math.sqrt(fi), "normal")
+  return _fans.fan_based("lecun_normal", _lecun_std, "normal")
 
 
 def lecun_uniform() -> Initializer:
@@ -289,7 +296,7 @@ def lecun_uniform() -> Initializer:
   References:
     LeCun et al, Efficient BackProp, 1998.
   """
-  return _fan_based("lecun_uniform", lambda fi, fo: 1.0 / math.sqrt(fi), "uniform")
+  return _fans.fan_based("lecun_uniform", _lecun_std, "uniform")
 
 
 def orthogonal(gain: float = 1.0) -> Initializer:
@@ -320,20 +327,7 @@ def orthogonal(gain: float = 1.0) -> Initializer:
   g = float(gain)
 
   def init(key, shape, dtype=jnp.float32):
-    dims = _shape(shape)
-    if len(dims) < 2:
-      raise ValueError(f"orthogonal needs a kernel shape with at least 2 dimensions, got shape = {shape!r}.")
-    dt = _float_dtype(dtype)
-    rows, cols = math.prod(dims[:-1]), dims[-1]
-    if rows * cols == 0:
-      return jnp.zeros(dims, dt)
-    a = _flat(jax.random.normal, key, (max(rows, cols), min(rows, cols)))
-    q, r = jnp.linalg.qr(a)
-    d = jnp.diagonal(r)
-    q = q * jnp.where(d < 0, -1.0, 1.0).astype(jnp.float32)[None, :]
-    if rows < cols:
-      q = q.T
-    return (q * g).reshape(dims).astype(dt)
+    return _fans.orthogonal_kernel(key, shape, dtype, g)
 
   return init
 
