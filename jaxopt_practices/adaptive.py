@@ -18,6 +18,12 @@ from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
+__all__ = [
+    "ScaleByAdagradState", "scale_by_adagrad", "adagrad",
+    "ScaleByRmspropState", "scale_by_rmsprop", "rmsprop",
+    "ScaleByAdamState", "scale_by_adam", "adam", "adamw",
+]
+
 ScalarOrSchedule = _base.ScalarOrSchedule
 
 
@@ -118,7 +124,9 @@ def adagrad(
 
 # ----------------------------------------------------------------------------- RMSprop
 class ScaleByRmspropState(NamedTuple):
-  """Square average, gradient average (centered only) and momentum buffer (momentum only)."""
+  """Updates applied so far, square average, gradient average (centered only) and momentum
+  buffer (momentum only); the unused ones are empty tuples."""
+  count: jax.Array
   square_avg: optax.Updates
   grad_avg: optax.Updates
   momentum_buffer: optax.Updates
@@ -139,7 +147,8 @@ def scale_by_rmsprop(
   outside it, exactly like PyTorch, so it stays right under a learning-rate schedule.
   Differs from ``optax.scale_by_rms`` / ``scale_by_stddev``: eps outside the root, and the
   momentum buffer (optax's ``rmsprop`` traces the learning-rate-scaled update).
-  ``grad_avg`` / ``momentum_buffer`` are empty tuples when not used.
+  The state is :class:`ScaleByRmspropState`; ``grad_avg`` / ``momentum_buffer`` are empty
+  tuples when not used. A ``momentum`` schedule is evaluated at ``count``.
 
   Args:
     alpha: smoothing constant in [0, 1).
@@ -163,9 +172,10 @@ def scale_by_rmsprop(
 
   def init_fn(params):
     return ScaleByRmspropState(
+        count=jnp.zeros([], jnp.int32),
         square_avg=_tree.zeros_acc(params),
         grad_avg=_tree.zeros_acc(params) if centered else (),
-        momentum_buffer=(_tree.zeros_acc(params), jnp.zeros([], jnp.int32)) if use_momentum else (),
+        momentum_buffer=_tree.zeros_acc(params) if use_momentum else (),
     )
 
   def update_fn(updates, state, params=None):
@@ -177,14 +187,13 @@ def scale_by_rmsprop(
     else:
       grad_avg, var = (), square_avg
     direction = jax.tree.map(lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v) + eps), updates, var)
-    buffer = state.momentum_buffer
+    buffer = ()
     if use_momentum:
-      trace, count = buffer
-      mu = _tree.as_scalar(momentum, count)
-      direction = jax.tree.map(lambda d, b: mu * b + d, direction, trace)
-      buffer = (direction, _tree.increment(count))
+      mu = _tree.as_scalar(momentum, state.count)
+      direction = buffer = jax.tree.map(lambda d, b: mu * b + d, direction, state.momentum_buffer)
     out = _tree.cast_like(direction, updates)
-    return out, ScaleByRmspropState(square_avg=square_avg, grad_avg=grad_avg, momentum_buffer=buffer)
+    return out, ScaleByRmspropState(count=_tree.increment(state.count), square_avg=square_avg, grad_avg=grad_avg,
+                                    momentum_buffer=buffer)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -229,14 +238,8 @@ def rmsprop(
 
 # ----------------------------------------------------------------------------- Adam
 class ScaleByAdamState(NamedTuple):
-  """Step count, first and second moments."""
-  count: jax.Array
-  mu: optax.Updates
-  nu: optax.Updates
-
-
-class ScaleByAmsgradState(NamedTuple):
-  """Step count, first and second moments, and the running max of the second moment."""
+  """Updates applied so far, first and second moments, and (AMSGrad only) the running max of
+  the second moment; ``nu_max`` is an empty tuple without ``amsgrad``."""
   count: jax.Array
   mu: optax.Updates
   nu: optax.Updates
@@ -282,10 +285,8 @@ def scale_by_adam(
   _validate.check_bool("amsgrad", amsgrad)
 
   def init_fn(params):
-    count = jnp.zeros([], jnp.int32)
-    if amsgrad:
-      return ScaleByAmsgradState(count, _tree.zeros_acc(params), _tree.zeros_acc(params), _tree.zeros_acc(params))
-    return ScaleByAdamState(count, _tree.zeros_acc(params), _tree.zeros_acc(params))
+    return ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=_tree.zeros_acc(params), nu=_tree.zeros_acc(params),
+                            nu_max=_tree.zeros_acc(params) if amsgrad else ())
 
   def update_fn(updates, state, params=None):
     del params
@@ -298,10 +299,7 @@ def scale_by_adam(
     sqrt_bc2 = jnp.sqrt(_tree.bias_correction(b2, step))
     out = jax.tree.map(lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps), mu, nu_hat)
     out = _tree.cast_like(out, updates)
-    count = _tree.increment(state.count)
-    if amsgrad:
-      return out, ScaleByAmsgradState(count, mu, nu, nu_hat)
-    return out, ScaleByAdamState(count, mu, nu)
+    return out, ScaleByAdamState(count=_tree.increment(state.count), mu=mu, nu=nu, nu_max=nu_hat if amsgrad else ())
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -350,7 +348,7 @@ def adamw(
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
     amsgrad: bool = False,
-    mask=None,
+    mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""AdamW ≙ ``torch.optim.AdamW``: Adam with decoupled weight decay.
 

@@ -4,7 +4,9 @@
 ``clip_grad_norm_``. Norms are computed in float32 (or wider) whatever the gradient dtype,
 and without overflow: every leaf is divided by the global max-abs before it is raised to
 the power ``p``, so float32 gradients around ``1e20`` (whose squares overflow) still clip
-to ``max_norm``. Updates come back in the gradient's dtype.
+to ``max_norm``. Updates come back in the gradient's dtype. The norms are the package's one
+overflow-safe kernel, shared with ``flat`` and ``monitor``; ``skip_nonfinite`` wraps any
+optimizer and is re-exported here.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
+from jaxopt_practices._skip import NonfiniteGradientsError as NonfiniteGradientsError
+from jaxopt_practices._skip import SkipNonfiniteState as SkipNonfiniteState
+from jaxopt_practices._skip import skip_nonfinite as skip_nonfinite
 
-_NORM_EPS = 1e-6  # PyTorch's clip_grad_norm_: max_norm / (total_norm + 1e-6)
-
-
-def _widest_acc_dtype(leaves: list) -> jnp.dtype:
-  dtypes = [_tree.acc_dtype(jnp.result_type(x)) for x in leaves]
-  return max(dtypes, key=lambda d: d.itemsize) if dtypes else jnp.dtype(jnp.float32)
+__all__ = [
+    "clip_by_value",
+    "ClipByGlobalNormState", "global_norm", "clip_by_global_norm",
+    "unitwise_norm", "adaptive_grad_clip",
+    "SkipNonfiniteState", "NonfiniteGradientsError", "skip_nonfinite",
+]
 
 
 def _check_norm_type(norm_type: Any) -> None:
@@ -62,10 +68,6 @@ def clip_by_value(max_abs: float) -> optax.GradientTransformation:
   """
   _validate.check_number("max_abs", max_abs, low=0.0, low_open=True)
 
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
   def update_fn(updates, state, params=None):
     del params
     c = jnp.asarray(max_abs, jnp.float32)
@@ -76,7 +78,7 @@ def clip_by_value(max_abs: float) -> optax.GradientTransformation:
 
     return jax.tree.map(clip, updates), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 # ----------------------------------------------------------------------------- global norm
@@ -85,78 +87,38 @@ class ClipByGlobalNormState(NamedTuple):
   norm: jax.Array
 
 
-def _inv_sqrt(m: jax.Array) -> jax.Array:
-  """``1 / sqrt(m)`` for finite ``m > 0``, else 1 (so ``0 * inv`` stays 0)."""
-  ok = (m > 0) & jnp.isfinite(m)
-  return jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, m, jnp.ones_like(m))), jnp.ones_like(m))
+def global_norm(tree: Any, norm_type: float = 2.0, axis_name: str | None = None) -> jax.Array:
+  r"""The p-norm of all entries of ``tree``: one scalar, overflow-free, in float32 or wider.
 
+  .. math:: \|g\|_p = \Big(\sum_{\text{leaves}} \sum_i |g_i|^p\Big)^{1/p}
+    \ (\max_i |g_i| \text{ for } p=\infty) = m\,\Big(\sum_{\text{leaves}} \sum_i (|g_i|/m)^p\Big)^{1/p}
 
-def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
-                dtype: Any = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-  r"""The p-norm of all entries of ``tree``, overflow-free, in float32 or wider.
+  Each leaf is reduced on its own and divided by the max-abs :math:`m` before the power, so
+  no intermediate exceeds the number of entries: float32 gradients near ``1e20`` (whose
+  squares overflow) are fine. For ``p = 2`` without ``axis_name`` the plain one-pass sum of
+  squares is used whenever it neither overflows nor underflows. This is the norm :func:`clip_by_global_norm`
+  clips by (and keeps in its state).
 
-  Each leaf is reduced on its own: :math:`m_l = \max_i |g_{l,i}|` and
-  :math:`s_l = \sum_i (|g_{l,i}|/m_l)^p`; then, with :math:`m = \max_l m_l`,
-  :math:`\|g\|_p = m\,(\sum_l (m_l/m)^p s_l)^{1/p}`. No intermediate exceeds the number of
-  entries, so float32 gradients near ``1e20`` (whose squares overflow) are fine. Divisions
-  by :math:`m` are two multiplications by :math:`1/\sqrt m`, which stays a normal number
-  for every finite :math:`m` (``1/m`` is subnormal above ``2**126``, flushed to zero by
-  XLA). With ``axis_name`` the entries of every replica count (``pmax`` of :math:`m`, then
-  ``psum`` of the scaled sums).
-
-  For ``p = 2`` without ``axis_name`` the plain one-pass sum of squares is used whenever it
-  is finite and above ``2**-100`` (then ``m = norm`` and ``r = 1``); the scaled version runs
-  (under ``lax.cond``) only when it is not.
+  Args:
+    tree: a pytree of arrays (any float dtype; accumulated in float32 or wider).
+    norm_type: :math:`p`, a number ``> 0`` or ``float("inf")``.
+    axis_name: a ``pmap`` / ``shard_map`` axis over which ``tree`` is *sharded*: the norm
+      then covers the entries of every replica (``pmax`` of :math:`m`, ``psum`` of the sums).
 
   Returns:
-    ``(norm, m, r)``: the norm, the max-abs and :math:`(\sum_l (m_l/m)^p s_l)^{1/p}`
-    (``norm = m * r``; ``norm`` is ``inf`` when an entry is infinite, NaN when one is NaN).
+    A scalar: ``inf`` when an entry is infinite, NaN when one is NaN, 0 for an empty tree.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import clipping
+    >>> print(clipping.global_norm({"a": jnp.array([3.0]), "b": jnp.array([[4.0]])}))
+    5.0
+    >>> print(f"{float(clipping.global_norm(jnp.array([3e20, -4e20]))):.6g}")  # float32 squares overflow
+    5e+20
   """
-  leaves = jax.tree.leaves(tree)
-  dtype = _widest_acc_dtype(leaves) if dtype is None else jnp.dtype(dtype)
-  if not leaves:
-    zero = jnp.zeros([], dtype)
-    return zero, zero, zero
-  concrete = _validate.known_value(norm_type)
-  if concrete == 2.0 and axis_name is None:
-    # Fast path, one pass: the plain sum of squares, exact whenever it neither overflows nor
-    # underflows; otherwise (inf, NaN, or below 2**-100) the scaled two-pass version below.
-    total = sum(jnp.sum(jnp.square(x.astype(dtype))) for x in leaves)
-    safe = jnp.isfinite(total) & (total > jnp.asarray(2.0 ** -100, dtype))
-    return jax.lax.cond(safe, lambda _: (jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)),
-                        lambda _: _scaled_norm(leaves, norm_type, concrete, None, dtype), None)
-  return _scaled_norm(leaves, norm_type, concrete, axis_name, dtype)
-
-
-def _scaled_norm(leaves: list, norm_type: Any, concrete: float | None, axis_name: str | None,
-                 dtype: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The overflow-free two-pass p-norm of :func:`global_norm`."""
-  p = None if concrete in (2.0, math.inf) else jnp.asarray(norm_type, dtype)
-
-  def power(x):  # x in [0, 1]
-    return jnp.square(x) if concrete == 2.0 else jnp.power(x, p)
-
-  absg = [jnp.abs(x.astype(dtype)) for x in leaves]
-  m_leaf = jnp.stack([jnp.max(a, initial=0.0) for a in absg])
-  m = jnp.max(m_leaf)
-  if axis_name is not None:
-    m = jax.lax.pmax(m, axis_name)
-  if concrete == math.inf:
-    return m, m, jnp.ones([], dtype)
-  s_leaf = []
-  for a, ml in zip(absg, m_leaf):
-    inv = _inv_sqrt(ml)
-    s_leaf.append(jnp.sum(power((a * inv) * inv)))
-  inv = _inv_sqrt(m)
-  s = jnp.sum(power((m_leaf * inv) * inv) * jnp.stack(s_leaf))
-  if axis_name is not None:
-    s = jax.lax.psum(s, axis_name)
-  if concrete == 2.0:
-    r = jnp.sqrt(s)
-  else:  # for a traced p = inf: s >= 1 and s ** 0 = 1, so the norm is m as it should be.
-    r = jnp.power(s, jnp.asarray(1.0, dtype) / p)
-  norm = jnp.where(jnp.isinf(m), jnp.asarray(jnp.inf, dtype), m * r)
-  return norm, m, r
+  _check_norm_type(norm_type)
+  _validate.check_axis_name(axis_name)
+  return _norms.global_norm(tree, norm_type, axis_name)
 
 
 def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
@@ -206,25 +168,24 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
   """
   _validate.check_number("max_norm", max_norm, low=0.0, low_open=True)
   _check_norm_type(norm_type)
-  if axis_name is not None and not isinstance(axis_name, str):
-    raise ValueError(f"axis_name must be a string or None, got axis_name = {axis_name!r}.")
+  _validate.check_axis_name(axis_name)
 
   def init_fn(params):
-    return ClipByGlobalNormState(norm=jnp.zeros([], _widest_acc_dtype(jax.tree.leaves(params))))
+    return ClipByGlobalNormState(norm=jnp.zeros([], _norms.widest_acc_dtype(jax.tree.leaves(params))))
 
   def update_fn(updates, state, params=None):
     del params
     dtype = state.norm.dtype
-    norm, m, r = global_norm(updates, norm_type, axis_name, dtype)
+    norm, m, r = _norms.norm_parts(updates, norm_type, axis_name, dtype)
     c = jnp.asarray(max_norm, jnp.float32).astype(dtype)
-    eps = jnp.asarray(_NORM_EPS, dtype)
+    eps = jnp.asarray(_norms.NORM_EPS, dtype)
     one = jnp.ones([], dtype)
     factor = jnp.minimum(c / (norm + eps), one)
     # u = (g * a1) * a2. Usually a1 = factor, a2 = 1 (PyTorch's g * factor). When the factor
     # is subnormal (it would flush to zero: huge finite gradients), a1 = 1/sqrt(m) and
     # a2 = m * factor / sqrt(m), both normal numbers.
     tiny = (factor < jnp.asarray(2.0 ** -100, dtype)) & (m > 0) & jnp.isfinite(m)
-    inv = _inv_sqrt(m)
+    inv = _norms.inv_sqrt(m)
     m_factor = c / (r + eps * (inv * inv))  # = m * c / (m r + eps), without forming m r
     a1 = jnp.where(tiny, inv, factor)
     a2 = jnp.where(tiny, inv * m_factor, one)
@@ -252,13 +213,25 @@ def unitwise_norm(x: jax.Array) -> jax.Array:
   Conv ``(*spatial, in, out)``, or any ``ndim >= 2`` leaf; the norm reduces over all the
   other axes. Scalars and 1-D leaves (biases, norm scales) are a single unit: the norm of
   the whole leaf, as in the NFNet reference code and ``optax.adaptive_grad_clip``.
-  Overflow-free (scaled by the unit's max-abs).
+  Overflow-free (scaled by the unit's max-abs). These are the norms :func:`adaptive_grad_clip`
+  compares.
+
+  Args:
+    x: one array (a parameter or gradient leaf).
+
+  Returns:
+    The unit norms, with the reduced axes kept as size 1.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import clipping
+    >>> w = jnp.array([[3.0, 1.0], [4.0, 0.0]])   # Dense (in=2, out=2): one unit per column
+    >>> print(clipping.unitwise_norm(w))
+    [[5. 1.]]
+    >>> print(clipping.unitwise_norm(jnp.array([3.0, 4.0])))   # a bias: one unit
+    [5.]
   """
-  a = jnp.abs(x.astype(_tree.acc_dtype(x.dtype)))
-  axes = tuple(range(x.ndim)) if x.ndim <= 1 else tuple(range(x.ndim - 1))
-  m = jnp.max(a, axis=axes, keepdims=True, initial=0.0)
-  inv = _inv_sqrt(m)
-  return m * jnp.sqrt(jnp.sum(jnp.square((a * inv) * inv), axis=axes, keepdims=True))
+  return _norms.unitwise_norm(x)
 
 
 def adaptive_grad_clip(clipping: float = 0.01, eps: float = 1e-3) -> optax.GradientTransformation:
@@ -287,7 +260,7 @@ def adaptive_grad_clip(clipping: float = 0.01, eps: float = 1e-3) -> optax.Gradi
       params can still move).
 
   Returns:
-    An ``optax.GradientTransformation`` with an empty state.
+    An ``optax.GradientTransformation`` (empty state) whose ``update`` needs the params.
 
   Example:
     >>> import jax.numpy as jnp
@@ -304,126 +277,12 @@ def adaptive_grad_clip(clipping: float = 0.01, eps: float = 1e-3) -> optax.Gradi
   _validate.check_number("clipping", clipping, low=0.0, low_open=True)
   _validate.check_number("eps", eps, low=0.0)
 
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
   def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("adaptive_grad_clip needs the params: call update(updates, state, params).")
-    lam = jnp.asarray(clipping, jnp.float32)
-    e = jnp.asarray(eps, jnp.float32)
+    _validate.need_params("adaptive_grad_clip", params)
 
     def clip(g, p):
-      acc = _tree.acc_dtype(g.dtype)
-      g_norm = unitwise_norm(g)
-      max_norm = lam.astype(acc) * jnp.maximum(unitwise_norm(p).astype(acc), e.astype(acc))
-      inv = jax.lax.rsqrt(jnp.maximum(g_norm, jnp.asarray(1e-6, acc)))  # g * max / |g|, no subnormals
-      scaled = (g.astype(acc) * inv) * (inv * max_norm)
-      return jnp.where(g_norm > max_norm, scaled, g.astype(acc)).astype(g.dtype)
+      return _norms.agc_clip(g, _norms.unitwise_norm(g), _norms.unitwise_norm(p), clipping, eps)
 
     return jax.tree.map(clip, updates, params), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-# ----------------------------------------------------------------------------- skip non-finite
-class SkipNonfiniteState(NamedTuple):
-  """Counts of skipped steps, the failure flag and the wrapped optimizer's state."""
-  total_nonfinite: jax.Array
-  consecutive_nonfinite: jax.Array
-  failed: jax.Array
-  inner_state: Any
-
-
-class NonfiniteGradientsError(FloatingPointError):
-  """Raised (through ``jax.debug.callback``) after too many non-finite steps in a row."""
-
-
-def _raise_if_failed(failed, consecutive, max_consecutive):
-  if np.any(failed):
-    raise NonfiniteGradientsError(
-        f"skip_nonfinite: {int(np.max(consecutive))} consecutive steps with NaN/Inf gradients "
-        f"or updates, more than max_consecutive = {int(np.max(max_consecutive))}; the updates are NaN.")
-
-
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
-
-
-def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | None = None, *,
-                   on_failure: str = "raise") -> optax.GradientTransformationExtraArgs:
-  r"""Skips steps whose gradients (or ``inner``'s updates) hold NaN or Inf.
-
-  On a bad step the updates are zeros (params unchanged) and ``inner``'s state is kept
-  bitwise as it was, so a run with bad steps ends exactly where the same run without those
-  steps would. Bad steps are counted (``total_nonfinite``, ``consecutive_nonfinite``); a good
-  step resets the consecutive count.
-
-  With ``max_consecutive = k``, up to ``k`` bad steps in a row are skipped; the next
-  consecutive bad step fails loudly: (1) the updates of that and every later step are NaN,
-  so training visibly diverges, and ``state.failed`` is set for good; (2) with
-  ``on_failure="raise"`` (the default) it also raises :class:`NonfiniteGradientsError`
-  through ``jax.debug.callback`` (only called on failure, inside a ``lax.cond``): the
-  message comes back as a ``JaxRuntimeError`` eagerly and under ``jit`` / ``pmap`` when the
-  step runs (at the latest when its result is read; under ``pmap`` JAX also keeps the error
-  in its runtime token, so later ``jax.effects_barrier()`` calls re-raise it). ``on_failure="nan"`` skips the
-  exception (e.g. where host callbacks are unavailable) and keeps only (1). With
-  ``max_consecutive=None`` bad steps are skipped forever (but counted).
-
-  Differs from ``optax.apply_if_finite``: that one, after too many bad steps, silently
-  *applies* the bad update; also ``max_consecutive=None``, the failure, and checking the
-  inner updates as well as the gradients.
-
-  Args:
-    inner: the optimizer to protect (any ``GradientTransformation``, extra args forwarded).
-    max_consecutive: ``None`` or an integer ``>= 0``.
-    on_failure: ``"raise"`` or ``"nan"``, see above.
-
-  Returns:
-    An ``optax.GradientTransformationExtraArgs``; its state is :class:`SkipNonfiniteState`.
-
-  Example:
-    >>> import jax.numpy as jnp, optax
-    >>> from jaxopt_practices import clipping
-    >>> tx = clipping.skip_nonfinite(optax.sgd(0.1))
-    >>> u, state = tx.update(jnp.array([jnp.nan]), tx.init(jnp.zeros(1)))
-    >>> print(u, state.total_nonfinite)
-    [0.] 1
-  """
-  if not isinstance(inner, optax.GradientTransformation):
-    raise ValueError(f"inner must be an optax.GradientTransformation, got inner = {inner!r}.")
-  if max_consecutive is not None:
-    _validate.check_int("max_consecutive", max_consecutive, low=0)
-  _validate.check_choice("on_failure", on_failure, ("raise", "nan"))
-  inner = optax.with_extra_args_support(inner)
-
-  def init_fn(params):
-    zero = jnp.zeros([], jnp.int32)
-    return SkipNonfiniteState(total_nonfinite=zero, consecutive_nonfinite=zero,
-                              failed=jnp.array(False), inner_state=inner.init(params))
-
-  def update_fn(updates, state, params=None, **extra_args):
-    new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
-    ok = _all_finite(updates) & _all_finite(new_updates)
-    consecutive = jnp.where(ok, jnp.zeros([], jnp.int32), _tree.increment(state.consecutive_nonfinite))
-    total = jnp.where(ok, state.total_nonfinite, _tree.increment(state.total_nonfinite))
-    out = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates)
-    inner_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_inner, state.inner_state)
-    failed = state.failed
-    if max_consecutive is not None:
-      limit = jnp.asarray(max_consecutive, jnp.int32)
-      failed = failed | (consecutive > limit)
-      out = jax.tree.map(
-          lambda u: jnp.where(failed, jnp.full_like(u, jnp.nan), u)
-          if jnp.issubdtype(u.dtype, jnp.inexact) else u, out)
-      if on_failure == "raise":
-        jax.lax.cond(failed,
-                     lambda *a: jax.debug.callback(_raise_if_failed, *a),
-                     lambda *a: None,
-                     failed, consecutive, limit)
-    return out, SkipNonfiniteState(total_nonfinite=total, consecutive_nonfinite=consecutive,
-                                   failed=failed, inner_state=inner_state)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)

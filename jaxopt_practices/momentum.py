@@ -18,13 +18,15 @@ from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
+__all__ = ["ScaleByMomentumState", "scale_by_momentum", "sgd"]
+
 ScalarOrSchedule = _base.ScalarOrSchedule
 
 
 class ScaleByMomentumState(NamedTuple):
-  """Updates applied so far and the momentum buffer (float32 or wider)."""
+  """Updates applied so far and the momentum buffer (float32 or wider; PyTorch's ``momentum_buffer``)."""
   count: jax.Array
-  trace: optax.Updates
+  momentum_buffer: optax.Updates
 
 
 def scale_by_momentum(
@@ -48,7 +50,8 @@ def scale_by_momentum(
     nesterov: use Nesterov momentum (needs momentum > 0 and dampening = 0).
 
   Returns:
-    An ``optax.GradientTransformation``; scale by the learning rate afterwards.
+    An ``optax.GradientTransformation`` (state :class:`ScaleByMomentumState`); scale by the
+    learning rate afterwards.
 
   Example:
     >>> import jax.numpy as jnp
@@ -75,7 +78,7 @@ def scale_by_momentum(
     )
 
   def init_fn(params):
-    return ScaleByMomentumState(count=jnp.zeros([], jnp.int32), trace=_tree.zeros_acc(params))
+    return ScaleByMomentumState(count=jnp.zeros([], jnp.int32), momentum_buffer=_tree.zeros_acc(params))
 
   # A known non-zero momentum never takes PyTorch's "no buffer when momentum == 0" branch.
   may_be_zero = callable(momentum) or mu is None or mu == 0.0
@@ -85,13 +88,14 @@ def scale_by_momentum(
     mu_t = _tree.as_scalar(momentum, state.count)
     # The buffer starts at zero, so b_1 = mu * 0 + 1 * g_1 = g_1: a scalar coefficient, no select.
     coef = jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, jnp.float32))
-    trace = jax.tree.map(lambda g, b: mu_t * b + coef * g.astype(b.dtype), updates, state.trace)
-    out = trace
+    buffer = jax.tree.map(lambda g, b: mu_t * b + coef * g.astype(b.dtype), updates, state.momentum_buffer)
+    out = buffer
     if nesterov:
-      out = jax.tree.map(lambda g, b: g.astype(b.dtype) + mu_t * b, updates, trace)
+      out = jax.tree.map(lambda g, b: g.astype(b.dtype) + mu_t * b, updates, buffer)
     if may_be_zero:
       out = jax.tree.map(lambda g, o: jnp.where(mu_t == 0.0, g.astype(o.dtype), o), updates, out)
-    return _tree.cast_like(out, updates), ScaleByMomentumState(count=_tree.increment(state.count), trace=trace)
+    new_state = ScaleByMomentumState(count=_tree.increment(state.count), momentum_buffer=buffer)
+    return _tree.cast_like(out, updates), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
 

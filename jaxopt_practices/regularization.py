@@ -31,6 +31,12 @@ from jaxopt_practices._base import l2_penalty as l2_penalty
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
+__all__ = [
+    "L2PenaltyState", "l2_penalty", "DecoupledWeightDecayState", "decoupled_weight_decay",
+    "GradientNoiseState", "gradient_noise",
+    "ParamDtypes", "EmaState", "ema", "ema_params", "SwaState", "swa", "swa_params",
+]
+
 ScalarOrSchedule = _base.ScalarOrSchedule
 
 
@@ -118,9 +124,11 @@ class ParamDtypes:
 
   @classmethod
   def of(cls, params: Any) -> "ParamDtypes":
+    """The dtypes of ``params``' leaves."""
     return cls(tuple(jnp.dtype(jnp.result_type(x)).name for x in jax.tree.leaves(params)))
 
   def cast(self, tree: Any) -> Any:
+    """``tree`` (shaped like the params) with every leaf cast back to its param's dtype."""
     leaves, treedef = jax.tree.flatten(tree)
     return jax.tree.unflatten(treedef, [x.astype(d) for x, d in zip(leaves, self.names, strict=True)])
 
@@ -163,7 +171,8 @@ def ema(decay: float = 0.999, debias: bool = True) -> optax.GradientTransformati
     debias: normalise the weights (see above).
 
   Returns:
-    An ``optax.GradientTransformation`` (needs ``params``); read it with :func:`ema_params`.
+    An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`EmaState`,
+    read the average with :func:`ema_params`.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -208,8 +217,25 @@ def ema_params(opt_state: Any) -> Any:
   ``inject_hyperparams``, ``masked``, :func:`~jaxopt_practices.clipping.skip_nonfinite`,
   ...). Also works on a ``pmap``-replicated state (keeps the leading replica axis).
 
+  Args:
+    opt_state: an optimizer state, a linen ``TrainState``, an ``nnx.Optimizer`` or its
+      ``opt_state``, holding exactly one :class:`EmaState`.
+
+  Returns:
+    The averaged params: a pytree shaped like the params, in their dtypes.
+
   Raises:
     ValueError: when ``opt_state`` holds no ``EmaState`` or more than one.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import regularization
+    >>> tx = optax.chain(optax.sgd(1.0), regularization.ema(0.5, debias=False))
+    >>> p = {"w": jnp.zeros(2, jnp.bfloat16)}
+    >>> u, state = tx.update({"w": -jnp.ones(2, jnp.bfloat16)}, tx.init(p), p)  # theta_1 = 1
+    >>> avg = regularization.ema_params(state)   # 0.5 * theta_0 + 0.5 * theta_1
+    >>> print(avg["w"], avg["w"].dtype)
+    [0.5 0.5] bfloat16
   """
   state = _tree.find_state(opt_state, EmaState, "ema_params", "chain regularization.ema(...) into the optimizer.")
   z = jax.tree.map(lambda x: x / _broadcast_to(state.total_weight.astype(x.dtype), x), state.weighted_sum)
@@ -244,7 +270,8 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
     every: snapshot period in updates, an integer ``>= 1``.
 
   Returns:
-    An ``optax.GradientTransformation`` (needs ``params``); read it with :func:`swa_params`.
+    An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`SwaState`,
+    read the average with :func:`swa_params`.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -291,8 +318,30 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
 def swa_params(opt_state: Any) -> Any:
   """The SWA average in the params' dtype, from the single :class:`SwaState` in ``opt_state``.
 
+  Before the first snapshot it is the current params. Finds the state anywhere, like
+  :func:`ema_params`.
+
+  Args:
+    opt_state: an optimizer state, a linen ``TrainState``, an ``nnx.Optimizer`` or its
+      ``opt_state``, holding exactly one :class:`SwaState`.
+
+  Returns:
+    The averaged params: a pytree shaped like the params, in their dtypes.
+
   Raises:
     ValueError: when ``opt_state`` holds no ``SwaState`` or more than one.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import regularization
+    >>> tx = optax.chain(optax.sgd(1.0), regularization.swa(start_step=1))
+    >>> p = jnp.zeros(1)
+    >>> state = tx.init(p)
+    >>> for _ in range(3):   # theta_t = t; snapshots at t = 1, 2, 3
+    ...   u, state = tx.update(-jnp.ones(1), state, p)
+    ...   p = optax.apply_updates(p, u)
+    >>> print(regularization.swa_params(state))
+    [2.]
   """
   state = _tree.find_state(opt_state, SwaState, "swa_params", "chain regularization.swa(...) into the optimizer.")
   return state.dtypes.cast(state.average)

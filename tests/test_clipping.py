@@ -151,6 +151,22 @@ def test_huge_finite_float32_gradients_clip_to_max_norm(norm_type, magnitude):
                                np.asarray(grads["a"], np.float64) / float(grads["b"][0]), rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_global_norm_returns_the_norm_clip_by_global_norm_records(norm_type):
+  tree = {**_random_tree(4), "half": jnp.asarray(np.linspace(-3, 3, 9), jnp.bfloat16)}
+  got = clipping.global_norm(tree, norm_type)
+  assert isinstance(got, jax.Array) and got.shape == () and got.dtype == jnp.float32
+  flat = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
+  want = np.max(np.abs(flat)) if norm_type == math.inf else np.sum(np.abs(flat) ** norm_type) ** (1 / norm_type)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  _, state = _update(clipping.clip_by_global_norm(1.0, norm_type), tree)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(state.norm))
+  huge = clipping.global_norm({"a": jnp.full((3,), 3e37), "b": jnp.full((4,), -3e37)}, norm_type)
+  np.testing.assert_allclose(float(huge), 3e37 * (1.0 if norm_type == math.inf else 7.0 ** (1 / norm_type)), rtol=1e-5)
+  with pytest.raises(ValueError, match="norm_type"):
+    clipping.global_norm(tree, -norm_type)
+
+
 def test_nonfinite_gradients_behave_like_torch():
   torch = pytest.importorskip("torch")
   for bad in (np.nan, np.inf):
@@ -177,6 +193,8 @@ def test_sharded_global_norm_under_pmap(norm_type):
   np.testing.assert_allclose(np.asarray(state.norm), np.full(n, float(ref_state.norm)), rtol=1e-6)
   assert len(set(np.asarray(state.norm).tolist())) == 1, "replicas disagree on the norm"
   chex.assert_trees_all_close(out, ref_out, rtol=1e-6)
+  norms = jax.pmap(lambda g: clipping.global_norm(g, norm_type, axis_name="i"), axis_name="i")(shards)
+  np.testing.assert_array_equal(np.asarray(norms), np.asarray(state.norm))
 
 
 def test_traced_norm_type_via_inject_hyperparams():

@@ -133,6 +133,31 @@ def test_amsgrad_takes_max_over_raw_second_moment(jit):
   np.testing.assert_allclose(np.asarray(u), [expected], rtol=1e-6)
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_scale_by_adam_has_one_state_type(amsgrad):
+  """A search for ScaleByAdamState finds AMSGrad too; ``nu_max`` is () without amsgrad."""
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  tx = adaptive.adamw(1e-2, amsgrad=amsgrad)
+  _, state = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  found = [s for s in state if isinstance(s, adaptive.ScaleByAdamState)]
+  assert len(found) == 1 and int(found[0].count) == 1
+  if amsgrad:
+    chex.assert_trees_all_equal_structs(found[0].nu_max, params)
+  else:
+    assert found[0].nu_max == ()
+
+
+def test_rmsprop_state_counts_updates_and_names_its_buffers():
+  tx = adaptive.scale_by_rmsprop(momentum=0.5)
+  state = tx.init(jnp.zeros(2))
+  for _ in range(2):
+    _, state = tx.update(jnp.ones(2), state)
+  assert isinstance(state, adaptive.ScaleByRmspropState) and int(state.count) == 2
+  assert state.grad_avg == () and state.momentum_buffer.shape == (2,)
+  plain = adaptive.scale_by_rmsprop().init(jnp.zeros(2))
+  assert plain.grad_avg == () and plain.momentum_buffer == () and int(plain.count) == 0
+
+
 @jit_param
 def test_adamw_closed_form(jit):
   _check(adaptive.adamw(0.1, b1=0.8, b2=0.9, eps=1e-3, weight_decay=0.3),
