@@ -8,6 +8,8 @@ import pathlib
 import sys
 import time
 
+__all__ = ["DEFAULT_STEPS", "QUICK_STEPS", "build_parser", "main"]
+
 DEFAULT_STEPS = 600
 QUICK_STEPS = 150
 
@@ -33,6 +35,7 @@ def _steps(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  """The ``jaxopt-practices`` argument parser (one subcommand: ``tour``)."""
   parser = argparse.ArgumentParser(prog="jaxopt-practices",
                                    description="The seven tuning practices of deep-learning optimization in JAX.")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
   args = build_parser().parse_args(argv)
   if args.command == "tour":
     from jaxopt_practices import tour

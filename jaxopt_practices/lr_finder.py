@@ -19,7 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_practices import _step
 from jaxopt_practices import _validate
+
+__all__ = ["LRRangeTestResult", "lr_range_test"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +196,30 @@ def lr_range_test(
     Smith, Cyclical Learning Rates for Training Neural Networks, 2017;
     Howard & Gugger, fastai: A Layered API for Deep Learning, 2020.
   """
+  _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
+                   diverge_threshold, progress)
+  tx0 = make_optimizer(start_lr)
+  if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
+    raise ValueError(f"make_optimizer(lr) must return an optax.GradientTransformation, got {tx0!r}.")
+  stream = _Cycle(batches)
+  lrs = _sweep_lrs(start_lr, end_lr, num_steps, mode)
+  step = _sweep_step(loss_fn, make_optimizer)
+  p = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+  losses, smoothed, stopped = _sweep(step, p, tx0.init(p), stream, lrs, smoothing, diverge_threshold, progress)
+
+  n = len(losses)
+  lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
+  if not math.isfinite(smoothed_arr[0]):
+    raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
+  suggestions = _suggest(lrs, smoothed_arr[:-1] if stopped and n > 2 else smoothed_arr)
+  return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
+                           suggestion=suggestions["steepest"], suggestions=suggestions,
+                           stopped_early=stopped, mode=mode)
+
+
+def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: Any, end_lr: Any, num_steps: Any,
+                     mode: Any, smoothing: Any, diverge_threshold: Any, progress: Any) -> None:
+  """The argument checks of :func:`lr_range_test` (ValueError naming the argument)."""
   _validate.check_callable("loss_fn", loss_fn)
   _validate.check_callable("make_optimizer", make_optimizer)
   _validate.check_number("start_lr", start_lr, low=0.0, low_open=True)
@@ -205,31 +232,36 @@ def lr_range_test(
   leaves = jax.tree.leaves(params)
   if not leaves or not all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves):
     raise ValueError("params must be a non-empty pytree of floating-point arrays.")
-  tx0 = make_optimizer(start_lr)
-  if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
-    raise ValueError(f"make_optimizer(lr) must return an optax.GradientTransformation, got {tx0!r}.")
-  stream = _Cycle(batches)
 
+
+def _sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> np.ndarray:
+  """The learning rate of each step (float64), ending exactly at ``end_lr``."""
   i = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
   if mode == "exp":
     lrs = start_lr * np.exp(i * math.log(end_lr / start_lr))
   else:
     lrs = start_lr + (end_lr - start_lr) * i
   lrs[-1] = end_lr
+  return lrs
 
+
+def _sweep_step(loss_fn: Callable[[Any, Any], jax.Array],
+                make_optimizer: Callable[[Any], optax.GradientTransformation]) -> Callable[..., Any]:
+  """The one train step, compiled once with the learning rate as a traced input."""
   def step(p, opt_state, batch, lr):
-    loss, grads = jax.value_and_grad(loss_fn)(p, batch)
-    updates, opt_state = make_optimizer(lr).update(grads, opt_state, p)
-    return optax.apply_updates(p, updates), opt_state, loss
+    return _step.train_step(loss_fn, make_optimizer(lr))(p, opt_state, batch, {})
 
   # Donating our own copies is safe; the caller's arrays are never donated. CPU cannot donate.
   donate = (0, 1) if jax.default_backend() != "cpu" else ()
-  step = jax.jit(step, donate_argnums=donate)
-  p = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-  opt_state = tx0.init(p)
+  return jax.jit(step, donate_argnums=donate)
 
+
+def _sweep(step: Callable[..., Any], p: Any, opt_state: Any, stream: _Cycle, lrs: np.ndarray,
+           smoothing: float, diverge_threshold: float, progress: bool) -> tuple[list, list, bool]:
+  """Runs the sweep until divergence or the last lr; returns ``(losses, smoothed, stopped_early)``."""
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
+  num_steps = len(lrs)
   losses, smoothed = [], []
   best, stopped = math.inf, False
   with tqdm(total=num_steps, disable=not progress, desc="LR range test") as bar:
@@ -245,12 +277,4 @@ def lr_range_test(
         stopped = k < num_steps - 1
         break
       best = min(best, s)
-
-  n = len(losses)
-  lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
-  if not math.isfinite(smoothed_arr[0]):
-    raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
-  suggestions = _suggest(lrs, smoothed_arr[:-1] if stopped and n > 2 else smoothed_arr)
-  return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
-                           suggestion=suggestions["steepest"], suggestions=suggestions,
-                           stopped_early=stopped, mode=mode)
+  return losses, smoothed, stopped

@@ -1,11 +1,12 @@
 """A live view of training: the real learning rate and gradient health, in the optimizer state.
 
-``track(inner)`` wraps any transform; after each update its state holds the step, the
-learning rate actually applied, the global norms of the gradients, updates and params,
-and how many steps had non-finite gradients. ``stats(opt_state)`` reads them from
-anywhere inside a (chained, injected, masked) state, inside ``jit`` or after it. The
-norms are computed inside the same compiled update: no extra compilation, no extra
-host round trip.
+``track(inner)`` wraps any transform; after each update its state holds the number of
+updates applied, the learning rate actually applied, the global norms of the gradients,
+updates and params, and how many steps had non-finite gradients. ``stats(opt_state)``
+reads them from anywhere inside a (chained, injected, masked) state, inside ``jit`` or
+after it. The norms are computed inside the same compiled update (no extra compilation,
+no extra host round trip) by the package's one overflow-safe norm kernel, so they are
+finite for finite gradients near the float maximum, as ``clipping.clip_by_global_norm``'s.
 """
 
 from __future__ import annotations
@@ -16,14 +17,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
+__all__ = ["TrackState", "track", "stats", "current_learning_rate"]
+
 
 class TrackState(NamedTuple):
-  """The inner state plus the statistics of the last update (float32 / int32 scalars)."""
+  """The inner state plus the statistics of the last update (float32 / int32 scalars).
+
+  ``count`` is the number of updates applied so far (``stats()`` reports it as ``"step"``).
+  """
   inner_state: Any
-  step: jax.Array
+  count: jax.Array
   learning_rate: jax.Array
   grad_norm: jax.Array
   update_norm: jax.Array
@@ -49,27 +56,25 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   return lr if found else jnp.full([], jnp.nan, jnp.float32)
 
 
-def _sum_of_squares(tree: Any) -> jax.Array:
-  total = jnp.zeros([], jnp.float32)
-  for x in jax.tree.leaves(tree):
-    x = jnp.asarray(x)
-    if x.size:
-      total = total + jnp.sum(jnp.square(x.astype(_tree.acc_dtype(x.dtype)))).astype(jnp.float32)
-  return total
+def _norm(tree: Any) -> jax.Array:
+  """The global L2 norm of ``tree`` from the shared kernel, as a float32 scalar (0 for ``None``)."""
+  if tree is None:
+    return jnp.zeros([], jnp.float32)
+  return _norms.global_norm(tree).astype(jnp.float32)
 
 
-def _all_finite(tree: Any, sum_of_squares: jax.Array) -> jax.Array:
-  """Whether every value is finite; the full check runs only when the sum of squares is not."""
+def _all_finite(tree: Any, norm: jax.Array) -> jax.Array:
+  """Whether every value is finite; the full check runs only when the norm is not."""
   def check(_):
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-  return jax.lax.cond(jnp.isfinite(sum_of_squares), lambda _: jnp.asarray(True), check, None)
+  return jax.lax.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
 
 
 def track(inner: optax.GradientTransformation, every: int = 1) -> optax.GradientTransformationExtraArgs:
   r"""Wraps ``inner`` so that its state records the statistics of each update.
 
-  Recorded after each update :math:`u_t = \text{inner}(g_t)`: ``step`` (updates applied),
+  Recorded after each update :math:`u_t = \text{inner}(g_t)`: ``count`` (updates applied),
   ``learning_rate`` (see :func:`current_learning_rate`), ``grad_norm`` :math:`\|g_t\|_2`,
   ``update_norm`` :math:`\|u_t\|_2`, ``param_norm`` :math:`\|\theta_{t-1}\|_2` (0 when no
   params are passed) and ``nonfinite_count`` (steps whose gradients held NaN or Inf).
@@ -79,7 +84,7 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
   update to be materialized; on a memory-bound CPU step that is more than the optimizer
   step itself (about 2.5x an AdamW step at 10M parameters, ``benchmarks/README.md``).
   ``every=k`` measures the norms and non-finite steps on every k-th update only
-  (``lax.cond``: the other steps keep the last values); ``step`` and ``learning_rate`` are
+  (``lax.cond``: the other steps keep the last values); ``count`` and ``learning_rate`` are
   exact on every step. On CPU it saves little, because the update is still materialized.
 
   Args:
@@ -98,6 +103,7 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
     >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), round(float(monitor.stats(s)["learning_rate"]), 6))
     3.4641 0.001
   """
+  _validate.check_transform("inner", inner)
   _validate.check_int("every", every, low=1)
   inner = optax.with_extra_args_support(inner)
 
@@ -111,29 +117,24 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
     if every == 1:
       # Norms of the inputs first, then an optimization barrier: fused into the optimizer's
       # elementwise loop, a reduction makes XLA:CPU run that whole loop on one thread.
-      grad_sq = _sum_of_squares(updates)
-      param_sq = _sum_of_squares(params) if params is not None else jnp.zeros([], jnp.float32)
-      grad_sq, param_sq, updates, params = jax.lax.optimization_barrier((grad_sq, param_sq, updates, params))
+      grad_norm, param_norm = _norm(updates), _norm(params)
+      grad_norm, param_norm, updates, params = jax.lax.optimization_barrier((grad_norm, param_norm, updates, params))
       new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-      update_sq, new_updates = jax.lax.optimization_barrier((_sum_of_squares(new_updates), new_updates))
-      bad = (~_all_finite(updates, grad_sq)).astype(jnp.int32)
-      grad_norm, update_norm, param_norm = jnp.sqrt(grad_sq), jnp.sqrt(update_sq), jnp.sqrt(param_sq)
-      nonfinite = state.nonfinite_count + bad
+      update_norm, new_updates = jax.lax.optimization_barrier((_norm(new_updates), new_updates))
+      nonfinite = state.nonfinite_count + (~_all_finite(updates, grad_norm)).astype(jnp.int32)
     else:
       new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
 
       def measure(_):
-        grad_sq = _sum_of_squares(updates)
-        bad = (~_all_finite(updates, grad_sq)).astype(jnp.int32)
-        param_sq = _sum_of_squares(params) if params is not None else jnp.zeros([], jnp.float32)
-        return (jnp.sqrt(grad_sq), jnp.sqrt(_sum_of_squares(new_updates)), jnp.sqrt(param_sq),
-                state.nonfinite_count + bad)
+        grad_norm = _norm(updates)
+        bad = (~_all_finite(updates, grad_norm)).astype(jnp.int32)
+        return grad_norm, _norm(new_updates), _norm(params), state.nonfinite_count + bad
 
       def keep(_):
         return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
 
-      grad_norm, update_norm, param_norm, nonfinite = jax.lax.cond(state.step % every == 0, measure, keep, None)
-    new_state = TrackState(inner_state=inner_state, step=_tree.increment(state.step),
+      grad_norm, update_norm, param_norm, nonfinite = jax.lax.cond(state.count % every == 0, measure, keep, None)
+    new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)
     return new_updates, new_state
@@ -142,18 +143,32 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
 
 
 def stats(opt_state: Any) -> dict[str, jax.Array]:
-  """The statistics of the last update, from the first :func:`track` state found.
+  """The statistics of the last update, from the one :func:`track` state inside ``opt_state``.
 
-  Returns a dict of scalar arrays: ``step``, ``learning_rate``, ``grad_norm``,
-  ``update_norm``, ``param_norm``, ``update_param_ratio`` and ``nonfinite_count``.
-  Works inside ``jit`` (traced values) and outside (concrete values).
+  Returns a dict of scalar arrays: ``step`` (the number of updates applied, the state's
+  ``count``), ``learning_rate``, ``grad_norm``, ``update_norm``, ``param_norm``,
+  ``update_param_ratio`` (NaN while ``param_norm`` is 0) and ``nonfinite_count``. Works
+  inside ``jit`` (traced values) and outside (concrete values), on a raw optax state, a
+  linen ``TrainState``, an ``nnx.Optimizer`` or its ``opt_state``.
 
   Raises:
-    ValueError: when the state holds no :func:`track` state.
+    ValueError: when the state holds no :func:`track` state, or more than one.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import momentum, monitor
+    >>> tx = optax.chain(optax.identity(), monitor.track(momentum.sgd(0.5)))
+    >>> p = jnp.array([6.0, 8.0])
+    >>> _, state = tx.update(jnp.array([3.0, 4.0]), tx.init(p), p)
+    >>> s = monitor.stats(state)
+    >>> print(int(s["step"]), float(s["learning_rate"]), float(s["grad_norm"]), float(s["param_norm"]))
+    1 0.5 5.0 10.0
+    >>> print(float(s["update_norm"]), float(s["update_param_ratio"]))
+    2.5 0.25
   """
   s = _tree.find_state(opt_state, TrackState, "monitor.stats", "wrap the optimizer with monitor.track(tx).")
   ratio = s.update_norm / jnp.where(s.param_norm > 0, s.param_norm, 1.0)
-  return {"step": s.step, "learning_rate": s.learning_rate, "grad_norm": s.grad_norm,
+  return {"step": s.count, "learning_rate": s.learning_rate, "grad_norm": s.grad_norm,
           "update_norm": s.update_norm, "param_norm": s.param_norm,
           "update_param_ratio": jnp.where(s.param_norm > 0, ratio, jnp.nan),
           "nonfinite_count": s.nonfinite_count}

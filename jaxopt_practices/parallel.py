@@ -47,12 +47,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxopt_practices import _step
 from jaxopt_practices import _validate
+from jaxopt_practices._sharding import batch_sharding as batch_sharding
+from jaxopt_practices._sharding import data_parallel_shardings as data_parallel_shardings
+from jaxopt_practices._sharding import fsdp_shardings as fsdp_shardings
+from jaxopt_practices._sharding import init_sharded as init_sharded
+from jaxopt_practices._sharding import make_mesh as make_mesh
+from jaxopt_practices._sharding import make_train_step as make_train_step
+from jaxopt_practices._sharding import opt_state_shardings as opt_state_shardings
+from jaxopt_practices._sharding import replicated as replicated
+from jaxopt_practices._sharding import shard as shard
 
 __all__ = [
     "replicate", "unreplicate", "pmap_train_step", "make_mesh", "replicated", "batch_sharding",
@@ -86,8 +95,7 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
     True
   """
   devices = list(jax.local_devices() if devices is None else devices)
-  if not isinstance(axis_name, str):
-    raise ValueError(f"axis_name must be a string, got axis_name = {axis_name!r}.")
+  _validate.check_axis_name(axis_name, optional=False)
   sharding = NamedSharding(Mesh(np.asarray(devices, dtype=object), (axis_name,)), P(axis_name))
 
   def put(x):
@@ -107,19 +115,6 @@ def unreplicate(tree: Any) -> Any:
     [0 1 2]
   """
   return jax.tree.map(lambda x: x[0], tree)
-
-
-def _loss_and_grads(loss_fn, has_aux):
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
-
-  def fn(params, batch):
-    if has_aux:
-      (loss, aux), grads = grad_fn(params, batch)
-    else:
-      (loss, grads), aux = grad_fn(params, batch), None
-    return loss, aux, grads
-
-  return fn
 
 
 def pmap_train_step(
@@ -168,287 +163,17 @@ def pmap_train_step(
     1.0
   """
   _validate.check_callable("loss_fn", loss_fn)
+  _validate.check_transform("tx", tx)
   _validate.check_bool("donate", donate)
   _validate.check_bool("has_aux", has_aux)
   _validate.check_bool("value_from_loss", value_from_loss)
-  if not isinstance(axis_name, str):
-    raise ValueError(f"axis_name must be a string, got axis_name = {axis_name!r}.")
-  tx = optax.with_extra_args_support(tx)
-  loss_and_grads = _loss_and_grads(loss_fn, has_aux)
-
-  def step(params, opt_state, batch, extra_args):
-    loss, aux, grads = loss_and_grads(params, batch)
-    grads = jax.lax.pmean(grads, axis_name)
-    loss = jax.lax.pmean(loss, axis_name)
-    if value_from_loss:
-      extra_args = {**extra_args, "value": loss}
-    updates, opt_state = tx.update(grads, opt_state, params, **extra_args)
-    params = optax.apply_updates(params, updates)
-    if has_aux:
-      return params, opt_state, (loss, jax.lax.pmean(aux, axis_name))
-    return params, opt_state, loss
-
+  _validate.check_axis_name(axis_name, optional=False)
+  step = _step.train_step(loss_fn, tx, has_aux=has_aux, value_from_loss=value_from_loss, axis_name=axis_name)
   pstep = jax.pmap(step, axis_name=axis_name, in_axes=(0, 0, 0, None),
                    donate_argnums=(0, 1) if donate else ())
 
   @functools.wraps(step)
   def wrapped(params, opt_state, batch, **extra_args):
     return pstep(params, opt_state, batch, extra_args)
-
-  return wrapped
-
-
-# ----------------------------------------------------------------------------- jit + shardings
-def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A ``Mesh`` over ``devices`` (default: all devices of all processes).
-
-  Args:
-    axis_names: one name per mesh axis.
-    shape: the mesh shape (default: all devices along the first axis, 1 along the others).
-    devices: the devices, in order.
-
-  Example:
-    >>> import jax
-    >>> from jaxopt_practices import parallel
-    >>> mesh = parallel.make_mesh(("data",))
-    >>> mesh.shape["data"] == jax.device_count()
-    True
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  axis_names = tuple(axis_names)
-  if not axis_names or not all(isinstance(a, str) for a in axis_names):
-    raise ValueError(f"axis_names must be a non-empty sequence of strings, got axis_names = {axis_names!r}.")
-  if shape is None:
-    shape = (len(devices),) + (1,) * (len(axis_names) - 1)
-  shape = tuple(int(s) for s in shape)
-  if len(shape) != len(axis_names) or int(np.prod(shape)) != len(devices):
-    raise ValueError(f"shape must have one entry per axis name and multiply to the {len(devices)} "
-                     f"devices, got shape = {shape} for axis_names = {axis_names}.")
-  return Mesh(np.asarray(devices, dtype=object).reshape(shape), axis_names)
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  """The fully replicated sharding on ``mesh`` (``PartitionSpec()``)."""
-  return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh, axis: str | Sequence[str] = "data") -> NamedSharding:
-  """Shards the leading (batch) axis of every batch leaf along mesh ``axis``."""
-  return NamedSharding(mesh, P(axis))
-
-
-def data_parallel_shardings(params: Any, mesh: Mesh) -> Any:
-  """Pure data parallelism: every parameter replicated on every device of ``mesh``."""
-  return jax.tree.map(lambda _: replicated(mesh), params)
-
-
-def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 0) -> Any:
-  """FSDP (ZeRO-3) style: each parameter sharded along one of its dimensions over ``axis``.
-
-  The dimension is the largest one divisible by the size of mesh ``axis`` (ties: the
-  first); leaves with no such dimension, or with fewer than ``min_size`` entries (small
-  biases are cheaper replicated), are replicated.
-
-  Args:
-    params: a pytree of arrays (or ``jax.ShapeDtypeStruct``).
-    mesh: the mesh.
-    axis: the mesh axis to shard over.
-    min_size: leaves with fewer entries stay replicated.
-
-  Returns:
-    A pytree of ``NamedSharding`` shaped like ``params``.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from jaxopt_practices import parallel
-    >>> mesh = parallel.make_mesh(("data",))
-    >>> n = jax.device_count()
-    >>> sh = parallel.fsdp_shardings({"w": jnp.zeros((3, 2 * n)), "b": jnp.zeros(3)}, mesh)
-    >>> print(sh["w"].spec, sh["b"].spec)
-    P(None, 'data') P()
-  """
-  if axis not in mesh.axis_names:
-    raise ValueError(f"axis must be one of the mesh axes {mesh.axis_names}, got axis = {axis!r}.")
-  _validate.check_int("min_size", min_size, low=0)
-  size = mesh.shape[axis]
-
-  def pick(x):
-    shape = tuple(jnp.shape(x))
-    candidates = [(d, i) for i, d in enumerate(shape) if d % size == 0 and d >= size]
-    if not candidates or int(np.prod(shape)) < min_size:
-      return replicated(mesh)
-    dim = max(candidates, key=lambda c: (c[0], -c[1]))[1]
-    spec = [None] * len(shape)
-    spec[dim] = axis
-    return NamedSharding(mesh, P(*spec))
-
-  return jax.tree.map(pick, params)
-
-
-def _signature(tree):
-  return jax.tree.structure(tree), [tuple(jnp.shape(x)) for x in jax.tree.leaves(tree)]
-
-
-def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
-                        default: NamedSharding | None = None) -> Any:
-  """Shardings for an optimizer state: every copy of the params tree inside it is sharded like the params.
-
-  Walks ``opt_state`` and finds each subtree with the same tree structure and leaf shapes
-  as ``params`` (a momentum buffer, Adam's ``mu`` / ``nu``, an EMA, ...): its leaves get
-  the matching ``params_shardings``. All other leaves (step counts, scalars, learning
-  rates, flags) are replicated (``default``). Works for any chain, any nesting (wrappers
-  such as ``skip_nonfinite`` or ``inject_hyperparams`` included) and any transform whose
-  init calls ``jnp`` on the params (unlike ``optax.tree_map_params``, which needs inits
-  that treat the params as opaque). Only shapes are read: ``opt_state`` may be the output
-  of ``jax.eval_shape(tx.init, params)``.
-
-  Args:
-    opt_state: the state (or its shapes).
-    params: the params (or their shapes).
-    params_shardings: a pytree of shardings shaped like ``params``.
-    default: the sharding of non-parameter leaves (default: replicated over the mesh of
-      the first parameter sharding).
-
-  Returns:
-    A pytree of shardings shaped like ``opt_state``.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> from jaxopt_practices import parallel
-    >>> mesh = parallel.make_mesh(("data",))
-    >>> params = {"w": jnp.zeros((jax.device_count(), 2))}
-    >>> p_sh = parallel.fsdp_shardings(params, mesh)
-    >>> state = jax.eval_shape(optax.adam(1e-3).init, params)
-    >>> s_sh = parallel.opt_state_shardings(state, params, p_sh)
-    >>> print(s_sh[0].mu["w"].spec, s_sh[0].count.spec)
-    P('data', None) P()
-  """
-  sig = _signature(params)
-  if default is None:
-    first = jax.tree.leaves(params_shardings, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
-    if not first or not isinstance(first[0], NamedSharding):
-      raise ValueError("params_shardings must be a non-empty pytree of NamedSharding when default is None.")
-    default = replicated(first[0].mesh)
-  params_sh = jax.tree.map(lambda _, s: s, params, params_shardings,
-                           is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
-
-  def is_params_copy(node):
-    try:
-      return _signature(node) == sig
-    except TypeError:
-      return False
-
-  def assign(node):
-    if is_params_copy(node):
-      return params_sh
-    return default
-
-  return jax.tree.map(assign, opt_state, is_leaf=is_params_copy)
-
-
-def shard(tree: Any, shardings: Any) -> Any:
-  """``jax.device_put`` of every leaf with its sharding (works across processes too)."""
-  return jax.tree.map(lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx: np.asarray(x)[idx])
-                      if jax.process_count() > 1 else jax.device_put(x, s), tree, shardings)
-
-
-def init_sharded(tx: optax.GradientTransformation, params: Any, params_shardings: Any) -> tuple[Any, Any]:
-  """Places ``params`` with ``params_shardings`` and creates ``tx``'s state already sharded.
-
-  The state is created by a jitted ``tx.init`` whose ``out_shardings`` come from
-  :func:`opt_state_shardings`, so no device ever holds the whole state.
-
-  Returns:
-    ``(params, opt_state)`` as sharded ``jax.Array`` pytrees.
-  """
-  params = shard(params, params_shardings)
-  state_sh = opt_state_shardings(jax.eval_shape(tx.init, params), params, params_shardings)
-  return params, jax.jit(tx.init, out_shardings=state_sh)(params)
-
-
-def make_train_step(
-    loss_fn: Callable[[Any, Any], jax.Array],
-    tx: optax.GradientTransformation,
-    mesh: Mesh,
-    params_shardings: Any,
-    *,
-    batch_axis: str | Sequence[str] = "data",
-    donate: bool = True,
-    has_aux: bool = False,
-    value_from_loss: bool = False,
-) -> Callable[..., tuple[Any, Any, jax.Array]]:
-  r"""A ``jax.jit`` train step with explicit shardings: data parallel or FSDP.
-
-  .. math:: g = \nabla_\theta L(\theta; B), \quad (u, s) = \mathrm{tx.update}(g, s, \theta),
-            \quad \theta \leftarrow \theta + u
-
-  computed as one global program: the batch ``B`` is sharded along ``batch_axis``, the
-  params keep ``params_shardings`` (from :func:`data_parallel_shardings` or
-  :func:`fsdp_shardings`), and the optimizer state keeps :func:`opt_state_shardings`
-  (derived on the first call from the state it is given), in and out, so it is never
-  gathered. Params and state are donated (updated in place) unless ``donate=False``.
-  Build ``tx`` with ``axis_name=None``: XLA does the cross-device reductions.
-
-  Args:
-    loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss (``(scalar, aux)`` with ``has_aux``).
-    tx: the optimizer.
-    mesh: the device mesh.
-    params_shardings: a pytree of ``NamedSharding`` shaped like the params.
-    batch_axis: mesh axis (or axes) the batch's leading dimension is sharded over.
-    donate: donate the params and the state.
-    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-    value_from_loss: pass the loss as ``value=`` to ``tx.update`` (``reduce_on_plateau``).
-
-  Returns:
-    ``step(params, opt_state, batch, **extra_args) -> (params, opt_state, loss)``; use
-    :func:`init_sharded` for the first ``params, opt_state``.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> from jaxopt_practices import parallel
-    >>> mesh = parallel.make_mesh(("data",))
-    >>> n, tx = jax.device_count(), optax.sgd(0.5)
-    >>> p_sh = parallel.fsdp_shardings(jnp.zeros(n), mesh)
-    >>> params, state = parallel.init_sharded(tx, jnp.zeros(n), p_sh)
-    >>> loss_fn = lambda p, x: jnp.mean(jnp.sum((x - p[None, :]) ** 2, axis=-1))
-    >>> step = parallel.make_train_step(loss_fn, tx, mesh, p_sh)
-    >>> params, state, loss = step(params, state, jnp.ones((2 * n, n)))
-    >>> print(params.sharding.spec, float(params[0]))
-    P('data',) 1.0
-  """
-  _validate.check_callable("loss_fn", loss_fn)
-  _validate.check_bool("donate", donate)
-  _validate.check_bool("has_aux", has_aux)
-  _validate.check_bool("value_from_loss", value_from_loss)
-  if not isinstance(mesh, Mesh):
-    raise ValueError(f"mesh must be a jax.sharding.Mesh, got mesh = {mesh!r}.")
-  tx = optax.with_extra_args_support(tx)
-  loss_and_grads = _loss_and_grads(loss_fn, has_aux)
-  b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated(mesh)
-  cache: dict[Any, Callable] = {}
-
-  def step(params, opt_state, batch, extra_args):
-    loss, aux, grads = loss_and_grads(params, batch)
-    if value_from_loss:
-      extra_args = {**extra_args, "value": loss}
-    updates, opt_state = tx.update(grads, opt_state, params, **extra_args)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, ((loss, aux) if has_aux else loss)
-
-  def compiled(params, opt_state, batch, extra_args):
-    key = (jax.tree.structure(opt_state), jax.tree.structure(batch), jax.tree.structure(extra_args))
-    if key not in cache:
-      s_sh = opt_state_shardings(opt_state, params, params_shardings, default=rep)
-      cache[key] = jax.jit(
-          step,
-          in_shardings=(params_shardings, s_sh, jax.tree.map(lambda _: b_sh, batch),
-                        jax.tree.map(lambda _: rep, extra_args)),
-          out_shardings=(params_shardings, s_sh, rep),
-          donate_argnums=(0, 1) if donate else ())
-    return cache[key]
-
-  def wrapped(params, opt_state, batch, **extra_args):
-    return compiled(params, opt_state, batch, extra_args)(params, opt_state, batch, extra_args)
 
   return wrapped

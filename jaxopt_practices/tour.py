@@ -10,6 +10,7 @@ its training loss and learning rate per step, its test accuracy and its wall tim
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,12 @@ import optax
 
 from jaxopt_practices import (adaptive, clipping, initializers, lr_finder, momentum, monitor, plateau, recipe,
                               regularization, schedules)
+from jaxopt_practices import _step
+
+__all__ = [
+    "BASE_LR", "WIDTH", "DEPTH", "BATCH", "MLP", "load_digits", "cross_entropy", "RunResult", "train",
+    "run_experiments", "write_report",
+]
 
 BASE_LR = 0.05
 WIDTH, DEPTH = 64, 6
@@ -57,6 +64,7 @@ def load_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
 
 def cross_entropy(model: nn.Module, params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+  """The mean softmax cross-entropy of ``model`` on images ``x`` with integer labels ``y``."""
   logits = model.apply({"params": params}, x)
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
@@ -91,15 +99,13 @@ def train(name: str, practice: str, tx: optax.GradientTransformation, data, *, s
     params = model.init(jax.random.PRNGKey(seed), x_tr[:1])["params"]
   tx = monitor.track(tx)
   state = tx.init(params)
-  loss_fn = lambda p, x, y: cross_entropy(model, p, x, y)
+  core = _step.train_step(lambda p, batch: cross_entropy(model, p, *batch), tx, value_from_loss=pass_loss)
 
   @jax.jit
-  def step(params, state, x, y):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-    extra = {"value": loss} if pass_loss else {}
-    updates, state = tx.update(grads, state, params, **extra)
+  def step(params, state, batch):
+    params, state, loss = core(params, state, batch, {})
     s = monitor.stats(state)
-    return optax.apply_updates(params, updates), state, loss, s["learning_rate"], s["grad_norm"]
+    return params, state, loss, s["learning_rate"], s["grad_norm"]
 
   rng = np.random.default_rng(seed)
   order = np.concatenate([rng.permutation(len(x_tr)) for _ in range(steps * BATCH // len(x_tr) + 1)])
@@ -107,7 +113,7 @@ def train(name: str, practice: str, tx: optax.GradientTransformation, data, *, s
   start = time.perf_counter()
   for i in tqdm(range(steps), desc=f"{name:<22}", disable=not progress, leave=False):
     idx = order[i * BATCH:(i + 1) * BATCH]
-    params, state, loss, lr, gnorm = step(params, state, x_tr[idx], y_tr[idx])
+    params, state, loss, lr, gnorm = step(params, state, (x_tr[idx], y_tr[idx]))
     losses.append(loss)
     lrs.append(lr)
     norms.append(gnorm)
@@ -194,43 +200,48 @@ def run_experiments(steps: int, *, seed: int = 0, progress: bool = True) -> tupl
 
 def write_report(runs: Sequence[RunResult], extras: dict, out: pathlib.Path, steps: int) -> pathlib.Path:
   """Writes ``report.md`` and the PNG plots into ``out``; returns the report's path."""
+  out.mkdir(parents=True, exist_ok=True)
+  _write_plots(runs, extras, out)
+  path = out / "report.md"
+  path.write_text("\n".join(_report_lines(runs, extras, steps)))
+  return path
+
+
+def _write_plots(runs: Sequence[RunResult], extras: dict, out: pathlib.Path) -> None:
+  """``loss_curves.png``, ``lr_curves.png``, ``lr_range_test.png`` and ``activation_std.png``."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  out.mkdir(parents=True, exist_ok=True)
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  for r in runs:
-    smooth = np.convolve(r.losses, np.ones(10) / 10, mode="valid")
-    ax.plot(smooth, label=r.name)
-  ax.set(xlabel="step", ylabel="train loss (10-step mean)", yscale="log", title="Loss curves")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(out / "loss_curves.png", dpi=110)
-  plt.close(fig)
+  def save(fig, name):
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
 
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  for r in runs:
-    ax.plot(r.learning_rates, label=r.name)
-  ax.set(xlabel="step", ylabel="learning rate applied", yscale="log", title="Learning-rate curves")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(out / "lr_curves.png", dpi=110)
-  plt.close(fig)
+  def curves(values, ylabel, title, name):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in runs:
+      ax.plot(values(r), label=r.name)
+    ax.set(xlabel="step", ylabel=ylabel, yscale="log", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, name)
 
-  fig = extras["lr_range_test"].plot()
-  fig.savefig(out / "lr_range_test.png", dpi=110)
-  plt.close(fig)
+  curves(lambda r: np.convolve(r.losses, np.ones(10) / 10, mode="valid"), "train loss (10-step mean)",
+         "Loss curves", "loss_curves.png")
+  curves(lambda r: r.learning_rates, "learning rate applied", "Learning-rate curves", "lr_curves.png")
+  save(extras["lr_range_test"].plot(), "lr_range_test.png")
 
   fig, ax = plt.subplots(figsize=(7, 4))
   for name, rep in extras["init_reports"].items():
     rep.plot(ax=ax, label=name)
   ax.set_title("Activation std through depth (before training)")
   fig.tight_layout()
-  fig.savefig(out / "activation_std.png", dpi=110)
-  plt.close(fig)
+  save(fig, "activation_std.png")
 
+
+def _report_lines(runs: Sequence[RunResult], extras: dict, steps: int) -> list[str]:
+  """The lines of ``report.md``: the setup, one table row per run, notes and the recipe config."""
   lines = [
       "# jaxopt-practices tour",
       "",
@@ -255,10 +266,8 @@ def write_report(runs: Sequence[RunResult], extras: dict, out: pathlib.Path, ste
       "Full recipe config:",
       "",
       "```json",
-      __import__("json").dumps(extras["recipe"], indent=2),
+      json.dumps(extras["recipe"], indent=2),
       "```",
       "",
   ]
-  path = out / "report.md"
-  path.write_text("\n".join(lines))
-  return path
+  return lines

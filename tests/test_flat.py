@@ -219,6 +219,29 @@ def test_agc_equals_tree_agc_on_random_units():
     chex.assert_trees_all_close(layout.unravel(flat_u), tree_u, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("grad_scale", [1.0, 1e30, 3e37], ids=["unit", "1e30", "3e37"])
+def test_agc_equals_tree_agc_with_huge_gradients_and_zero_units(grad_scale):
+  """The flat AGC is the tree AGC: the same kernel, also where g * (max_norm / |g|) would be subnormal."""
+  params = {"w": jnp.array([[1.0, 0.0, 2.0], [3.0, 0.0, 0.5]]), "b": jnp.zeros(3), "s": jnp.ones([])}
+  grads = {"w": jnp.array([[1.0, 5.0, 0.0], [-2.0, 0.0, 0.0]]) * grad_scale,  # unit 2: zero gradient
+           "b": jnp.zeros(3),                                                  # zero params and gradients
+           "s": jnp.asarray(grad_scale)}
+  buf, layout = flat.flatten(params)
+  tree_u, _ = clipping.adaptive_grad_clip(0.01).update(grads, optax.EmptyState(), params)
+  tx = flat.adaptive_grad_clip(layout, 0.01)
+  flat_u, _ = jax.jit(tx.update)(layout.ravel(grads), tx.init(buf), buf)
+  assert bool(jnp.all(jnp.isfinite(flat_u)))
+  chex.assert_trees_all_close(layout.unravel(flat_u), tree_u, rtol=1e-6, atol=0.0)
+  clipped = layout.unravel(flat_u)
+  assert float(clipped["w"][0, 1]) != 0.0 and float(clipped["b"][0]) == 0.0 and float(clipped["w"][0, 2]) == 0.0
+
+
+def test_train_step_rejects_a_tx_that_is_not_a_transform():
+  _, layout = flat.flatten({"w": jnp.zeros(2)})
+  with pytest.raises(ValueError, match="tx"):
+    flat.flat_train_step(_loss, "x", layout)
+
+
 def test_donation_consumes_buffers():
   buf, layout = flat.flatten(_init_params())
   tx = adaptive.adam(1e-3)

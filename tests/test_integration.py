@@ -18,7 +18,8 @@ from flax import nnx
 from flax.training import train_state
 
 import _orbax_resume as worker
-from jaxopt_practices import adaptive, initializers, monitor, plateau, recipe, regularization
+from jaxopt_practices import (adaptive, cli, flat, initializers, lr_finder, monitor, parallel, plateau, recipe,
+                              regularization, tour)
 
 
 def _digits(n=256):
@@ -137,3 +138,14 @@ def test_orbax_restore_into_mismatched_structure_fails_clearly(tmp_path):
   wrong = {"params": params, "opt_state": other_tx.init(params)}
   with pytest.raises(ValueError, match="tree structures do not match"):
     worker.restore(tmp_path / "ckpt", wrong)
+
+
+@pytest.mark.parametrize("module", [cli, flat, lr_finder, monitor, parallel, tour], ids=lambda m: m.__name__)
+def test_all_is_complete_and_true(module):
+  """Every name in ``__all__`` exists, and every public function or class of the package is listed."""
+  assert all(hasattr(module, name) for name in module.__all__)
+  assert len(set(module.__all__)) == len(module.__all__)
+  public = {name for name, value in vars(module).items()
+            if not name.startswith("_") and callable(value)
+            and getattr(value, "__module__", "").startswith("jaxopt_practices")}
+  assert public <= set(module.__all__), sorted(public - set(module.__all__))

@@ -128,6 +128,31 @@ def test_huge_finite_gradients_are_not_counted_as_nonfinite():
   assert int(monitor.stats(state)["nonfinite_count"]) == 0
 
 
+@pytest.mark.parametrize("every", [1, 2])
+def test_norms_stay_finite_near_the_float32_max(every):
+  """Like clip_by_global_norm's, the norms come from the overflow-safe kernel: no inf for finite inputs."""
+  g = jnp.full(3, 1e38, jnp.float32)  # squares overflow float32; |g| = 1.73e38 does not
+  params = jnp.full(3, 1.5e38, jnp.float32)
+  tx = monitor.track(momentum.sgd(1.0), every=every)
+  _, state = jax.jit(tx.update)(g, tx.init(params), params)
+  s = monitor.stats(state)
+  np.testing.assert_allclose(float(s["grad_norm"]), np.sqrt(3.0) * 1e38, rtol=1e-6)
+  np.testing.assert_allclose(float(s["update_norm"]), np.sqrt(3.0) * 1e38, rtol=1e-6)
+  np.testing.assert_allclose(float(s["param_norm"]), np.sqrt(3.0) * 1.5e38, rtol=1e-6)
+  assert int(s["nonfinite_count"]) == 0
+
+
+def test_count_is_the_update_counter_and_inner_must_be_a_transform():
+  tx = monitor.track(momentum.sgd(0.1))
+  state = tx.init(jnp.ones(2))
+  for _ in range(2):
+    _, state = tx.update(jnp.ones(2), state, jnp.ones(2))
+  assert isinstance(state, monitor.TrackState) and int(state.count) == 2
+  assert int(monitor.stats(state)["step"]) == 2
+  with pytest.raises(ValueError, match="inner"):
+    monitor.track("x")
+
+
 def test_state_can_be_donated():
   tx = monitor.track(adaptive.adamw(1e-3))
   params = jnp.ones(4)

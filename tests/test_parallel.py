@@ -21,14 +21,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from helpers import ContractCase
 from jaxopt_practices import adaptive, parallel
-from test_contract import _load_cases
+from test_contract import CASES
 
 NUM_DEVICES = 8
 STEPS = 3
 PER_DEVICE = 4
 AXIS = "i"  # the axis name the contract cases' pmap_kwargs use
 
-CASES = _load_cases()
 SCALE = -0.1
 
 
@@ -240,6 +239,31 @@ def test_value_from_loss_and_aux(mesh):
   np.testing.assert_allclose(float(loss), float(_loss(_params(), batch)), rtol=1e-6)
   assert float(aux) == 7.0
   np.testing.assert_allclose(np.asarray(new_params["scale"]), 1.0 + float(loss), rtol=1e-6)
+
+
+def test_pmap_step_has_aux_and_value_from_loss():
+  """The pmean-ed loss is passed as value= and returned with the pmean-ed aux on every replica."""
+  tx = optax.GradientTransformationExtraArgs(
+      lambda p: optax.EmptyState(),
+      lambda u, s, p=None, *, value: (jax.tree.map(lambda g: g * 0.0 + value, u), s))
+  aux_loss = lambda p, b: (_loss(p, b), jnp.mean(b[1]))
+  step = parallel.pmap_train_step(aux_loss, tx, axis_name=AXIS, has_aux=True, value_from_loss=True)
+  x, y = _batches()[0]
+  batch = (x.reshape(NUM_DEVICES, PER_DEVICE, -1), y.reshape(NUM_DEVICES, PER_DEVICE))
+  params = parallel.replicate(_params(), axis_name=AXIS)
+  new_params, _, (loss, aux) = step(params, parallel.replicate(tx.init(_params()), axis_name=AXIS), batch)
+  np.testing.assert_allclose(np.asarray(loss), float(_loss(_params(), (x, y))), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(aux), float(np.mean(y)), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(new_params["scale"]), 1.0 + np.asarray(loss), rtol=1e-6)
+
+
+def test_train_steps_reject_a_tx_that_is_not_a_transform(mesh):
+  with pytest.raises(ValueError, match="tx"):
+    parallel.pmap_train_step(_loss, "x")
+  with pytest.raises(ValueError, match="tx"):
+    parallel.make_train_step(_loss, "x", mesh, parallel.data_parallel_shardings(_params(), mesh))
+  with pytest.raises(ValueError, match="axis_name"):
+    parallel.replicate(_params(), axis_name=3)
 
 
 @pytest.mark.parametrize("kwargs, match", [
