@@ -133,13 +133,17 @@ def known_value(value: Any) -> float | None:
 
 
 def is_zero(value: Any) -> bool:
-  """True when ``value`` is a Python or NumPy number equal to 0.
+  """True when ``value`` is ``None`` or a Python or NumPy number equal to 0.
 
-  Never for schedules or arrays: ``optax.inject_hyperparams`` passes arrays that are
-  concrete at ``init`` and traced at ``update``, and a transform must build the same
-  state structure for both.
+  The rule for optional state (a momentum buffer, a coupled-L2 step): it is left out only
+  when this is True, i.e. when the argument is ``None`` (the default: not given) or a Python 0.
+  Never for schedules or arrays: ``optax.inject_hyperparams`` passes arrays that are concrete
+  at ``init`` and traced at ``update``, so an array means "may be non-zero" and builds the same
+  state as a non-zero number. ``inject_hyperparams`` leaves a ``None`` default alone, so
+  ``inject_hyperparams(f)(**kwargs)`` has the state structure of ``f(**kwargs)``; only an
+  explicit Python 0 (no state) and an injected 0 (state kept) differ.
   """
-  return isinstance(value, (int, float, np.number)) and float(value) == 0.0
+  return value is None or (isinstance(value, (int, float, np.number)) and float(value) == 0.0)
 
 
 def check_axis_name(axis_name: Any, *, optional: bool = True) -> None:

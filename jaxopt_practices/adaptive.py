@@ -35,12 +35,13 @@ def _check_decay(name: str, value: ScalarOrSchedule, allow_schedule: bool = Fals
   _validate.check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
 
 
-def _coupled(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule,
+def _coupled(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule | None,
              mask: _validate.Mask = None, lr_decay: float = 0.0) -> optax.GradientTransformation:
   """``chain([l2_penalty(weight_decay, mask)], core, scale_by_learning_rate(learning_rate))``: PyTorch's
   coupled ``weight_decay`` (added to the gradient first), the core scaling, then ``-lr``."""
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  wd = 0.0 if weight_decay is None else weight_decay  # None (the default) or a Python 0: no L2 step
+  _validate.check_number("weight_decay", wd, low=0.0, allow_schedule=True)
   decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay, mask)]
   return optax.chain(*decay, core, _base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay))
 
@@ -88,7 +89,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
 def adagrad(
     learning_rate: ScalarOrSchedule = 1e-2,
     lr_decay: float = 0.0,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
 ) -> optax.GradientTransformation:
@@ -104,7 +105,7 @@ def adagrad(
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     lr_decay: non-negative learning-rate decay.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or 0 adds no step.
     initial_accumulator_value: starting value of :math:`s`, ``>= 0``.
     eps: :math:`\epsilon \ge 0`, outside the root.
 
@@ -133,7 +134,7 @@ class ScaleByRmspropState(NamedTuple):
 
 
 def scale_by_rmsprop(
-    alpha: float = 0.99, eps: float = 1e-8, momentum: ScalarOrSchedule = 0.0, centered: bool = False
+    alpha: float = 0.99, eps: float = 1e-8, momentum: ScalarOrSchedule | None = None, centered: bool = False
 ) -> optax.GradientTransformation:
   r"""RMSprop's scaling as in ``torch.optim.RMSprop``, without the learning rate.
 
@@ -153,7 +154,8 @@ def scale_by_rmsprop(
   Args:
     alpha: smoothing constant in [0, 1).
     eps: :math:`\epsilon \ge 0`, outside the root.
-    momentum: :math:`\mu \in [0, 1)`, a float or a schedule.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) or a Python 0
+      keeps no buffer, any other value (an injected array too: it may change) keeps one.
     centered: normalise by the estimated variance instead of the raw second moment.
 
   Example:
@@ -166,7 +168,7 @@ def scale_by_rmsprop(
   """
   _check_decay("alpha", alpha)
   _check_eps(eps)
-  _check_decay("momentum", momentum, allow_schedule=True)
+  _check_decay("momentum", 0.0 if momentum is None else momentum, allow_schedule=True)
   _validate.check_bool("centered", centered)
   use_momentum = not _validate.is_zero(momentum)
 
@@ -202,8 +204,8 @@ def rmsprop(
     learning_rate: ScalarOrSchedule = 1e-2,
     alpha: float = 0.99,
     eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    momentum: ScalarOrSchedule = 0.0,
+    weight_decay: float | None = None,
+    momentum: ScalarOrSchedule | None = None,
     centered: bool = False,
 ) -> optax.GradientTransformation:
   r"""RMSprop ≙ ``torch.optim.RMSprop`` (``scale_by_rmsprop`` then ``-learning_rate``).
@@ -217,8 +219,8 @@ def rmsprop(
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     alpha: smoothing constant in [0, 1).
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2.
-    momentum: :math:`\mu \in [0, 1)`, a float or a schedule.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or 0 adds no step.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None``/0: no buffer (:func:`scale_by_rmsprop`).
     centered: centered RMSprop.
 
   Example:
@@ -309,7 +311,7 @@ def adam(
     b1: ScalarOrSchedule = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     amsgrad: bool = False,
 ) -> optax.GradientTransformation:
   r"""Adam ≙ ``torch.optim.Adam`` (coupled L2 ``weight_decay``, optional AMSGrad).
@@ -324,7 +326,7 @@ def adam(
     b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule.
     b2: :math:`\beta_2 \in [0, 1)`.
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW).
+    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW); ``None`` (the default) or 0 adds no step.
     amsgrad: AMSGrad variant.
 
   Example:

@@ -102,10 +102,10 @@ def scale_by_momentum(
 
 def sgd(
     learning_rate: ScalarOrSchedule,
-    momentum: ScalarOrSchedule = 0.0,
+    momentum: ScalarOrSchedule | None = None,
     dampening: float = 0.0,
     nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
 ) -> optax.GradientTransformation:
   r"""Stochastic gradient descent ≙ ``torch.optim.SGD`` (momentum, dampening, Nesterov, L2).
 
@@ -119,10 +119,14 @@ def sgd(
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
-    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; 0 keeps no buffer.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) or a
+      Python 0 keeps no buffer. Any other value keeps one, an array included (an injected
+      hyperparameter may become non-zero), so ``optax.inject_hyperparams(sgd)(...)`` has the
+      state structure of ``sgd(...)`` with the same arguments.
     dampening: :math:`\tau \in [0, 1]`.
     nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
-    weight_decay: :math:`\lambda \ge 0`, coupled L2.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or a Python 0
+      adds no step, by the same rule.
 
   Returns:
     An ``optax.GradientTransformation`` whose updates are added to the params.
@@ -141,10 +145,11 @@ def sgd(
     Sutskever et al, On the importance of initialization and momentum in deep learning, 2013.
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  _validate.check_number("weight_decay", weight_decay, low=0.0)
+  if weight_decay is not None:
+    _validate.check_number("weight_decay", weight_decay, low=0.0)
   decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay)]
   if not _validate.is_zero(momentum) or nesterov:
-    core = [scale_by_momentum(momentum, dampening, nesterov)]
+    core = [scale_by_momentum(0.0 if momentum is None else momentum, dampening, nesterov)]
   else:
     _validate.check_number("dampening", dampening, low=0.0, high=1.0)
     core = []

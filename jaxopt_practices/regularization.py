@@ -117,20 +117,29 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
 # ----------------------------------------------------------------------------- parameter averages
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
+class _Dtype:
+  """One param's dtype: a static pytree node, part of the state's structure, never a leaf."""
+  name: str
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class ParamDtypes:
-  """The params' dtypes in leaf order. A static pytree node: part of the state's structure
-  (so it survives ``jit``, ``pmap`` and restoring into a target), never a leaf."""
-  names: tuple[str, ...]
+  """The params' dtypes: ``per_leaf`` is shaped like the params, with a static node (no array
+  leaf) per param. So it survives ``jit``, ``pmap`` and restoring into a target, and, being
+  built by mapping over the params, ``optax.tree.map_params`` maps over it like any buffer."""
+  per_leaf: Any
 
   @classmethod
   def of(cls, params: Any) -> "ParamDtypes":
-    """The dtypes of ``params``' leaves."""
-    return cls(tuple(jnp.dtype(jnp.result_type(x)).name for x in jax.tree.leaves(params)))
+    """The dtypes of ``params``' leaves, as a params-shaped tree of static nodes."""
+    return cls(jax.tree.map(lambda x: _Dtype(jnp.dtype(jnp.result_type(x)).name), params))
 
   def cast(self, tree: Any) -> Any:
     """``tree`` (shaped like the params) with every leaf cast back to its param's dtype."""
+    names = [d.name for d in jax.tree.leaves(self.per_leaf, is_leaf=lambda n: isinstance(n, _Dtype))]
     leaves, treedef = jax.tree.flatten(tree)
-    return jax.tree.unflatten(treedef, [x.astype(d) for x, d in zip(leaves, self.names, strict=True)])
+    return jax.tree.unflatten(treedef, [x.astype(d) for x, d in zip(leaves, names, strict=True)])
 
 
 def _broadcast_to(scalar: jax.Array, x: jax.Array) -> jax.Array:

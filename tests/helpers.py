@@ -1,4 +1,4 @@
-"""Shared test helpers: the contract-case record, random trees and gradient streams."""
+"""Shared test helpers: the contract-case record, random trees, gradient streams and tiny models."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,3 +79,30 @@ def run(tx: optax.GradientTransformation, params: Any, grads: list, extra_args=l
 
 def floating_leaves(tree: Any) -> list:
   return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+
+
+def state_signature(tree: Any) -> tuple:
+  """Tree structure plus each leaf's shape and dtype: what a checkpoint of ``tree`` depends on."""
+  return jax.tree.structure(tree), [(jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(tree)]
+
+
+class TinyMLP(nn.Module):
+  """Two Dense layers: the smallest linen model with kernels (for LSUV and init reports)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(4)(nn.relu(nn.Dense(8)(x)))
+
+
+def linen_mlp(seed: int = 0) -> tuple[Callable[[Any, Any], Any], Any, jax.Array]:
+  """``(apply_fn, params, batch)`` of a :class:`TinyMLP` on a (32, 16) batch."""
+  model = TinyMLP()
+  x = jax.random.normal(jax.random.key(seed), (32, 16))
+  params = model.init(jax.random.key(seed + 1), x)["params"]
+  return (lambda p, b: model.apply({"params": p}, b)), params, x
+
+
+def nnx_mlp(seed: int = 0) -> tuple[nnx.Module, jax.Array]:
+  """``(model, batch)``: one ``nnx.Linear`` (16 -> 4) and a (32, 16) batch."""
+  model = nnx.Sequential(nnx.Linear(16, 4, rngs=nnx.Rngs(seed)))
+  return model, jax.random.normal(jax.random.key(seed), (32, 16))

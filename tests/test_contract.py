@@ -7,6 +7,9 @@ of :class:`helpers.ContractCase`. Every case is checked for:
 - ``jax.pmap`` on 8 devices with ``pmean``-ed gradients: replicas bitwise identical and
   equal to a single-device run on the mean gradient;
 - composition inside ``optax.chain`` and ``optax.inject_hyperparams``;
+- ``optax.tree.map_params`` over the state (how sharding specs are built) keeps its structure;
+- ``optax.inject_hyperparams`` gives the same inner state structure, leaf shapes and dtypes as
+  the plain transform, after init and after updates (a checkpoint of one restores into the other);
 - float32 and bfloat16 params: updates in the gradient dtype, floating state in float32
   or wider, state structure / shapes / dtypes unchanged by an update;
 - scalar, zero-size and nested leaves.
@@ -24,7 +27,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import ContractCase, floating_leaves, grad_stream, nested_params, run
+from helpers import ContractCase, floating_leaves, grad_stream, nested_params, run, state_signature
 
 NUM_DEVICES = 8
 STEPS = 3
@@ -45,10 +48,6 @@ param = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 
 def test_registry_is_not_empty():
   assert len(CASES) >= 6
-
-
-def _signature(tree):
-  return jax.tree.structure(tree), [(jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(tree)]
 
 
 @param
@@ -135,13 +134,57 @@ def test_inject_hyperparams(case: ContractCase):
   assert state.hyperparams, "inject_hyperparams found no numeric hyperparameter"
 
 
+def _params_copies(state, params) -> int:
+  """How many subtrees of ``state`` have the tree structure and leaf shapes of ``params``."""
+  want = jax.tree.structure(params), [jnp.shape(x) for x in jax.tree.leaves(params)]
+
+  def is_copy(node):
+    return (jax.tree.structure(node), [jnp.shape(x) for x in jax.tree.leaves(node)]) == want
+
+  return sum(is_copy(node) for node in jax.tree.leaves(state, is_leaf=is_copy))
+
+
+@param
+def test_map_params(case: ContractCase):
+  """``optax.tree.map_params`` finds every params-shaped part of the state, as for optax's own."""
+  params = nested_params()
+  tx = case.build()
+  _, state, _ = run(tx, params, grad_stream(params, STEPS), case.extra_args)
+  seen = []
+  same = optax.tree.map_params(tx, lambda v: seen.append(v) or v, state)
+  assert len(seen) == _params_copies(state, params) * len(jax.tree.leaves(params)), (
+      "map_params missed (or invented) a params-shaped buffer of the state")
+  chex.assert_trees_all_equal(same, state)
+  assert jax.tree.structure(same) == jax.tree.structure(state)
+  zeroed = optax.tree.map_params(tx, jnp.zeros_like, state)
+  assert state_signature(zeroed) == state_signature(state)
+  specs = optax.tree.map_params(tx, lambda _: "spec", state, transform_non_params=lambda _: None)
+  assert jax.tree.structure(specs, is_leaf=lambda x: x is None) == jax.tree.structure(state)
+
+
+@param
+def test_inject_hyperparams_keeps_the_state_structure(case: ContractCase):
+  """The inner state of ``inject_hyperparams(make)(**kwargs)`` is shaped as ``make(**kwargs)``'s."""
+  if not case.inject:
+    pytest.skip(f"{case.name} has no numeric hyperparameters to inject")
+  params = nested_params()
+  grads = grad_stream(params, 2)
+  plain, injected = case.build(), optax.inject_hyperparams(case.make)(**case.kwargs)
+  s_plain, s_injected = plain.init(params), injected.init(params)
+  assert state_signature(s_injected.inner_state) == state_signature(s_plain), "after init"
+  for jit in (False, True):
+    _, s_plain, _ = run(plain, params, grads, case.extra_args, jit=jit)
+    _, s_injected, _ = run(injected, params, grads, case.extra_args, jit=jit)
+    assert state_signature(s_injected.inner_state) == state_signature(s_plain), f"after updates (jit={jit})"
+
+
 @param
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 def test_dtypes_and_state_structure(case: ContractCase, dtype):
   params = nested_params(dtype)
   tx = case.build()
   state = tx.init(params)
-  before = _signature(state)
+  before = state_signature(state)
   for jit in (False, True):
     update = jax.jit(tx.update) if jit else tx.update
     s = state
@@ -150,7 +193,7 @@ def test_dtypes_and_state_structure(case: ContractCase, dtype):
       for u, gi in zip(jax.tree.leaves(updates), jax.tree.leaves(g)):
         assert u.dtype == gi.dtype, f"update dtype {u.dtype} != gradient dtype {gi.dtype}"
         assert u.shape == gi.shape
-      assert _signature(s) == before, "an update changed the state's structure, shapes or dtypes"
+      assert state_signature(s) == before, "an update changed the state's structure, shapes or dtypes"
   for leaf in floating_leaves(state):
     assert jnp.finfo(leaf.dtype).bits >= 32, f"state leaf in {leaf.dtype}; accumulators must be float32+"
 

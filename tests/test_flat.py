@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -262,27 +260,3 @@ def test_has_aux():
   _, _, (loss, aux) = step(buf, tx.init(buf), _batches()[0])
   np.testing.assert_allclose(float(loss), float(_loss(_init_params(), _batches()[0])), rtol=1e-6)
   assert float(aux) == 1.0
-
-
-def test_bad_arguments():
-  _, layout = flat.flatten({"w": jnp.zeros(2)})
-  with pytest.raises(ValueError, match="floating"):
-    flat.flatten({"i": jnp.zeros(2, jnp.int32)})
-  with pytest.raises(ValueError, match="layout"):
-    flat.adaptive_grad_clip("layout")
-  with pytest.raises(ValueError, match="clipping"):
-    flat.adaptive_grad_clip(layout, 0.0)
-  with pytest.raises(ValueError, match="eps"):
-    flat.adaptive_grad_clip(layout, 0.1, eps=-1.0)
-  with pytest.raises(ValueError, match="mask"):
-    layout.mask("all")
-  with pytest.raises(ValueError, match="shape"):
-    layout.unravel(jnp.zeros(3))
-  with pytest.raises(ValueError, match="loss_fn"):
-    flat.flat_train_step(None, optax.sgd(0.1), layout)
-  with pytest.raises(ValueError, match="donate"):
-    flat.flat_train_step(_loss, optax.sgd(0.1), layout, donate=1)
-  with pytest.raises(ValueError, match="params"):
-    tx = flat.adaptive_grad_clip(layout)
-    tx.update(jnp.zeros(2), tx.init(jnp.zeros(2)))
-  assert math.isfinite(layout.size)

@@ -124,37 +124,3 @@ def test_iterator_is_cycled_and_progress_bar(capsys):
   import matplotlib.pyplot as plt
 
   plt.close("all")
-
-
-def _ok():
-  return dict(loss_fn=lambda p, b: jnp.sum(p), params=jnp.zeros(2), batches=[0.0], make_optimizer=optax.sgd)
-
-
-BAD = [
-    (dict(loss_fn=3), "loss_fn"),
-    (dict(make_optimizer=None), "make_optimizer"),
-    (dict(make_optimizer=lambda lr: lr), "make_optimizer"),
-    (dict(batches=5), "batches"),
-    (dict(batches=[]), "batches"),
-    (dict(params={}), "params"),
-    (dict(params=jnp.zeros(2, jnp.int32)), "params"),
-    (dict(start_lr=0.0), "start_lr"),
-    (dict(start_lr=-1.0), "start_lr"),
-    (dict(end_lr=1e-8), "end_lr"),
-    (dict(end_lr=float("inf")), "end_lr"),
-    (dict(num_steps=1), "num_steps"),
-    (dict(num_steps=10.0), "num_steps"),
-    (dict(mode="log"), "mode"),
-    (dict(smoothing=0.0), "smoothing"),
-    (dict(smoothing=1.5), "smoothing"),
-    (dict(diverge_threshold=1.0), "diverge_threshold"),
-    (dict(progress="yes"), "progress"),
-]
-
-
-@pytest.mark.parametrize("override,name", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
-def test_bad_arguments_raise(override, name):
-  kwargs = {**_ok(), "num_steps": 5, "progress": False, **override}
-  args = [kwargs.pop(k) for k in ("loss_fn", "params", "batches", "make_optimizer")]
-  with pytest.raises(ValueError, match=name):
-    lr_finder.lr_range_test(*args, **kwargs)

@@ -275,17 +275,5 @@ def test_make_mesh_bad_arguments(kwargs, match):
     parallel.make_mesh(**kwargs)
 
 
-def test_bad_arguments(mesh):
-  with pytest.raises(ValueError, match="axis"):
-    parallel.fsdp_shardings(_params(), mesh, axis="model")
-  with pytest.raises(ValueError, match="min_size"):
-    parallel.fsdp_shardings(_params(), mesh, min_size=-1)
-  with pytest.raises(ValueError, match="loss_fn"):
-    parallel.pmap_train_step(3, optax.sgd(0.1))
-  with pytest.raises(ValueError, match="axis_name"):
-    parallel.pmap_train_step(_loss, optax.sgd(0.1), axis_name=None)
-  with pytest.raises(ValueError, match="donate"):
-    parallel.make_train_step(_loss, optax.sgd(0.1), mesh, None, donate="yes")
-  with pytest.raises(ValueError, match="mesh"):
-    parallel.make_train_step(_loss, optax.sgd(0.1), "mesh", None)
+def test_replicated(mesh):
   assert isinstance(parallel.replicated(mesh), NamedSharding)

@@ -1,0 +1,519 @@
+"""The one table of bad inputs: every public factory raises ``ValueError`` naming the argument.
+
+API.md: "Every bad argument raises ``ValueError`` at construction time, naming the argument, the
+value and the allowed range. Nothing is silently clamped." Each row of :data:`BAD` calls one
+public callable with one bad input and expects a ``ValueError`` whose message matches ``match``
+(the argument's name, or for config sections the key path). Where the row's bad value is a
+plain scalar given by name, the message must also show that value.
+
+:func:`test_every_public_factory_has_a_row` walks every public module of the package and fails
+when a public function has neither a row here nor a reasoned entry in :data:`NO_ARGUMENTS`.
+
+Rows that fail on today's code are ``xfail(strict=True)`` with the issue that fixes them: they
+turn into failures the moment the fix lands, so the mark must then be removed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import jaxopt_practices as package
+from helpers import TinyMLP, linen_mlp, nnx_mlp
+from jaxopt_practices import (adaptive, clipping, flat, initializers as I, lr_finder, momentum, monitor, parallel,
+                              plateau, recipe, regularization, schedules)
+
+
+class Row(NamedTuple):
+  """One bad input.
+
+  Attributes:
+    factory: the public callable under test (what the completeness check counts).
+    kwargs: its keyword arguments, or a thunk returning them (arrays, models and meshes are
+      built when the row runs, not at collection).
+    match: a regex the ``ValueError`` message must contain: the argument's name.
+    args: positional arguments, or a thunk returning them.
+    then: called on the factory's result when the error comes from using it (an initializer
+      called with a bad shape, an ``update`` without params, a method of the result).
+  """
+  factory: Callable[..., Any]
+  kwargs: dict[str, Any] | Callable[[], dict[str, Any]]
+  match: str
+  args: tuple | Callable[[], tuple] = ()
+  then: Callable[[Any], Any] | None = None
+
+
+def xfail(reason: str, *row: Any):
+  """A row that fails on today's code; strict, so it fails once the product is fixed."""
+  return pytest.param(Row(*row), marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+_KEY = lambda: jax.random.key(0)  # noqa: E731
+_SGD = optax.sgd(0.1)
+_quadratic = lambda p, b: jnp.sum(jnp.square(p))  # noqa: E731
+
+
+def _layout():
+  return flat.flatten({"w": jnp.zeros(2)})[1]
+
+
+def _mesh():
+  return parallel.make_mesh(("data",))
+
+
+def _lr_test(**override):
+  """Thunk: good ``lr_range_test`` arguments with ``override`` applied."""
+  return lambda: {"loss_fn": _quadratic, "params": jnp.zeros(2), "batches": [0.0], "make_optimizer": optax.sgd,
+                  "num_steps": 5, "progress": False, **override}
+
+
+def _lsuv(**override):
+  def kwargs():
+    apply_fn, params, x = linen_mlp()
+    return {"apply_fn": apply_fn, "params": params, "batch": x, **override}
+  return kwargs
+
+
+def _lsuv_nnx(**override):
+  def kwargs():
+    model, x = nnx_mlp()
+    return {"model": model, "batch": x, **override}
+  return kwargs
+
+
+def _jitted_apply_fn():
+  kwargs = _lsuv()()
+  return {**kwargs, "apply_fn": jax.jit(kwargs["apply_fn"])}
+
+
+def _init_call(*call_args):
+  """``then``: call the initializer a factory returned with ``(key, *call_args)``."""
+  return lambda init: init(_KEY(), *call_args)
+
+
+def _sgd_recipe(**sections):
+  return {"optimizer": {"name": "sgd", "learning_rate": 0.1}, **sections}
+
+
+# ------------------------------------------------------------------------------ schedules
+SCHEDULES = [
+    Row(schedules.constant, dict(value=-1.0), "value"),
+    Row(schedules.constant, dict(value=float("nan")), "value"),
+    Row(schedules.step_decay, dict(init_value=0.1, step_size=0), "step_size"),
+    Row(schedules.step_decay, dict(init_value=0.1, step_size=2.5), "step_size"),
+    Row(schedules.step_decay, dict(init_value=0.1, step_size=3, gamma=1.5), "gamma"),
+    Row(schedules.multistep_decay, dict(init_value=0.1, milestones=[]), "milestones"),
+    Row(schedules.multistep_decay, dict(init_value=0.1, milestones=[0, 3]), "milestones"),
+    Row(schedules.multistep_decay, dict(init_value=0.1, milestones=5), "milestones"),
+    Row(schedules.multistep_decay, dict(init_value=0.1, milestones=[3], gamma=-0.1), "gamma"),
+    Row(schedules.exponential_decay, dict(init_value=-0.1, gamma=0.9), "init_value"),
+    Row(schedules.exponential_decay, dict(init_value=0.1, gamma=2.0), "gamma"),
+    Row(schedules.polynomial_decay, dict(init_value=0.1, total_steps=0), "total_steps"),
+    Row(schedules.polynomial_decay, dict(init_value=0.1, total_steps=5, power=-1.0), "power"),
+    Row(schedules.cosine_annealing, dict(init_value=0.1, t_max=0), "t_max"),
+    Row(schedules.cosine_annealing, dict(init_value=0.1, t_max=10, eta_min=-1.0), "eta_min"),
+    Row(schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=0), "t_0"),
+    Row(schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=5, t_mult=0), "t_mult"),
+    Row(schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=5, t_mult=1.5), "t_mult"),
+    Row(schedules.cyclical, dict(base_lr=-0.1, max_lr=1.0), "base_lr"),
+    Row(schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, step_size_up=0), "step_size_up"),
+    Row(schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, step_size_down=-1), "step_size_down"),
+    Row(schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, mode="sine"), "mode"),
+    Row(schedules.cyclical, dict(base_lr=0.1, max_lr=1.0, mode="exp_range", gamma=0.0), "gamma"),
+    Row(schedules.cyclical_momentum, dict(base_momentum=1.0), "base_momentum"),
+    Row(schedules.cyclical_momentum, dict(max_momentum=-0.1), "max_momentum"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=0), "total_steps"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=10, pct_start=1.5), "pct_start"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=10, anneal_strategy="exp"), "anneal_strategy"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=10, div_factor=0.0), "div_factor"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=10, final_div_factor=-1.0), "final_div_factor"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=10, three_phase="yes"), "three_phase"),
+    Row(schedules.one_cycle_momentum, dict(total_steps=10, max_momentum=1.2), "max_momentum"),
+    Row(schedules.one_cycle_momentum, dict(total_steps=-3), "total_steps"),
+    Row(schedules.warmup, dict(schedule=0.1, warmup_steps=-1), "warmup_steps"),
+    Row(schedules.warmup, dict(schedule=-0.1, warmup_steps=3), "schedule"),
+    Row(schedules.warmup, dict(schedule=0.1, warmup_steps=3, start_value=-1.0), "start_value"),
+    Row(schedules.plot, dict(schedule=0.1, num_steps=10), "schedule"),
+    Row(schedules.plot, dict(schedule=schedules.constant(0.1), num_steps=0), "num_steps"),
+    Row(schedules.scale_by_learning_rate, dict(learning_rate=-1.0), "learning_rate"),
+    Row(schedules.scale_by_learning_rate, dict(learning_rate=0.1, lr_decay=-0.1), "lr_decay"),
+    Row(schedules.scale_by_learning_rate, dict(learning_rate=0.1, flip_sign=1), "flip_sign"),
+    xfail("issue #14: a complex number is a bad number (TypeError today)",
+          schedules.constant, dict(value=1j), "value"),
+]
+
+# ------------------------------------------------------------------ plateau and lr_finder
+PLATEAU = [
+    Row(plateau.reduce_on_plateau, dict(factor=1.0), "factor"),
+    Row(plateau.reduce_on_plateau, dict(factor=-0.1), "factor"),
+    Row(plateau.reduce_on_plateau, dict(patience=-1), "patience"),
+    Row(plateau.reduce_on_plateau, dict(patience=1.5), "patience"),
+    Row(plateau.reduce_on_plateau, dict(threshold=-1e-3), "threshold"),
+    Row(plateau.reduce_on_plateau, dict(threshold=float("nan")), "threshold"),
+    Row(plateau.reduce_on_plateau, dict(threshold_mode="relative"), "threshold_mode"),
+    Row(plateau.reduce_on_plateau, dict(mode="minimum"), "mode"),
+    Row(plateau.reduce_on_plateau, dict(cooldown=-2), "cooldown"),
+    Row(plateau.reduce_on_plateau, dict(min_scale=-0.1), "min_scale"),
+    Row(plateau.reduce_on_plateau, dict(min_scale=1.5), "min_scale"),
+    Row(plateau.reduce_on_plateau, dict(accumulation_size=0), "accumulation_size"),
+    Row(plateau.reduce_on_plateau, dict(axis_name=3), "axis_name"),
+    Row(plateau.reduce_on_plateau, dict(eps=-1.0), "eps"),
+    Row(plateau.scale, dict(state="x"), "ReduceOnPlateauState"),
+]
+
+LR_FINDER = [
+    Row(lr_finder.lr_range_test, _lr_test(loss_fn=3), "loss_fn"),
+    Row(lr_finder.lr_range_test, _lr_test(make_optimizer=None), "make_optimizer"),
+    Row(lr_finder.lr_range_test, _lr_test(make_optimizer=lambda lr: lr), "make_optimizer"),
+    Row(lr_finder.lr_range_test, _lr_test(batches=5), "batches"),
+    Row(lr_finder.lr_range_test, _lr_test(batches=[]), "batches"),
+    Row(lr_finder.lr_range_test, _lr_test(params={}), "params"),
+    Row(lr_finder.lr_range_test, _lr_test(params=jnp.zeros(2, jnp.int32)), "params"),
+    Row(lr_finder.lr_range_test, _lr_test(start_lr=0.0), "start_lr"),
+    Row(lr_finder.lr_range_test, _lr_test(start_lr=-1.0), "start_lr"),
+    Row(lr_finder.lr_range_test, _lr_test(end_lr=1e-8), "end_lr"),
+    Row(lr_finder.lr_range_test, _lr_test(end_lr=float("inf")), "end_lr"),
+    Row(lr_finder.lr_range_test, _lr_test(num_steps=1), "num_steps"),
+    Row(lr_finder.lr_range_test, _lr_test(num_steps=10.0), "num_steps"),
+    Row(lr_finder.lr_range_test, _lr_test(mode="log"), "mode"),
+    Row(lr_finder.lr_range_test, _lr_test(smoothing=0.0), "smoothing"),
+    Row(lr_finder.lr_range_test, _lr_test(smoothing=1.5), "smoothing"),
+    Row(lr_finder.lr_range_test, _lr_test(diverge_threshold=1.0), "diverge_threshold"),
+    Row(lr_finder.lr_range_test, _lr_test(progress="yes"), "progress"),
+]
+
+# --------------------------------------------------------------------------- initializers
+_INITIALIZER_FACTORIES = [I.normal, I.uniform, I.xavier_uniform, I.xavier_normal, I.he_normal, I.he_uniform,
+                          I.lecun_normal, I.lecun_uniform, I.orthogonal]
+
+INITIALIZERS = [
+    Row(I.constant, dict(value=float("nan")), "value"),
+    Row(I.constant, dict(value="a"), "value"),
+    Row(I.normal, dict(stddev=-0.1), "stddev"),
+    Row(I.normal, dict(stddev=float("inf")), "stddev"),
+    Row(I.normal, dict(mean=float("nan")), "mean"),
+    Row(I.uniform, dict(low=1.0, high=0.0), "high"),
+    Row(I.uniform, dict(low=float("-inf")), "low"),
+    Row(I.xavier_uniform, dict(gain=-1.0), "gain"),
+    Row(I.xavier_normal, dict(gain=True), "gain"),
+    Row(I.orthogonal, dict(gain=float("nan")), "gain"),
+    Row(I.he_normal, dict(negative_slope="0.1"), "negative_slope"),
+    Row(I.he_normal, dict(mode="fan_avg"), "mode"),
+    Row(I.he_uniform, dict(nonlinearity="gelu"), "nonlinearity"),
+    Row(I.he_uniform, dict(negative_slope=float("inf")), "negative_slope"),
+    Row(I.calculate_gain, dict(nonlinearity="swish"), "nonlinearity"),
+    Row(I.calculate_gain, dict(nonlinearity="leaky_relu", param=float("nan")), "param"),
+    Row(I.compute_fans, dict(shape=(3,)), "shape"),
+    Row(I.zeros, dict(shape=(4, -1)), "shape", args=lambda: (_KEY(),)),
+    Row(I.ones, dict(shape=(4, 2.5)), "shape", args=lambda: (_KEY(),)),
+    # The initializers the factories return: a bad dtype or shape at call time.
+    *[Row(f, {}, "dtype", then=_init_call((4, 4), jnp.int32)) for f in _INITIALIZER_FACTORIES],
+    *[Row(f, {}, "shape", then=_init_call((4, -1))) for f in _INITIALIZER_FACTORIES],
+    *[Row(f, {}, "shape", then=_init_call((4, 2.5))) for f in _INITIALIZER_FACTORIES],
+    # LSUV, linen and NNX (the same checks).
+    *[Row(f, make(**bad), name) for f, make in ((I.lsuv, _lsuv), (I.lsuv_nnx, _lsuv_nnx)) for bad, name in [
+        (dict(target_std=0.0), "target_std"),
+        (dict(target_std=float("nan")), "target_std"),
+        (dict(tol=0.0), "tol"),
+        (dict(max_iters=0), "max_iters"),
+        (dict(max_iters=2.5), "max_iters"),
+        (dict(orthogonal_init="yes"), "orthogonal_init"),
+        (dict(orthogonal_init=True), "key"),
+    ]],
+    Row(I.lsuv, _lsuv(apply_fn="model"), "apply_fn"),
+    Row(I.lsuv, _lsuv(params=[1, 2]), "params"),
+    Row(I.lsuv_nnx, dict(model=TinyMLP(), batch=None), "model"),  # a linen module is not an NNX one
+    Row(I.lsuv_nnx, _lsuv_nnx(forward=3), "forward"),
+    xfail("issue #14: a jitted apply_fn must be a ValueError naming apply_fn (raw tracer error today)",
+          I.lsuv, _jitted_apply_fn, "apply_fn"),
+    Row(I.weight_norm_init, _lsuv(apply_fn="model"), "apply_fn"),
+    Row(I.weight_norm_init_nnx, dict(model="model", batch=None), "model"),
+    Row(I.init_report, _lsuv(apply_fn="model"), "apply_fn"),
+    Row(I.init_report_nnx, dict(model="model", batch=None), "model"),
+    xfail("issue #14: init_report_nnx must check forward as lsuv_nnx does (TypeError at the call today)",
+          I.init_report_nnx, _lsuv_nnx(forward=3), "forward"),
+]
+
+# ------------------------------------------------------------------ momentum and adaptive
+OPTIMIZERS = [
+    Row(momentum.sgd, dict(learning_rate=-0.1), "learning_rate"),
+    Row(momentum.sgd, dict(learning_rate=float("nan")), "learning_rate"),
+    Row(momentum.sgd, dict(learning_rate=float("inf")), "learning_rate"),
+    Row(momentum.sgd, dict(learning_rate="0.1"), "learning_rate"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=1.0), "momentum"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=-0.1), "momentum"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=float("nan")), "momentum"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=0.9, dampening=1.5), "dampening"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=0.9, dampening=-0.5), "dampening"),
+    Row(momentum.sgd, dict(learning_rate=0.1, nesterov=True), "nesterov"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+    Row(momentum.sgd, dict(learning_rate=0.1, momentum=0.9, nesterov=1), "nesterov"),
+    Row(momentum.sgd, dict(learning_rate=0.1, weight_decay=-1e-4), "weight_decay"),
+    Row(momentum.scale_by_momentum, dict(momentum=1.2), "momentum"),
+    Row(adaptive.adagrad, dict(learning_rate=-1.0), "learning_rate"),
+    Row(adaptive.adagrad, dict(lr_decay=-0.1), "lr_decay"),
+    Row(adaptive.adagrad, dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    Row(adaptive.adagrad, dict(eps=-1e-10), "eps"),
+    Row(adaptive.adagrad, dict(weight_decay=float("nan")), "weight_decay"),
+    Row(adaptive.scale_by_adagrad, dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    Row(adaptive.scale_by_adagrad, dict(eps=float("nan")), "eps"),
+    Row(adaptive.rmsprop, dict(alpha=1.0), "alpha"),
+    Row(adaptive.rmsprop, dict(alpha=-0.1), "alpha"),
+    Row(adaptive.rmsprop, dict(eps=-1.0), "eps"),
+    Row(adaptive.rmsprop, dict(momentum=1.0), "momentum"),
+    Row(adaptive.rmsprop, dict(weight_decay=-0.1), "weight_decay"),
+    Row(adaptive.rmsprop, dict(centered="yes"), "centered"),
+    Row(adaptive.scale_by_rmsprop, dict(alpha=1.5), "alpha"),
+    Row(adaptive.scale_by_rmsprop, dict(momentum=-0.5), "momentum"),
+    Row(adaptive.adam, dict(learning_rate=float("nan")), "learning_rate"),
+    Row(adaptive.adam, dict(b1=1.0), "b1"),
+    Row(adaptive.adam, dict(b1=-0.1), "b1"),
+    Row(adaptive.adam, dict(b2=1.0), "b2"),
+    Row(adaptive.adam, dict(b2=1.5), "b2"),
+    Row(adaptive.adam, dict(eps=-1e-8), "eps"),
+    Row(adaptive.adam, dict(weight_decay=-0.01), "weight_decay"),
+    Row(adaptive.adam, dict(amsgrad=None), "amsgrad"),
+    Row(adaptive.scale_by_adam, dict(b1=1.0), "b1"),
+    Row(adaptive.scale_by_adam, dict(amsgrad="no"), "amsgrad"),
+    Row(adaptive.adamw, dict(weight_decay=-0.01), "weight_decay"),
+    Row(adaptive.adamw, dict(mask="bias"), "mask"),
+    Row(adaptive.adamw, dict(b2=float("inf")), "b2"),
+    xfail("issue #14: a complex learning rate is a bad number (TypeError today)",
+          momentum.sgd, dict(learning_rate=1j), "learning_rate"),
+    xfail("issue #14: a complex learning rate is a bad number (TypeError today)",
+          adaptive.adam, dict(learning_rate=1e-3 + 0j), "learning_rate"),
+]
+
+# ----------------------------------------------------------------------------- clipping
+CLIPPING = [
+    Row(clipping.clip_by_value, dict(max_abs=0.0), "max_abs"),
+    Row(clipping.clip_by_value, dict(max_abs=-1.0), "max_abs"),
+    Row(clipping.clip_by_value, dict(max_abs=float("nan")), "max_abs"),
+    Row(clipping.clip_by_value, dict(max_abs="1"), "max_abs"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=0.0), "max_norm"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=float("inf")), "max_norm"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=1.0, norm_type=0.0), "norm_type"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=1.0, norm_type=-2.0), "norm_type"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=1.0, norm_type=-math.inf), "norm_type"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=1.0, norm_type="fro"), "norm_type"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=1.0, norm_type=True), "norm_type"),
+    Row(clipping.clip_by_global_norm, dict(max_norm=1.0, axis_name=0), "axis_name"),
+    Row(clipping.adaptive_grad_clip, dict(clipping=0.0), "clipping"),
+    Row(clipping.adaptive_grad_clip, dict(clipping=-0.1), "clipping"),
+    Row(clipping.adaptive_grad_clip, dict(eps=-1e-3), "eps"),
+    Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=-1), "max_consecutive"),
+    Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=1.5), "max_consecutive"),
+    Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=True), "max_consecutive"),
+    Row(clipping.skip_nonfinite, dict(inner=lambda g: g), "inner"),
+    Row(clipping.skip_nonfinite, dict(inner=_SGD, on_failure="warn"), "on_failure"),
+    xfail("issue #14: global_norm must check norm_type as clip_by_global_norm does (accepted today)",
+          clipping.global_norm, dict(norm_type=-1.0), "norm_type", lambda: ({"w": jnp.ones(2)},)),
+    xfail("issue #14: global_norm must check axis_name with the shared check (a reduction error today)",
+          clipping.global_norm, dict(axis_name=3), "axis_name", lambda: ({"w": jnp.ones(2)},)),
+]
+
+# ----------------------------------------------------------------------- regularization
+REGULARIZATION = [
+    Row(regularization.decoupled_weight_decay, dict(rate=-0.1), "rate"),
+    Row(regularization.decoupled_weight_decay, dict(rate=float("nan")), "rate"),
+    Row(regularization.decoupled_weight_decay, dict(rate=0.1, mask="kernel"), "mask"),
+    Row(regularization.decoupled_weight_decay, dict(rate=0.1, mask=3), "mask"),
+    Row(regularization.decoupled_weight_decay, dict(rate=0.1, learning_rate=-1.0), "learning_rate"),
+    Row(regularization.l2_penalty, dict(rate=-1.0), "rate"),
+    Row(regularization.l2_penalty, dict(rate=0.1, mask="all"), "mask"),
+    Row(regularization.gradient_noise, dict(eta=-0.01), "eta"),
+    Row(regularization.gradient_noise, dict(gamma=-0.5), "gamma"),
+    Row(regularization.gradient_noise, dict(eta=float("inf")), "eta"),
+    Row(regularization.gradient_noise, dict(seed=1.5), "seed"),
+    Row(regularization.gradient_noise, dict(axis_name=1), "axis_name"),
+    xfail("issue #14: a seed beyond the PRNG range must be rejected (accepted today)",
+          regularization.gradient_noise, dict(seed=2**64), "seed"),
+    Row(regularization.ema, dict(decay=1.0), "decay"),
+    Row(regularization.ema, dict(decay=-0.1), "decay"),
+    Row(regularization.ema, dict(debias=1), "debias"),
+    Row(regularization.swa, dict(start_step=-1, every=1), "start_step"),
+    Row(regularization.swa, dict(start_step=1.0, every=1), "start_step"),
+    Row(regularization.swa, dict(start_step=0, every=0), "every"),
+    Row(regularization.swa, dict(start_step=0, every=2.5), "every"),
+    Row(regularization.ema_params, dict(opt_state=optax.EmptyState()), "EmaState"),
+    Row(regularization.swa_params, dict(opt_state=optax.EmptyState()), "SwaState"),
+]
+
+# ---------------------------------------------------------------------- recipe, monitor
+_MISSING = "issue #14: a missing required key in a recipe section must be a ValueError naming it"
+_PRESET = "issue #14: recipe.preset must validate learning_rate and total_steps itself"
+
+RECIPE = [
+    Row(recipe.build, dict(config={"optimiser": {}}),
+        r"unknown config key\(s\) \['optimiser'\]; valid keys are \['optimizer'"),
+    Row(recipe.build, dict(config={"optimizer": {"name": "lion", "learning_rate": 1.0}}),
+        r"optimizer.name must be one of \['adagrad', 'adam'"),
+    Row(recipe.build, dict(config={"optimizer": {"name": "sgd"}}), "optimizer.learning_rate is required"),
+    Row(recipe.build, dict(config={"optimizer": {"name": "adam", "learning_rate": 1e-3, "beta1": 0.9}}),
+        r"unknown argument\(s\) \['beta1'\] for optimizer \(adam\); valid arguments are \['learning_rate', 'b1'"),
+    Row(recipe.build, dict(config={"optimizer": {"name": "sgd", "learning_rate": -1.0}}), "learning_rate must be in"),
+    Row(recipe.build, dict(config=_sgd_recipe(schedule={"name": "cosine"})), r"schedule.name must be one of"),
+    Row(recipe.build, dict(config=_sgd_recipe(clip={"name": "norm"})), r"clip.name must be one of"),
+    Row(recipe.build, dict(config=_sgd_recipe(clip={"name": "global_norm", "max": 1})),
+        r"unknown argument\(s\) \['max'\] for clip \(global_norm\)"),
+    Row(recipe.build, dict(config=_sgd_recipe(averaging={"name": "polyak"})), "averaging.name must be one of"),
+    Row(recipe.build, dict(config=_sgd_recipe(weight_decay={"rate": 0.1, "learning_rate": "yes"})),
+        "weight_decay.learning_rate must be 'optimizer'"),
+    Row(recipe.build, dict(config=_sgd_recipe(weight_decay={"rate": -0.1})), "rate must be in"),
+    Row(recipe.build, dict(config=_sgd_recipe(warmup={"start_value": 0.0})), "warmup needs 'steps'"),
+    Row(recipe.build, dict(config=_sgd_recipe(plateau=3)), r"config\['plateau'\] must be a dict"),
+    Row(recipe.build, dict(config=[("optimizer", {})]), "config must be a dict or a Recipe"),
+    # A required key missing from a section.
+    Row(recipe.build, dict(config={"optimizer": {"name": "adam"}}), "learning_rate"),
+    Row(recipe.build, dict(config=_sgd_recipe(warmup={})), "steps"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(weight_decay={"mask": "auto"})), "rate"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(l2={})), "rate"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(clip={"name": "global_norm"})), "max_norm"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(clip={"name": "value"})), "max_abs"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(schedule={"name": "step_decay"})), "step_size"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(averaging={"name": "swa"})), "start_step"),
+    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(momentum_schedule={"name": "one_cycle_momentum"})),
+          "total_steps"),
+    Row(recipe.preset, dict(name="bert"), r"preset name must be one of \['fastai-one-cycle'"),
+    xfail(_PRESET, recipe.preset, dict(name="tour", learning_rate=-0.1), "learning_rate"),
+    xfail(_PRESET, recipe.preset, dict(name="tour", learning_rate=float("nan")), "learning_rate"),
+    xfail(_PRESET, recipe.preset, dict(name="resnet-sgd", total_steps=0), "total_steps"),
+    xfail(_PRESET, recipe.preset, dict(name="resnet-sgd", total_steps=-5), "total_steps"),
+    xfail(_PRESET, recipe.preset, dict(name="resnet-sgd", total_steps=10.5), "total_steps"),
+    xfail(_PRESET, recipe.preset, dict(name="resnet-sgd", total_steps=True), "total_steps"),
+]
+
+MONITOR = [
+    Row(monitor.track, dict(inner=_SGD, every=0), "every"),
+    Row(monitor.track, dict(inner=_SGD, every=1.5), "every"),
+    xfail("issue #14: monitor.track must check inner is a GradientTransformation (AttributeError today)",
+          monitor.track, dict(inner="x"), "inner"),
+    Row(monitor.stats, dict(opt_state=optax.EmptyState()), "TrackState"),
+]
+
+# ---------------------------------------------------------------------- parallel and flat
+_TX = "issue #14: tx must be checked to be a GradientTransformation (AttributeError today)"
+_MESH = "issue #14: mesh must be checked to be a jax.sharding.Mesh (AttributeError today)"
+
+PARALLEL = [
+    Row(parallel.make_mesh, dict(axis_names=()), "axis_names"),
+    Row(parallel.make_mesh, dict(axis_names=("a", "b"), shape=(3, 3)), "shape"),
+    Row(parallel.replicate, dict(tree={"w": jnp.zeros(2)}, axis_name=3), "axis_name"),
+    Row(parallel.fsdp_shardings, lambda: dict(params={"w": jnp.zeros(8)}, mesh=_mesh(), axis="model"), "axis"),
+    Row(parallel.fsdp_shardings, lambda: dict(params={"w": jnp.zeros(8)}, mesh=_mesh(), min_size=-1), "min_size"),
+    xfail("issue #14: the message must show the value it got (it names only the argument today)",
+          parallel.opt_state_shardings, dict(opt_state={}, params={"w": jnp.zeros(8)}, params_shardings="x"),
+          "params_shardings"),
+    Row(parallel.pmap_train_step, dict(loss_fn=3, tx=_SGD), "loss_fn"),
+    Row(parallel.pmap_train_step, dict(loss_fn=_quadratic, tx=_SGD, axis_name=None), "axis_name"),
+    Row(parallel.pmap_train_step, dict(loss_fn=_quadratic, tx=_SGD, has_aux=1), "has_aux"),
+    Row(parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, mesh=_mesh(), params_shardings=None,
+                                               donate="yes"), "donate"),
+    Row(parallel.make_train_step, dict(loss_fn=_quadratic, tx=_SGD, mesh="mesh", params_shardings=None), "mesh"),
+    xfail(_TX, parallel.pmap_train_step, dict(loss_fn=_quadratic, tx="x"), "tx"),
+    xfail(_TX, parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx="x", mesh=_mesh(),
+                                                      params_shardings=None), "tx"),
+    xfail(_TX, parallel.init_sharded, lambda: dict(tx="x", params={"w": jnp.zeros(8)},
+                                                   params_shardings={"w": parallel.replicated(_mesh())}), "tx"),
+    xfail(_MESH, parallel.replicated, dict(mesh="mesh"), "mesh"),
+    xfail(_MESH, parallel.batch_sharding, dict(mesh="mesh"), "mesh"),
+    xfail(_MESH, parallel.data_parallel_shardings, dict(params={"w": jnp.zeros(8)}, mesh="mesh"), "mesh"),
+    xfail(_MESH, parallel.fsdp_shardings, dict(params={"w": jnp.zeros(8)}, mesh="mesh"), "mesh"),
+]
+
+FLAT = [
+    Row(flat.flatten, dict(params={"i": jnp.zeros(2, jnp.int32)}), "floating"),
+    xfail("issue #14: flatten(dtype=int32) truncates the params; it must raise naming dtype",
+          flat.flatten, dict(params={"w": jnp.zeros(2)}, dtype=jnp.int32), "dtype"),
+    Row(flat.flatten, dict(params={"w": jnp.zeros(2)}), "mask", then=lambda out: out[1].mask("all")),
+    Row(flat.flatten, dict(params={"w": jnp.zeros(2)}), "shape", then=lambda out: out[1].unravel(jnp.zeros(3))),
+    Row(flat.adaptive_grad_clip, dict(layout="layout"), "layout"),
+    Row(flat.adaptive_grad_clip, lambda: dict(layout=_layout(), clipping=0.0), "clipping"),
+    Row(flat.adaptive_grad_clip, lambda: dict(layout=_layout(), clipping=0.1, eps=-1.0), "eps"),
+    Row(flat.adaptive_grad_clip, lambda: dict(layout=_layout()), "params",
+        then=lambda tx: tx.update(jnp.zeros(2), tx.init(jnp.zeros(2)))),
+    Row(flat.flat_train_step, lambda: dict(loss_fn=None, tx=_SGD, layout=_layout()), "loss_fn"),
+    Row(flat.flat_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, layout=_layout(), donate=1), "donate"),
+    Row(flat.flat_train_step, dict(loss_fn=_quadratic, tx=_SGD, layout="layout"), "layout"),
+    xfail(_TX, flat.flat_train_step, lambda: dict(loss_fn=_quadratic, tx="x", layout=_layout()), "tx"),
+]
+
+BAD = SCHEDULES + PLATEAU + LR_FINDER + INITIALIZERS + OPTIMIZERS + CLIPPING + REGULARIZATION + RECIPE + MONITOR \
+    + PARALLEL + FLAT
+
+
+def _public_functions() -> dict[str, Callable]:
+  """``module.name -> function`` for every public function of every public module."""
+  found = {}
+  for module_name in package.__all__:
+    module = getattr(package, module_name)
+    if not inspect.ismodule(module):
+      continue
+    names = getattr(module, "__all__", None)
+    if names is None:  # a module without __all__: its public, package-defined names
+      names = [n for n in dir(module) if not n.startswith("_")]
+    for name in names:
+      obj = getattr(module, name)
+      if inspect.isfunction(obj) and obj.__module__.startswith("jaxopt_practices"):
+        found[f"{module_name}.{name}"] = obj
+  return found
+
+
+def _row(entry) -> Row:
+  return entry.values[0] if hasattr(entry, "values") else entry
+
+
+def _ids() -> list[str]:
+  names = {fn: name for name, fn in _public_functions().items()}
+  ids = []
+  for i, entry in enumerate(BAD):
+    row = _row(entry)
+    ids.append(f"{names.get(row.factory, row.factory.__name__)}-{re.sub(r'[^A-Za-z0-9_]+', '_', row.match)[:24]}-{i}")
+  return ids
+
+
+@pytest.mark.parametrize("row", BAD, ids=_ids())
+def test_bad_input_raises_value_error_naming_it(row: Row):
+  kwargs = row.kwargs() if callable(row.kwargs) else row.kwargs
+  args = row.args() if callable(row.args) else row.args
+  with pytest.raises(ValueError, match=row.match) as info:
+    out = row.factory(*args, **kwargs)
+    if row.then is not None:
+      row.then(out)
+  value = kwargs.get(row.match)
+  if isinstance(value, (bool, int, float, complex, str)):
+    assert repr(value) in str(info.value) or str(value) in str(info.value), (
+        f"the message should show the value {value!r}: {info.value}")
+
+
+# ---------------------------------------------------------------------------- completeness
+# Public functions with no argument a bad value could be given to, or whose inputs are data
+# (arrays, pytrees, states) handled like jax.numpy / jax.tree functions handle them.
+NO_ARGUMENTS = {
+    # Reads the learning rate from any state; documented to return NaN when the state holds none.
+    monitor.current_learning_rate,
+    # Array maths on one gradient array (no hyperparameter), as jnp.linalg.norm.
+    clipping.unitwise_norm,
+    # Pytree plumbing: any pytree of replicated arrays / any matching pytree of shardings, as
+    # jax.tree.map and jax.device_put take them.
+    parallel.unreplicate,
+    parallel.shard,
+}
+
+
+def test_every_public_factory_has_a_row():
+  covered = {_row(entry).factory for entry in BAD}
+  public = _public_functions()
+  assert len(public) > 60, sorted(public)
+  missing = sorted(name for name, fn in public.items() if fn not in covered and fn not in NO_ARGUMENTS)
+  assert not missing, f"public functions with no bad-input row in test_bad_arguments.BAD: {missing}"
+  stale = [fn.__name__ for fn in NO_ARGUMENTS if fn in covered]
+  assert not stale, f"these have rows now; drop them from NO_ARGUMENTS: {stale}"
