@@ -238,8 +238,7 @@ INITIALIZERS = [
     Row(I.weight_norm_init_nnx, dict(model="model", batch=None), "model"),
     Row(I.init_report, _lsuv(apply_fn="model"), "apply_fn"),
     Row(I.init_report_nnx, dict(model="model", batch=None), "model"),
-    xfail("issue #14: init_report_nnx must check forward as lsuv_nnx does (TypeError at the call today)",
-          I.init_report_nnx, _lsuv_nnx(forward=3), "forward"),
+    Row(I.init_report_nnx, _lsuv_nnx(forward=3), "forward"),
 ]
 
 # ------------------------------------------------------------------ momentum and adaptive
@@ -314,10 +313,8 @@ CLIPPING = [
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=True), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=lambda g: g), "inner"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, on_failure="warn"), "on_failure"),
-    xfail("issue #14: global_norm must check norm_type as clip_by_global_norm does (accepted today)",
-          clipping.global_norm, dict(norm_type=-1.0), "norm_type", lambda: ({"w": jnp.ones(2)},)),
-    xfail("issue #14: global_norm must check axis_name with the shared check (a reduction error today)",
-          clipping.global_norm, dict(axis_name=3), "axis_name", lambda: ({"w": jnp.ones(2)},)),
+    Row(clipping.global_norm, dict(norm_type=-1.0), "norm_type", lambda: ({"w": jnp.ones(2)},)),
+    Row(clipping.global_norm, dict(axis_name=3), "axis_name", lambda: ({"w": jnp.ones(2)},)),
 ]
 
 # ----------------------------------------------------------------------- regularization
@@ -348,7 +345,6 @@ REGULARIZATION = [
 ]
 
 # ---------------------------------------------------------------------- recipe, monitor
-_MISSING = "issue #14: a missing required key in a recipe section must be a ValueError naming it"
 _PRESET = "issue #14: recipe.preset must validate learning_rate and total_steps itself"
 
 RECIPE = [
@@ -374,13 +370,13 @@ RECIPE = [
     # A required key missing from a section.
     Row(recipe.build, dict(config={"optimizer": {"name": "adam"}}), "learning_rate"),
     Row(recipe.build, dict(config=_sgd_recipe(warmup={})), "steps"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(weight_decay={"mask": "auto"})), "rate"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(l2={})), "rate"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(clip={"name": "global_norm"})), "max_norm"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(clip={"name": "value"})), "max_abs"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(schedule={"name": "step_decay"})), "step_size"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(averaging={"name": "swa"})), "start_step"),
-    xfail(_MISSING, recipe.build, dict(config=_sgd_recipe(momentum_schedule={"name": "one_cycle_momentum"})),
+    Row(recipe.build, dict(config=_sgd_recipe(weight_decay={"mask": "auto"})), "rate"),
+    Row(recipe.build, dict(config=_sgd_recipe(l2={})), "rate"),
+    Row(recipe.build, dict(config=_sgd_recipe(clip={"name": "global_norm"})), "max_norm"),
+    Row(recipe.build, dict(config=_sgd_recipe(clip={"name": "value"})), "max_abs"),
+    Row(recipe.build, dict(config=_sgd_recipe(schedule={"name": "step_decay"})), "step_size"),
+    Row(recipe.build, dict(config=_sgd_recipe(averaging={"name": "swa"})), "start_step"),
+    Row(recipe.build, dict(config=_sgd_recipe(momentum_schedule={"name": "one_cycle_momentum"})),
           "total_steps"),
     Row(recipe.preset, dict(name="bert"), r"preset name must be one of \['fastai-one-cycle'"),
     xfail(_PRESET, recipe.preset, dict(name="tour", learning_rate=-0.1), "learning_rate"),
@@ -394,8 +390,7 @@ RECIPE = [
 MONITOR = [
     Row(monitor.track, dict(inner=_SGD, every=0), "every"),
     Row(monitor.track, dict(inner=_SGD, every=1.5), "every"),
-    xfail("issue #14: monitor.track must check inner is a GradientTransformation (AttributeError today)",
-          monitor.track, dict(inner="x"), "inner"),
+    Row(monitor.track, dict(inner="x"), "inner"),
     Row(monitor.stats, dict(opt_state=optax.EmptyState()), "TrackState"),
 ]
 
@@ -418,8 +413,8 @@ PARALLEL = [
     Row(parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, mesh=_mesh(), params_shardings=None,
                                                donate="yes"), "donate"),
     Row(parallel.make_train_step, dict(loss_fn=_quadratic, tx=_SGD, mesh="mesh", params_shardings=None), "mesh"),
-    xfail(_TX, parallel.pmap_train_step, dict(loss_fn=_quadratic, tx="x"), "tx"),
-    xfail(_TX, parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx="x", mesh=_mesh(),
+    Row(parallel.pmap_train_step, dict(loss_fn=_quadratic, tx="x"), "tx"),
+    Row(parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx="x", mesh=_mesh(),
                                                       params_shardings=None), "tx"),
     xfail(_TX, parallel.init_sharded, lambda: dict(tx="x", params={"w": jnp.zeros(8)},
                                                    params_shardings={"w": parallel.replicated(_mesh())}), "tx"),
@@ -443,7 +438,7 @@ FLAT = [
     Row(flat.flat_train_step, lambda: dict(loss_fn=None, tx=_SGD, layout=_layout()), "loss_fn"),
     Row(flat.flat_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, layout=_layout(), donate=1), "donate"),
     Row(flat.flat_train_step, dict(loss_fn=_quadratic, tx=_SGD, layout="layout"), "layout"),
-    xfail(_TX, flat.flat_train_step, lambda: dict(loss_fn=_quadratic, tx="x", layout=_layout()), "tx"),
+    Row(flat.flat_train_step, lambda: dict(loss_fn=_quadratic, tx="x", layout=_layout()), "tx"),
 ]
 
 BAD = SCHEDULES + PLATEAU + LR_FINDER + INITIALIZERS + OPTIMIZERS + CLIPPING + REGULARIZATION + RECIPE + MONITOR \
