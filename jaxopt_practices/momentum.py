@@ -102,6 +102,7 @@ def sgd(
     dampening: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""Stochastic gradient descent ≙ ``torch.optim.SGD`` (momentum, dampening, Nesterov, L2).
 
@@ -119,6 +120,7 @@ def sgd(
     dampening: :math:`\tau \in [0, 1]`.
     nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
     weight_decay: :math:`\lambda \ge 0`, coupled L2.
+    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Returns:
     An ``optax.GradientTransformation`` whose updates are added to the params.
@@ -138,7 +140,7 @@ def sgd(
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   _validate.check_number("weight_decay", weight_decay, low=0.0)
-  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay)]
+  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay, mask)]
   if not _validate.is_zero(momentum) or nesterov:
     core = [scale_by_momentum(momentum, dampening, nesterov)]
   else:
