@@ -190,13 +190,14 @@ def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31
   if _is_traced(value):
     raise ValueError(f"{name} must be a concrete number of steps, got a traced {name} = {value!r}.")
   real = isinstance(value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)) and not isinstance(value, bool)
-  arr = np.asarray(value) if real else None
-  if arr is None or arr.shape != () or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+  arr = np.asarray(value) if real else np.asarray(None)
+  if arr.shape != () or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
     raise ValueError(f"{name} must be an integer number of steps, got {name} = {value!r}.")
   x = arr.item()
   if isinstance(x, float) and not (math.isfinite(x) and x.is_integer()):
     raise ValueError(f"{name} must be an integer number of steps (an integral float such as 110.0 is fine), "
                      f"got {name} = {value!r}.")
   if x < low or (high is not None and x > high):
-    raise ValueError(f"{name} must be an integer in [{low}, {'inf' if high is None else high}], got {name} = {value!r}.")
+    allowed = f"[{low}, {'inf' if high is None else high}]"
+    raise ValueError(f"{name} must be an integer in {allowed}, got {name} = {value!r}.")
   return int(x)
