@@ -165,10 +165,10 @@ def scale_by_group(multipliers: Sequence[tuple[str, float]] | Mapping[str, float
   """
   rules = _rules("multipliers", multipliers)
   _validate.check_number("default", default, low=0.0)
-  default = float(default)
+  default = float(default) if isinstance(default, (int, float)) else default  # an array under inject_hyperparams
 
-  def scale(u: jax.Array, m: float) -> jax.Array:
-    if m == 1.0:
+  def scale(u: jax.Array, m: Any) -> jax.Array:
+    if isinstance(m, float) and m == 1.0:
       return u
     acc = _tree.acc_dtype(u.dtype)
     return (u.astype(acc) * jnp.asarray(m, acc)).astype(u.dtype)
