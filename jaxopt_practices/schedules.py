@@ -16,7 +16,8 @@ Step-count arguments (``step_size``, ``milestones``, ``total_steps``, ``t_max``,
 ``warmup_steps``, ...) take integers or integral floats such as ``110.0`` (from epoch
 arithmetic such as ``warmup_epochs * steps_per_epoch``); ``110.5`` raises ``ValueError``.
 Schedules built from other schedules (``warmup``, ``sequential``, ``swa_lr``) take a float
-wherever they take a schedule.
+wherever they take a schedule. The decays take any ``gamma >= 0`` as PyTorch does: above 1 the
+value grows, and ``gamma = 0`` gives 0 from the first decay on (PyTorch's value too).
 """
 
 from __future__ import annotations
@@ -286,9 +287,8 @@ def inverse_sqrt(peak_value: float, warmup_steps: int) -> optax.Schedule:
   * Flax's lm1b ``create_learning_rate_schedule(peak_value, W)`` (``optax.join_schedules``
     of a linear warmup and ``rsqrt_schedule``), value for value.
 
-  T5's ``rsqrt_decay`` has no linear ramp (it is :math:`1/\sqrt{\max(t, W)}`, constant
-  before ``W``); it is ``sequential([c, inverse_sqrt(c, W)], [W])`` shifted, or simply
-  ``lambda t: c * jnp.sqrt(W / jnp.maximum(t, W))``.
+  T5's ``rsqrt_decay`` has no ramp: :math:`1/\sqrt{\max(t, W)}`, constant before ``W`` and
+  equal to this schedule with ``peak_value = W**-0.5`` from ``W`` on.
 
   Args:
     peak_value: :math:`\eta_{peak} \ge 0`, the value at ``count = W``.
