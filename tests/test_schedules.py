@@ -562,9 +562,10 @@ def test_step_counts_take_integral_floats(factory, kwargs, arg):
 
 
 def test_list_step_counts_take_integral_floats():
-  assert_rel(values(schedules.multistep_decay(1.0, [10.0, 30.0]), 50), values(schedules.multistep_decay(1.0, [10, 30]), 50))
-  assert_rel(values(schedules.sequential([0.1, 0.2], [7.0]), 20), values(schedules.sequential([0.1, 0.2], [7]), 20))
-  for factory, kwargs in [(schedules.multistep_decay, dict(init_value=1.0)), (schedules.sequential, dict(schedules=[0.1, 0.2]))]:
+  multistep, sequential = schedules.multistep_decay, schedules.sequential
+  assert_rel(values(multistep(1.0, [10.0, 30.0]), 50), values(multistep(1.0, [10, 30]), 50), rtol=0.0)
+  assert_rel(values(sequential([0.1, 0.2], [7.0]), 20), values(sequential([0.1, 0.2], [7]), 20), rtol=0.0)
+  for factory, kwargs in [(multistep, dict(init_value=1.0)), (sequential, dict(schedules=[0.1, 0.2]))]:
     with pytest.raises(ValueError, match="milestones must be an integer.*110.5"):
       factory(**kwargs, milestones=[110.5])
 
