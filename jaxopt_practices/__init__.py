@@ -11,8 +11,10 @@ Each practice lives in its own module and is an ``optax.GradientTransformation``
 6. ``clipping`` — by value, by global norm, AGC, skipping non-finite steps;
 7. ``regularization`` — decoupled weight decay, L2, gradient noise, EMA and SWA.
 
-On top: ``recipe`` (one transform from one config), ``monitor`` (live learning rate and
-gradient health), ``parallel`` and ``flat`` (pmap / sharding helpers, the flat-buffer path).
+On top: ``recipe`` (one transform from one config), ``groups`` (PyTorch-style parameter
+groups: masks and per-group multipliers from regexes over parameter paths), ``monitor`` (live
+learning rate and gradient health), ``parallel`` and ``flat`` (pmap / sharding helpers, the
+flat-buffer path).
 
 Example:
   >>> from jaxopt_practices import adaptive, schedules
@@ -22,6 +24,7 @@ Example:
 from jaxopt_practices import adaptive as adaptive
 from jaxopt_practices import clipping as clipping
 from jaxopt_practices import flat as flat
+from jaxopt_practices import groups as groups
 from jaxopt_practices import initializers as initializers
 from jaxopt_practices import lr_finder as lr_finder
 from jaxopt_practices import momentum as momentum
@@ -37,6 +40,6 @@ from jaxopt_practices._validate import PracticeWarning as PracticeWarning
 __version__ = "0.1.0"
 
 __all__ = [
-    "adaptive", "clipping", "flat", "initializers", "lr_finder", "momentum", "monitor", "parallel", "plateau",
+    "adaptive", "clipping", "flat", "groups", "initializers", "lr_finder", "momentum", "monitor", "parallel", "plateau",
     "recipe", "regularization", "schedules", "Mask", "PracticeWarning", "__version__",
 ]

@@ -23,12 +23,11 @@ __all__ = ["cyclical", "cyclical_momentum", "one_cycle", "one_cycle_momentum"]
 
 def _check_cycle(step_size_up: int, step_size_down: int | None, mode: str, gamma: float) -> tuple[int, int]:
   """Validates CyclicLR's cycle arguments; returns the (up, down) step counts."""
-  _validate.check_int("step_size_up", step_size_up, low=1, high=2**30 - 1)
-  if step_size_down is not None:
-    _validate.check_int("step_size_down", step_size_down, low=0, high=2**30 - 1)
+  up = _validate.check_steps("step_size_up", step_size_up, low=1, high=2**30 - 1)
+  down = up if step_size_down is None else _validate.check_steps("step_size_down", step_size_down, high=2**30 - 1)
   _validate.check_choice("mode", mode, ("triangular", "triangular2", "exp_range"))
   _validate.check_number("gamma", gamma, low=0.0, high=1.0, low_open=True)
-  return step_size_up, step_size_up if step_size_down is None else step_size_down
+  return up, down
 
 
 def _cycle_position(count: Any, up: int, down: int, mode: str, gamma: float) -> tuple[jax.Array, jax.Array]:
@@ -131,10 +130,32 @@ def cyclical_momentum(
   return schedule
 
 
+def _total_steps(total_steps: int | None, epochs: int | None, steps_per_epoch: int | None) -> int:
+  """OneCycleLR's length: ``total_steps``, or ``epochs * steps_per_epoch``; giving both must agree."""
+  per_epoch = None
+  if epochs is not None or steps_per_epoch is not None:
+    if epochs is None or steps_per_epoch is None:
+      raise ValueError("epochs and steps_per_epoch go together (total_steps = epochs * steps_per_epoch), got "
+                       f"epochs = {epochs!r}, steps_per_epoch = {steps_per_epoch!r}.")
+    per_epoch = (_validate.check_steps("epochs", epochs, low=1)
+                 * _validate.check_steps("steps_per_epoch", steps_per_epoch, low=1))
+  if total_steps is None:
+    if per_epoch is None:
+      raise ValueError("total_steps is required unless epochs and steps_per_epoch are given (as OneCycleLR), "
+                       "got total_steps = None, epochs = None, steps_per_epoch = None.")
+    if per_epoch > INT32_MAX:
+      raise ValueError(f"total_steps = epochs * steps_per_epoch must be at most 2**31 - 1, got {per_epoch}.")
+    return per_epoch
+  total = _validate.check_steps("total_steps", total_steps, low=1)
+  if per_epoch is not None and per_epoch != total:
+    raise ValueError(f"total_steps = {total_steps!r} disagrees with epochs * steps_per_epoch = {per_epoch}; "
+                     "give one or the other.")
+  return total
+
+
 def _one_cycle(total_steps: int, pct_start: float, anneal_strategy: str, three_phase: bool,
                values: list[float]) -> optax.Schedule:
   """OneCycleLR's phases; ``values`` are the ``len(phases) + 1`` knots (start, ends...)."""
-  _validate.check_int("total_steps", total_steps, low=1, high=INT32_MAX)
   _validate.check_number("pct_start", pct_start, low=0.0, high=1.0)
   _validate.check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
   _validate.check_bool("three_phase", three_phase)
@@ -175,12 +196,15 @@ def _one_cycle(total_steps: int, pct_start: float, anneal_strategy: str, three_p
 
 def one_cycle(
     max_lr: float,
-    total_steps: int,
+    total_steps: int | None = None,
     pct_start: float = 0.3,
     anneal_strategy: str = "cos",
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
     three_phase: bool = False,
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> optax.Schedule:
   r"""The 1cycle policy ≙ ``torch OneCycleLR``'s learning rate (PyTorch's phase boundaries).
 
@@ -194,22 +218,28 @@ def one_cycle(
 
   Differences from PyTorch: counts past ``total_steps - 1`` hold the final value (PyTorch
   raises after ``total_steps``); a zero-length first phase (``pct_start * total_steps == 1``,
-  where PyTorch divides by zero) gives the phase's start value.
+  where PyTorch divides by zero) gives the phase's start value; ``total_steps`` given with
+  ``epochs`` and ``steps_per_epoch`` must equal their product (PyTorch ignores them).
 
   Args:
     max_lr: peak learning rate, ``>= 0``.
-    total_steps: :math:`T \ge 1`, the number of optimizer steps.
+    total_steps: :math:`T \ge 1`, the number of optimizer steps; or give both
+      ``epochs`` and ``steps_per_epoch`` (:math:`T` = their product), as OneCycleLR.
     pct_start: :math:`p \in [0, 1]`, fraction of the steps spent increasing.
     anneal_strategy: ``"cos"`` or ``"linear"``.
     div_factor: ``> 0``, :math:`\eta_{init} = \eta_{max}/\text{div\_factor}`.
     final_div_factor: ``> 0``, :math:`\eta_{min} = \eta_{init}/\text{final\_div\_factor}`.
     three_phase: use PyTorch's symmetric three-phase variant.
+    epochs, steps_per_epoch: ``>= 1`` each, instead of ``total_steps``.
 
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.one_cycle(1.0, total_steps=10, div_factor=10.0, final_div_factor=1.0)
     >>> print(round(float(sched(0)), 4), round(float(sched(2)), 4), round(float(sched(9)), 4))
     0.1 1.0 0.1
+    >>> same = schedules.one_cycle(1.0, epochs=2, steps_per_epoch=5, div_factor=10.0, final_div_factor=1.0)
+    >>> print(round(float(same(2)), 4))
+    1.0
 
   References:
     Smith & Topin, Super-Convergence: Very Fast Training of Neural Networks Using Large Learning Rates, 2019.
@@ -220,16 +250,20 @@ def one_cycle(
   initial = max_lr / div_factor
   minimum = initial / final_div_factor
   values = [initial, max_lr, initial, minimum] if three_phase else [initial, max_lr, minimum]
-  return _one_cycle(total_steps, pct_start, anneal_strategy, three_phase, values)
+  total = _total_steps(total_steps, epochs, steps_per_epoch)
+  return _one_cycle(total, pct_start, anneal_strategy, three_phase, values)
 
 
 def one_cycle_momentum(
-    total_steps: int,
+    total_steps: int | None = None,
     pct_start: float = 0.3,
     anneal_strategy: str = "cos",
     base_momentum: float = 0.85,
     max_momentum: float = 0.95,
     three_phase: bool = False,
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> optax.Schedule:
   r"""OneCycleLR's momentum cycling (``cycle_momentum=True``), inverse to :func:`one_cycle`.
 
@@ -239,7 +273,8 @@ def one_cycle_momentum(
   ``b1=`` of ``adaptive.adam``.
 
   Args:
-    total_steps, pct_start, anneal_strategy, three_phase: as in :func:`one_cycle`.
+    total_steps, pct_start, anneal_strategy, three_phase, epochs, steps_per_epoch: as in
+      :func:`one_cycle`.
     base_momentum: momentum at the lr peak, in [0, 1).
     max_momentum: momentum at the start and end, in [0, 1).
 
@@ -255,4 +290,5 @@ def one_cycle_momentum(
     values = [max_momentum, base_momentum, max_momentum, max_momentum]
   else:
     values = [max_momentum, base_momentum, max_momentum]
-  return _one_cycle(total_steps, pct_start, anneal_strategy, three_phase, values)
+  total = _total_steps(total_steps, epochs, steps_per_epoch)
+  return _one_cycle(total, pct_start, anneal_strategy, three_phase, values)

@@ -9,6 +9,7 @@ factor through :func:`gamma_power`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -43,6 +44,20 @@ def as_count(count: Any) -> jax.Array:
 def f32(x: Any) -> jax.Array:
   """``x`` as a float32 array."""
   return jnp.asarray(x, F32)
+
+
+def as_schedule(value: Any) -> Callable[[Any], jax.Array]:
+  """A schedule from a schedule or a float (constant); its values come back as float32 arrays.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import _sched_math
+    >>> print(_sched_math.as_schedule(0.5)(jnp.arange(2)))
+    [0.5 0.5]
+  """
+  if callable(value):
+    return lambda count: f32(value(count))
+  return lambda count: jnp.full(jnp.shape(count), value, F32)
 
 
 def half_cos(k: jax.Array, rem: jax.Array, n: Any) -> jax.Array:

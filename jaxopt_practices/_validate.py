@@ -173,3 +173,35 @@ def check_transform(name: str, value: Any) -> optax.GradientTransformation:
   if not isinstance(value, optax.GradientTransformation):
     raise ValueError(f"{name} must be an optax.GradientTransformation, got {name} = {value!r}.")
   return value
+
+
+def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31 - 1) -> int:
+  """A step count as a Python int; ``ValueError`` unless it is an integer in ``[low, high]``.
+
+  Integral floats are accepted (``110.0`` from epoch arithmetic such as
+  ``warmup_epochs * steps_per_epoch``) and ``110.5`` is rejected, as are bools, NaN, infinities
+  and traced values (a step count sizes a schedule at construction and must be concrete).
+
+  Example:
+    >>> from jaxopt_practices import _validate
+    >>> _validate.check_steps("t_max", 110.0)
+    110
+    >>> _validate.check_steps("t_max", 110.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: t_max must be an integer number of steps (an integral float such as 110.0 is fine), got t_max = 110.5.
+  """
+  if _is_traced(value):
+    raise ValueError(f"{name} must be a concrete number of steps, got a traced {name} = {value!r}.")
+  real = isinstance(value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)) and not isinstance(value, bool)
+  arr = np.asarray(value) if real else np.asarray(None)
+  if arr.shape != () or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    raise ValueError(f"{name} must be an integer number of steps, got {name} = {value!r}.")
+  x = arr.item()
+  if isinstance(x, float) and not (math.isfinite(x) and x.is_integer()):
+    raise ValueError(f"{name} must be an integer number of steps (an integral float such as 110.0 is fine), "
+                     f"got {name} = {value!r}.")
+  if x < low or (high is not None and x > high):
+    allowed = f"[{low}, {'inf' if high is None else high}]"
+    raise ValueError(f"{name} must be an integer in {allowed}, got {name} = {value!r}.")
+  return int(x)

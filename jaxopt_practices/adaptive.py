@@ -92,6 +92,7 @@ def adagrad(
     weight_decay: float | None = None,
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
+    mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""Adagrad ≙ ``torch.optim.Adagrad``.
 
@@ -108,6 +109,7 @@ def adagrad(
     weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or 0 adds no step.
     initial_accumulator_value: starting value of :math:`s`, ``>= 0``.
     eps: :math:`\epsilon \ge 0`, outside the root.
+    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -120,7 +122,7 @@ def adagrad(
   References:
     Duchi et al, Adaptive Subgradient Methods for Online Learning and Stochastic Optimization, 2011.
   """
-  return _coupled(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, lr_decay=lr_decay)
+  return _coupled(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, mask, lr_decay)
 
 
 # ----------------------------------------------------------------------------- RMSprop
@@ -207,6 +209,7 @@ def rmsprop(
     weight_decay: float | None = None,
     momentum: ScalarOrSchedule | None = None,
     centered: bool = False,
+    mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""RMSprop ≙ ``torch.optim.RMSprop`` (``scale_by_rmsprop`` then ``-learning_rate``).
 
@@ -222,6 +225,7 @@ def rmsprop(
     weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or 0 adds no step.
     momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None``/0: no buffer (:func:`scale_by_rmsprop`).
     centered: centered RMSprop.
+    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -235,7 +239,7 @@ def rmsprop(
     Hinton, Neural Networks for Machine Learning, Lecture 6e, 2012;
     Graves, Generating Sequences With Recurrent Neural Networks, 2013 (centered).
   """
-  return _coupled(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay)
+  return _coupled(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay, mask)
 
 
 # ----------------------------------------------------------------------------- Adam
@@ -313,6 +317,7 @@ def adam(
     eps: float = 1e-8,
     weight_decay: float | None = None,
     amsgrad: bool = False,
+    mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""Adam ≙ ``torch.optim.Adam`` (coupled L2 ``weight_decay``, optional AMSGrad).
 
@@ -328,6 +333,7 @@ def adam(
     eps: :math:`\epsilon \ge 0`.
     weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW); ``None`` (the default) or 0 adds no step.
     amsgrad: AMSGrad variant.
+    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -340,7 +346,7 @@ def adam(
   References:
     Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015.
   """
-  return _coupled(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay)
+  return _coupled(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay, mask)
 
 
 def adamw(

@@ -106,6 +106,7 @@ def sgd(
     dampening: float = 0.0,
     nesterov: bool = False,
     weight_decay: float | None = None,
+    mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""Stochastic gradient descent ≙ ``torch.optim.SGD`` (momentum, dampening, Nesterov, L2).
 
@@ -127,6 +128,7 @@ def sgd(
     nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
     weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or a Python 0
       adds no step, by the same rule.
+    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Returns:
     An ``optax.GradientTransformation`` whose updates are added to the params.
@@ -147,7 +149,7 @@ def sgd(
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   if weight_decay is not None:
     _validate.check_number("weight_decay", weight_decay, low=0.0)
-  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay)]
+  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay, mask)]
   if not _validate.is_zero(momentum) or nesterov:
     core = [scale_by_momentum(0.0 if momentum is None else momentum, dampening, nesterov)]
   else:

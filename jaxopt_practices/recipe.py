@@ -7,10 +7,11 @@
       -> gradient_noise                   # 2. annealed Gaussian noise on the clipped gradients
       -> l2                               # 3. coupled L2: + λθ to the gradient
       -> optimizer(learning_rate=[warmup ->] schedule, momentum/b1=momentum_schedule)
-                                          # 4. the core, with its own PyTorch options
-      -> weight_decay                     # 5. - λ·η_t·θ: decoupled decay following the lr (default)
+                                          # 4. the core, with its own PyTorch options (its update is -η_t·u)
+      -> lr_mults                         # 4'. × m_lr per leaf: the leaf's learning rate is η_t·m_lr
+      -> weight_decay                     # 5. - λ·m_wd·η_t·m_lr·θ: decoupled decay following the lr (default)
       -> plateau                          # 6. × the reduce-on-plateau scale (needs value=loss)
-      -> weight_decay (learning_rate=None)  # 5'. - λ·θ: big_vision's lr-independent decay
+      -> weight_decay (learning_rate=None)  # 5'. - λ·m_wd·θ: big_vision's lr-independent decay
       -> averaging                        # 7. EMA or SWA of the params (reads the final update)
     )
 
@@ -18,6 +19,19 @@ The decay is ``regularization.decoupled_weight_decay`` placed after the learning
 With ``"learning_rate": "optimizer"`` (the default, PyTorch's and optax's AdamW convention)
 it follows the optimizer's scheduled learning rate and the plateau scale; with
 ``"learning_rate": None`` it is ``rate`` per step whatever the learning rate.
+
+Parameter groups (PyTorch ``param_groups``, big_vision's ``lr_mults`` / ``wd_mults``): the
+top-level keys ``lr_mults`` and ``wd_mults`` are lists of ``[regex, multiplier]`` matched
+against each leaf's "/"-joined path (``groups.paths``; the first match wins, unmatched leaves
+keep 1). ``lr_mults`` is ``groups.scale_by_group`` right after the optimizer, so it multiplies
+everything the optimizer returns (coupled L2 and adamw's own decay included): a leaf's
+learning rate is ``η_t·m_lr``, as a torch group with ``lr = m_lr·lr``. ``wd_mults`` scales the
+``weight_decay`` section's rate per leaf (``groups.weight_decay``: one masked
+``decoupled_weight_decay`` per distinct multiplier pair); the section's ``mask`` still decides
+which leaves decay at all. A decay that follows the learning rate follows each leaf's
+``η_t·m_lr`` (torch AdamW groups, to the bit); an lr-independent one ignores ``lr_mults``
+(big_vision). Any ``mask`` key (``weight_decay``, ``l2``, the optimizer's) may be a list of
+regexes, read as ``groups.match(list)``.
 
 Example:
   >>> from jaxopt_practices import recipe
@@ -36,7 +50,7 @@ from typing import Any
 
 import optax
 
-from jaxopt_practices import adaptive, clipping, momentum, plateau, regularization, schedules
+from jaxopt_practices import adaptive, clipping, groups, momentum, plateau, regularization, schedules
 
 __all__ = ["Recipe", "Section", "build", "preset", "OPTIMIZERS", "SCHEDULES", "MOMENTUM_SCHEDULES", "CLIPS",
            "AVERAGING"]
@@ -50,7 +64,7 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "multistep_decay": schedules.multistep_decay, "exponential_decay": schedules.exponential_decay,
     "polynomial_decay": schedules.polynomial_decay, "cosine_annealing": schedules.cosine_annealing,
     "cosine_warm_restarts": schedules.cosine_warm_restarts, "cyclical": schedules.cyclical,
-    "one_cycle": schedules.one_cycle,
+    "one_cycle": schedules.one_cycle, "inverse_sqrt": schedules.inverse_sqrt,
 }
 MOMENTUM_SCHEDULES = {"one_cycle_momentum": schedules.one_cycle_momentum,
                       "cyclical_momentum": schedules.cyclical_momentum}
@@ -58,7 +72,8 @@ CLIPS = {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_
          "agc": clipping.adaptive_grad_clip}
 AVERAGING = {"ema": regularization.ema, "swa": regularization.swa}
 # The schedule argument that receives the optimizer's learning_rate (the peak value).
-_PEAK = {"constant": "value", "one_cycle": "max_lr", "cyclical": "max_lr"}
+_PEAK = {"constant": "value", "one_cycle": "max_lr", "cyclical": "max_lr", "inverse_sqrt": "peak_value"}
+_MULTS = ("lr_mults", "wd_mults")  # the config keys that are lists of [regex, multiplier], not sections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +152,9 @@ class Recipe:
   Each practice field is a dict; ``"name"`` picks the variant where there are several and
   the other keys are the keyword arguments of the matching public factory (a :class:`Section`
   made with :meth:`Section.of`); ``warmup`` and ``weight_decay`` take the keys noted below.
-  A schedule's peak (``init_value``, ``value`` or ``max_lr``) defaults to the optimizer's
-  ``learning_rate``.
+  A schedule's peak (``init_value``, ``value``, ``max_lr`` or ``peak_value``) defaults to the
+  optimizer's ``learning_rate``. ``lr_mults`` / ``wd_mults`` are lists of ``[regex, multiplier]``
+  (see the module docstring).
   """
   optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "sgd", "learning_rate": 0.1})
   schedule: dict | None = None
@@ -151,6 +167,8 @@ class Recipe:
   weight_decay: dict | None = None      # {"rate": float, "mask": "auto" | None, "learning_rate": "optimizer" | None}
   averaging: dict | None = None
   skip_nonfinite: dict | None = None    # {"max_consecutive": int | None}
+  lr_mults: list | None = None          # [[regex, multiplier], ...]: × the learning rate of matching leaves
+  wd_mults: list | None = None          # [[regex, multiplier], ...]: × the weight_decay rate of matching leaves
 
   def to_dict(self) -> dict[str, Any]:
     return copy.deepcopy(dataclasses.asdict(self))
@@ -166,7 +184,12 @@ class Recipe:
     if unknown:
       raise ValueError(f"unknown config key(s) {unknown}; valid keys are {valid}.")
     for key, value in config.items():
-      if value is not None and not isinstance(value, Mapping):
+      if key in _MULTS:
+        try:
+          groups.scale_by_group(value or [])  # validates the [regex, multiplier] pairs
+        except ValueError as e:
+          raise ValueError(f"config[{key!r}]: {e}") from e
+      elif value is not None and not isinstance(value, Mapping):
         raise ValueError(f"config[{key!r}] must be a dict or None, got {value!r}.")
     return cls(**copy.deepcopy(dict(config)))
 
@@ -191,9 +214,19 @@ def _call(section: str, factory: Callable, spec: Mapping[str, Any], **given: Any
   return factory(**given, **Section.of(factory, skip=tuple(given)).check(section, spec))
 
 
+def _masks(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+  """``spec`` with a ``mask`` given as a list of regexes read as ``groups.match(list)``."""
+  if spec is None:
+    return None
+  mask = spec.get("mask")
+  if isinstance(mask, (list, tuple)) and all(isinstance(m, str) for m in mask):
+    return {**spec, "mask": groups.match(list(mask))}
+  return dict(spec)
+
+
 def _optimizer(r: Recipe) -> tuple[Callable, dict[str, Any], float]:
   """The optimizer factory, its checked arguments without ``learning_rate``, and the learning rate."""
-  name, factory, rest = _choose("optimizer", OPTIMIZERS, r.optimizer or {})
+  name, factory, rest = _choose("optimizer", OPTIMIZERS, _masks(r.optimizer) or {})
   kw = Section.of(factory, required=("learning_rate",)).check(f"optimizer ({name})", rest)
   lr = kw.pop("learning_rate")
   if r.momentum_schedule is not None:
@@ -214,16 +247,17 @@ def _learning_rate(r: Recipe, lr: float) -> float | optax.Schedule:
   return sched
 
 
-def _weight_decay(spec: Mapping[str, Any], learning_rate: float | optax.Schedule
-                  ) -> tuple[optax.GradientTransformation, bool]:
-  """The decoupled decay of the ``weight_decay`` section, and whether it ignores the learning rate."""
-  kw = _WEIGHT_DECAY.check("weight_decay", spec)
+def _weight_decay(r: Recipe, learning_rate: float | optax.Schedule) -> tuple[optax.GradientTransformation, bool]:
+  """The decoupled decay of the ``weight_decay`` section (per group with ``lr_mults`` / ``wd_mults``), and
+  whether it ignores the learning rate."""
+  kw = _WEIGHT_DECAY.check("weight_decay", _masks(r.weight_decay))
   follow = kw["learning_rate"]
   if isinstance(follow, str) and follow != "optimizer":
     raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
                      f"learning rate), None (lr-independent) or a number; got {follow!r}.")
-  decay = regularization.decoupled_weight_decay(
-      kw["rate"], kw["mask"], learning_rate=learning_rate if follow == "optimizer" else follow)
+  lr = learning_rate if isinstance(follow, str) else follow
+  decay = groups.weight_decay(kw["rate"], kw["mask"], learning_rate=lr,
+                              lr_mults=(r.lr_mults or ()) if lr is not None else (), wd_mults=r.wd_mults or ())
   return decay, follow is None
 
 
@@ -251,6 +285,9 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
     -0.15 -0.1
   """
   r = Recipe.from_dict(config)
+  if r.wd_mults and r.weight_decay is None:
+    raise ValueError("wd_mults scales the rate of the weight_decay section, and the config has none: add "
+                     "weight_decay = {'rate': ...} (for adamw, with optimizer.weight_decay = 0).")
   opt_factory, opt_kw, lr = _optimizer(r)
   learning_rate = _learning_rate(r, lr)
   parts: list[optax.GradientTransformation] = []
@@ -259,11 +296,13 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
   if r.gradient_noise is not None:
     parts.append(_call("gradient_noise", regularization.gradient_noise, r.gradient_noise))
   if r.l2 is not None:
-    parts.append(_call("l2", regularization.l2_penalty, r.l2))
+    parts.append(_call("l2", regularization.l2_penalty, _masks(r.l2)))
   parts.append(opt_factory(learning_rate, **opt_kw))
+  if r.lr_mults:
+    parts.append(groups.scale_by_group(r.lr_mults))
   late: list[optax.GradientTransformation] = []  # after the plateau scale: an lr-independent decay
   if r.weight_decay is not None:
-    decay, lr_independent = _weight_decay(r.weight_decay, learning_rate)
+    decay, lr_independent = _weight_decay(r, learning_rate)
     (late if lr_independent else parts).append(decay)
   if r.plateau is not None:
     parts.append(_call("plateau", plateau.reduce_on_plateau, r.plateau))

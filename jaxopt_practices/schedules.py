@@ -11,10 +11,18 @@ count. All arithmetic that can grow with ``count`` is done in int32 without over
 ``2**31 - 1`` or in float32; cosine phases are evaluated as :math:`\\cos^2` / :math:`\\sin^2`
 of the distance to the nearer end, so values close to ``eta_min`` keep float32 relative
 accuracy. Results are float32 arrays shaped like ``count``.
+
+Step-count arguments (``step_size``, ``milestones``, ``total_steps``, ``t_max``, ``t_0``,
+``warmup_steps``, ...) take integers or integral floats such as ``110.0`` (from epoch
+arithmetic such as ``warmup_epochs * steps_per_epoch``); ``110.5`` raises ``ValueError``.
+Schedules built from other schedules (``warmup``, ``sequential``, ``swa_lr``) take a float
+wherever they take a schedule. The decays take any ``gamma >= 0`` as PyTorch does: above 1 the
+value grows, and ``gamma = 0`` gives 0 from the first decay on (PyTorch's value too).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,29 +38,50 @@ from jaxopt_practices._cyclic import cyclical as cyclical
 from jaxopt_practices._cyclic import cyclical_momentum as cyclical_momentum
 from jaxopt_practices._cyclic import one_cycle as one_cycle
 from jaxopt_practices._cyclic import one_cycle_momentum as one_cycle_momentum
+from jaxopt_practices._compose import sequential as sequential
+from jaxopt_practices._compose import swa_lr as swa_lr
+from jaxopt_practices._compose import warmup as warmup
 from jaxopt_practices._sched_math import F32, INT32_MAX, as_count, f32, gamma_power, half_cos
 
 __all__ = [
     "constant", "step_decay", "multistep_decay", "exponential_decay", "polynomial_decay", "cosine_annealing",
-    "cosine_warm_restarts", "cyclical", "cyclical_momentum", "one_cycle", "one_cycle_momentum", "warmup", "plot",
-    "scale_by_learning_rate", "ScaleByLearningRateState",
+    "cosine_warm_restarts", "cyclical", "cyclical_momentum", "one_cycle", "one_cycle_momentum", "warmup",
+    "sequential", "inverse_sqrt", "swa_lr", "plot", "scale_by_learning_rate", "ScaleByLearningRateState",
 ]
 
 
 def _check_gamma(gamma: float) -> None:
-  _validate.check_number("gamma", gamma, low=0.0, high=1.0)
+  """Any finite ``gamma >= 0``, as PyTorch: above 1 the learning rate grows (beyond float32's range it is inf)."""
+  _validate.check_number("gamma", gamma, low=0.0)
 
 
-def constant(value: float) -> optax.Schedule:
-  """A constant schedule ≙ ``torch ConstantLR(factor=1)``.
+def constant(value: float, factor: float = 1.0, total_steps: int = 0) -> optax.Schedule:
+  r"""``value * factor`` for the first ``total_steps`` steps, then ``value`` ≙ ``torch ConstantLR``.
+
+  .. math:: \eta_t = \eta\,f \ (t < T), \qquad \eta_t = \eta \ (t \ge T)
+
+  PyTorch's ``ConstantLR(optimizer, factor, total_iters)`` with ``value`` the optimizer's lr;
+  its defaults are ``factor=1/3, total_iters=5``, ours ``1.0, 0`` (a plain constant).
+  ``factor = 0`` is allowed (PyTorch divides by it at ``total_iters``).
+
+  Args:
+    value: :math:`\eta \ge 0`.
+    factor: :math:`f \in [0, 1]`, as PyTorch.
+    total_steps: :math:`T \ge 0`, PyTorch's ``total_iters``.
 
   Example:
     >>> from jaxopt_practices import schedules
     >>> print(schedules.constant(0.1)(5))
     0.1
+    >>> sched = schedules.constant(1.0, factor=0.5, total_steps=2)
+    >>> print([float(sched(t)) for t in range(4)])
+    [0.5, 0.5, 1.0, 1.0]
   """
   _validate.check_number("value", value, low=0.0)
-  return lambda count: jnp.full(jnp.shape(as_count(count)), value, F32)
+  _validate.check_number("factor", factor, low=0.0, high=1.0)
+  total_steps = _validate.check_steps("total_steps", total_steps)
+  low = float(value) * float(factor)
+  return lambda count: jnp.where(as_count(count) < total_steps, f32(low), f32(value))
 
 
 def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> optax.Schedule:
@@ -63,7 +92,7 @@ def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> optax.S
   Args:
     init_value: :math:`\eta_0 \ge 0`.
     step_size: steps between decays, ``>= 1``.
-    gamma: decay factor in [0, 1].
+    gamma: factor :math:`\gamma \ge 0` (``> 1`` grows, as PyTorch allows).
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -72,7 +101,7 @@ def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> optax.S
     1.0 0.5 0.25
   """
   _validate.check_number("init_value", init_value, low=0.0)
-  _validate.check_int("step_size", step_size, low=1)
+  step_size = _validate.check_steps("step_size", step_size, low=1)
   _check_gamma(gamma)
   return lambda count: f32(init_value) * gamma_power(gamma, as_count(count) // step_size)
 
@@ -87,7 +116,7 @@ def multistep_decay(init_value: float, milestones: Sequence[int], gamma: float =
   Args:
     init_value: :math:`\eta_0 \ge 0`.
     milestones: positive integer steps (any order).
-    gamma: decay factor in [0, 1].
+    gamma: factor :math:`\gamma \ge 0` (``> 1`` grows, as PyTorch allows).
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -98,10 +127,8 @@ def multistep_decay(init_value: float, milestones: Sequence[int], gamma: float =
   _validate.check_number("init_value", init_value, low=0.0)
   if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) or not milestones:
     raise ValueError(f"milestones must be a non-empty sequence of positive integers, got milestones = {milestones!r}.")
-  for m in milestones:
-    _validate.check_int("milestones", m, low=1, high=INT32_MAX)
+  marks = np.sort(np.asarray([_validate.check_steps("milestones", m, low=1) for m in milestones], np.int32))
   _check_gamma(gamma)
-  marks = np.sort(np.asarray(milestones, np.int32))
 
   def schedule(count):
     t = as_count(count)
@@ -118,7 +145,8 @@ def exponential_decay(init_value: float, gamma: float) -> optax.Schedule:
 
   Args:
     init_value: :math:`\eta_0 \ge 0`.
-    gamma: decay factor in [0, 1] (computed as :math:`\exp(t \log\gamma)`).
+    gamma: factor :math:`\gamma \ge 0` (``> 1`` grows, as PyTorch allows), computed as
+      :math:`\exp(t \log\gamma)` with the logarithm in double precision.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -147,7 +175,7 @@ def polynomial_decay(init_value: float, total_steps: int, power: float = 1.0) ->
     0.25 0.0
   """
   _validate.check_number("init_value", init_value, low=0.0)
-  _validate.check_int("total_steps", total_steps, low=1, high=INT32_MAX)
+  total_steps = _validate.check_steps("total_steps", total_steps, low=1)
   _validate.check_number("power", power, low=0.0)
 
   def schedule(count):
@@ -177,7 +205,7 @@ def cosine_annealing(init_value: float, t_max: int, eta_min: float = 0.0) -> opt
     [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
   """
   _validate.check_number("init_value", init_value, low=0.0)
-  _validate.check_int("t_max", t_max, low=1, high=INT32_MAX)
+  t_max = _validate.check_steps("t_max", t_max, low=1)
   _validate.check_number("eta_min", eta_min, low=0.0)
 
   def schedule(count):
@@ -214,8 +242,8 @@ def cosine_warm_restarts(init_value: float, t_0: int, t_mult: int = 1, eta_min: 
     Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts, 2017.
   """
   _validate.check_number("init_value", init_value, low=0.0)
-  _validate.check_int("t_0", t_0, low=1, high=INT32_MAX)
-  _validate.check_int("t_mult", t_mult, low=1)
+  t_0 = _validate.check_steps("t_0", t_0, low=1)
+  t_mult = _validate.check_steps("t_mult", t_mult, low=1, high=None)
   _validate.check_number("eta_min", eta_min, low=0.0)
   starts, lengths = [0], [t_0]
   if t_mult > 1:
@@ -241,40 +269,52 @@ def cosine_warm_restarts(init_value: float, t_0: int, t_mult: int = 1, eta_min: 
 
 
 
-def warmup(schedule: float | optax.Schedule, warmup_steps: int, start_value: float = 0.0) -> optax.Schedule:
-  r"""Linear warmup from ``start_value`` to ``schedule(0)`` in front of any schedule or float.
+def inverse_sqrt(peak_value: float, warmup_steps: int) -> optax.Schedule:
+  r"""The Transformer / fairseq / lm1b "rsqrt" schedule: linear warmup, then inverse square root.
 
-  .. math:: \eta_t = v_0 + (s(0) - v_0)\, t / W \ (t < W), \qquad \eta_t = s(t - W) \ (t \ge W)
+  .. math:: \eta_t = \eta_{peak}\, t / W \ (t < W), \qquad
+    \eta_t = \eta_{peak} \sqrt{W / t} \ (t \ge W), \qquad
+    \text{i.e. } \eta_t = \eta_{peak} \min(t / W, \sqrt{W / t})
 
-  Equivalent to ``torch SequentialLR([LinearLR, scheduler], milestones=[W])`` with LinearLR
-  going from ``start_value`` to the base lr.
+  with ``t = count``, the number of updates already applied: the first update uses 0, the
+  peak is reached at ``count = W`` and the value halves at ``count = 4W``. This is
+
+  * fairseq's ``inverse_sqrt`` with ``warmup_init_lr = 0``, ``warmup_updates = W`` and
+    ``lr = peak_value``: fairseq sets the lr from ``num_updates``, which is our ``count``;
+  * the Transformer's ``lr = d_model**-0.5 * min(step**-0.5, step * W**-1.5)`` (Vaswani et
+    al. 2017) with ``step = count`` and ``peak_value = (d_model * W)**-0.5``; a loop whose
+    first update is ``step = 1`` uses ``lambda count: sched(count + 1)``;
+  * Flax's lm1b ``create_learning_rate_schedule(peak_value, W)`` (``optax.join_schedules``
+    of a linear warmup and ``rsqrt_schedule``), value for value.
+
+  T5's ``rsqrt_decay`` has no ramp: :math:`1/\sqrt{\max(t, W)}`, constant before ``W`` and
+  equal to this schedule with ``peak_value = W**-0.5`` from ``W`` on.
 
   Args:
-    schedule: a float (constant after warmup) or an ``optax.Schedule``.
-    warmup_steps: :math:`W \ge 0` (0: no warmup).
-    start_value: :math:`v_0 \ge 0`.
+    peak_value: :math:`\eta_{peak} \ge 0`, the value at ``count = W``.
+    warmup_steps: :math:`W \ge 1`.
 
   Example:
     >>> from jaxopt_practices import schedules
-    >>> sched = schedules.warmup(schedules.exponential_decay(1.0, 0.5), warmup_steps=2)
-    >>> print([float(sched(t)) for t in range(5)])
-    [0.0, 0.5, 1.0, 0.5, 0.25]
+    >>> sched = schedules.inverse_sqrt(1.0, warmup_steps=4)
+    >>> print([round(float(sched(t)), 4) for t in (0, 1, 4, 9, 16)])
+    [0.0, 0.25, 1.0, 0.6667, 0.5]
+
+  References:
+    Vaswani et al, Attention Is All You Need, 2017; Ott et al, fairseq: A Fast, Extensible
+    Toolkit for Sequence Modeling, 2019.
   """
-  _validate.check_number("schedule", schedule, low=0.0, allow_schedule=True)
-  _validate.check_int("warmup_steps", warmup_steps, low=0, high=INT32_MAX)
-  _validate.check_number("start_value", start_value, low=0.0)
-  inner = schedule if callable(schedule) else (lambda count: jnp.full(jnp.shape(count), schedule, F32))
+  _validate.check_number("peak_value", peak_value, low=0.0)
+  warmup_steps = _validate.check_steps("warmup_steps", warmup_steps, low=1)
+  scale = float(peak_value) * math.sqrt(warmup_steps)  # in double precision
 
-  def sched(count):
+  def schedule(count):
     t = as_count(count)
-    after = jnp.asarray(inner(jnp.maximum(t - warmup_steps, 0)), F32)
-    if warmup_steps == 0:
-      return after
-    peak = jnp.asarray(inner(jnp.zeros_like(t)), F32)
-    ramp = f32(start_value) + (peak - f32(start_value)) * (t.astype(F32) / F32(warmup_steps))
-    return jnp.where(t < warmup_steps, ramp, after)
+    ramp = f32(peak_value) * (t.astype(F32) / F32(warmup_steps))
+    decay = F32(scale) / jnp.sqrt(jnp.maximum(t, 1).astype(F32))
+    return jnp.where(t < warmup_steps, ramp, decay)
 
-  return sched
+  return schedule
 
 
 def plot(schedule: optax.Schedule, num_steps: int, ax: Any = None, *, label: str | None = None) -> Any:
@@ -293,7 +333,7 @@ def plot(schedule: optax.Schedule, num_steps: int, ax: Any = None, *, label: str
     'Figure'
   """
   _validate.check_callable("schedule", schedule)
-  _validate.check_int("num_steps", num_steps, low=1, high=INT32_MAX)
+  num_steps = _validate.check_steps("num_steps", num_steps, low=1)
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
   values = np.asarray(jax.vmap(schedule)(jnp.arange(num_steps, dtype=jnp.int32)))

@@ -28,7 +28,7 @@ import pytest
 
 import jaxopt_practices as package
 from helpers import TinyMLP, linen_mlp, nnx_mlp
-from jaxopt_practices import (adaptive, clipping, flat, initializers as I, lr_finder, momentum, monitor, parallel,
+from jaxopt_practices import (adaptive, clipping, flat, groups, initializers as I, lr_finder, momentum, monitor, parallel,
                               plateau, recipe, regularization, schedules)
 
 
@@ -109,13 +109,11 @@ SCHEDULES = [
     Row(schedules.constant, dict(value=float("nan")), "value"),
     Row(schedules.step_decay, dict(init_value=0.1, step_size=0), "step_size"),
     Row(schedules.step_decay, dict(init_value=0.1, step_size=2.5), "step_size"),
-    Row(schedules.step_decay, dict(init_value=0.1, step_size=3, gamma=1.5), "gamma"),
     Row(schedules.multistep_decay, dict(init_value=0.1, milestones=[]), "milestones"),
     Row(schedules.multistep_decay, dict(init_value=0.1, milestones=[0, 3]), "milestones"),
     Row(schedules.multistep_decay, dict(init_value=0.1, milestones=5), "milestones"),
     Row(schedules.multistep_decay, dict(init_value=0.1, milestones=[3], gamma=-0.1), "gamma"),
     Row(schedules.exponential_decay, dict(init_value=-0.1, gamma=0.9), "init_value"),
-    Row(schedules.exponential_decay, dict(init_value=0.1, gamma=2.0), "gamma"),
     Row(schedules.polynomial_decay, dict(init_value=0.1, total_steps=0), "total_steps"),
     Row(schedules.polynomial_decay, dict(init_value=0.1, total_steps=5, power=-1.0), "power"),
     Row(schedules.cosine_annealing, dict(init_value=0.1, t_max=0), "t_max"),
@@ -143,6 +141,34 @@ SCHEDULES = [
     Row(schedules.warmup, dict(schedule=0.1, warmup_steps=3, start_value=-1.0), "start_value"),
     Row(schedules.plot, dict(schedule=0.1, num_steps=10), "schedule"),
     Row(schedules.plot, dict(schedule=schedules.constant(0.1), num_steps=0), "num_steps"),
+    Row(schedules.step_decay, dict(init_value=0.1, step_size=3, gamma=-0.5), "gamma"),
+    Row(schedules.step_decay, dict(init_value=0.1, step_size=3, gamma=float("inf")), "gamma"),
+    Row(schedules.exponential_decay, dict(init_value=0.1, gamma=float("nan")), "gamma"),
+    Row(schedules.constant, dict(value=0.1, factor=1.5), "factor"),
+    Row(schedules.constant, dict(value=0.1, factor=-0.1), "factor"),
+    Row(schedules.constant, dict(value=0.1, factor=0.5, total_steps=-1), "total_steps"),
+    Row(schedules.one_cycle, dict(max_lr=0.1), "total_steps"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, epochs=3), "steps_per_epoch"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, steps_per_epoch=3), "epochs"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, epochs=0, steps_per_epoch=3), "epochs"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, epochs=3, steps_per_epoch=2.5), "steps_per_epoch"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, total_steps=10, epochs=3, steps_per_epoch=4), "total_steps"),
+    Row(schedules.one_cycle, dict(max_lr=0.1, epochs=2**16, steps_per_epoch=2**16), "total_steps"),
+    Row(schedules.one_cycle_momentum, dict(), "total_steps"),
+    Row(schedules.inverse_sqrt, dict(peak_value=-1.0, warmup_steps=10), "peak_value"),
+    Row(schedules.inverse_sqrt, dict(peak_value=1.0, warmup_steps=0), "warmup_steps"),
+    Row(schedules.sequential, dict(schedules=[], milestones=[]), "schedules"),
+    Row(schedules.sequential, dict(schedules=schedules.constant(0.1), milestones=[]), "schedules"),
+    Row(schedules.sequential, dict(schedules=[0.1, -0.2], milestones=[3]), "schedules"),
+    Row(schedules.sequential, dict(schedules=[0.1, 0.2], milestones=[]), "milestones"),
+    Row(schedules.sequential, dict(schedules=[0.1, 0.2], milestones=3), "milestones"),
+    Row(schedules.sequential, dict(schedules=[0.1, 0.2, 0.3], milestones=[5, 5]), "milestones"),
+    Row(schedules.sequential, dict(schedules=[0.1, 0.2], milestones=[0]), "milestones"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=-0.1, swa_start=5), "swa_lr"),
+    Row(schedules.swa_lr, dict(schedule="cos", swa_lr=0.1, swa_start=5), "schedule"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=-1), "swa_start"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=5, anneal_steps=-1), "anneal_steps"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=5, anneal_strategy="exp"), "anneal_strategy"),
     Row(schedules.scale_by_learning_rate, dict(learning_rate=-1.0), "learning_rate"),
     Row(schedules.scale_by_learning_rate, dict(learning_rate=0.1, lr_decay=-0.1), "lr_decay"),
     Row(schedules.scale_by_learning_rate, dict(learning_rate=0.1, flip_sign=1), "flip_sign"),
@@ -441,8 +467,27 @@ FLAT = [
     Row(flat.flat_train_step, lambda: dict(loss_fn=_quadratic, tx="x", layout=_layout()), "tx"),
 ]
 
+# ------------------------------------------------------------------------- groups
+GROUPS = [
+    Row(groups.match, dict(patterns=["(unclosed"]), "patterns"),
+    Row(groups.match, dict(patterns=[3]), "patterns"),
+    Row(groups.match, dict(patterns=5), "patterns"),
+    Row(groups.scale_by_group, dict(multipliers=[("head/.*", -1.0)]), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers=[("head/.*", float("nan"))]), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers=[("head/.*", float("inf"))]), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers=[("[", 1.0)]), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers=[("head/.*",)]), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers="head"), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers=[(1, 2.0)]), "multipliers"),
+    Row(groups.scale_by_group, dict(multipliers=[], default=-1.0), "default"),
+    Row(groups.weight_decay, dict(rate=-0.1), "rate"),
+    Row(groups.weight_decay, dict(rate=0.1, mask="kernels"), "mask"),
+    Row(groups.weight_decay, dict(rate=0.1, lr_mults=[("head/.*", 10.0)]), "lr_mults needs learning_rate"),
+    Row(groups.weight_decay, dict(rate=0.1, wd_mults=[("head/.*", -1.0)]), "wd_mults"),
+]
+
 BAD = SCHEDULES + PLATEAU + LR_FINDER + INITIALIZERS + OPTIMIZERS + CLIPPING + REGULARIZATION + RECIPE + MONITOR \
-    + PARALLEL + FLAT
+    + PARALLEL + FLAT + GROUPS
 
 
 def _public_functions() -> dict[str, Callable]:
@@ -501,6 +546,8 @@ NO_ARGUMENTS = {
     # jax.tree.map and jax.device_put take them.
     parallel.unreplicate,
     parallel.shard,
+    # The path of every leaf of any pytree, as jax.tree_util.keystr does.
+    groups.paths,
 }
 
 

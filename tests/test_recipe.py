@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_practices import momentum, recipe, regularization, schedules
+from jaxopt_practices import groups, momentum, recipe, regularization, schedules
 
 PARAMS = {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.3, -0.4])}
 GRADS = [{"kernel": jnp.array([[3.0, 4.0], [0.0, 0.0]]), "bias": jnp.array([1.0, 0.0])},
@@ -112,8 +112,6 @@ MISSING = [  # (config, section.key, what the section needs)
     ({"optimizer": SGD, "schedule": {"name": "cosine_annealing"}}, "schedule.t_max",
      "schedule (cosine_annealing) needs 't_max'"),
     ({"optimizer": SGD, "schedule": {"name": "cyclical"}}, "schedule.base_lr", "schedule (cyclical) needs 'base_lr'"),
-    ({"optimizer": SGD, "momentum_schedule": {"name": "one_cycle_momentum"}}, "momentum_schedule.total_steps",
-     "momentum_schedule (one_cycle_momentum) needs 'total_steps'"),
     ({"optimizer": SGD, "weight_decay": {"mask": None}}, "weight_decay.rate", "weight_decay needs 'rate'"),
     ({"optimizer": SGD, "l2": {}}, "l2.rate", "l2 needs 'rate'"),
     ({"optimizer": SGD, "clip": {"name": "value"}}, "clip.max_abs", "clip (value) needs 'max_abs'"),
@@ -152,3 +150,115 @@ def test_section_of_a_factory_reads_its_signature():
   assert opt.required == ("learning_rate",) and "weight_decay" not in opt.optional
 
 
+def test_one_cycle_needs_total_steps_or_epochs():
+  with pytest.raises(ValueError, match="total_steps is required unless epochs and steps_per_epoch are given"):
+    recipe.build({"optimizer": SGD, "momentum_schedule": {"name": "one_cycle_momentum"}})
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+         "schedule": {"name": "one_cycle", "epochs": 3, "steps_per_epoch": 10.0},
+         "momentum_schedule": {"name": "one_cycle_momentum", "epochs": 3, "steps_per_epoch": 10}}
+  a, _ = _run(recipe.build(cfg))
+  b, _ = _run(momentum.sgd(schedules.one_cycle(0.1, 30), momentum=schedules.one_cycle_momentum(30)))
+  chex.assert_trees_all_close(a, b, rtol=1e-6)
+
+
+def test_inverse_sqrt_peak_is_the_learning_rate():
+  tx = recipe.build({"optimizer": {"name": "sgd", "learning_rate": 0.5}, "schedule": {"name": "inverse_sqrt",
+                                                                                     "warmup_steps": 1}})
+  ones = jax.tree.map(jnp.ones_like, PARAMS)
+  state = tx.init(PARAMS)
+  steps = []
+  for _ in range(5):
+    u, state = tx.update(ones, state, PARAMS)
+    steps.append(-float(u["bias"][0]))
+  np.testing.assert_allclose(steps, [0.0, 0.5, 0.5 / np.sqrt(2), 0.5 / np.sqrt(3), 0.25], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ parameter groups
+GROUP_PARAMS = {"body": {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.3, -0.4])},
+                "head": {"kernel": jnp.array([[0.7, 0.2], [-1.5, 0.4]]), "bias": jnp.array([0.1, 0.9])}}
+
+
+def _group_grads(steps, seed=3):
+  rng = np.random.default_rng(seed)
+  return [jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), GROUP_PARAMS)
+          for _ in range(steps)]
+
+
+def test_lr_mults_wd_mults_are_torch_adamw_param_groups():
+  """10x lr on the head, no decay on biases: four torch groups, one recipe; equal step by step."""
+  torch = pytest.importorskip("torch")
+  lr, wd, steps = 1e-2, 0.1, 200
+  cfg = {"optimizer": {"name": "adam", "learning_rate": lr},
+         "schedule": {"name": "cosine_annealing", "t_max": steps},
+         "weight_decay": {"rate": wd, "mask": None},
+         "lr_mults": [["head/.*", 10.0]], "wd_mults": [[".*/bias", 0.0]]}
+  assert json.loads(json.dumps(cfg)) == cfg
+  tx = recipe.build(cfg)
+  names = ["body/bias", "body/kernel", "head/bias", "head/kernel"]  # jax.tree.leaves order
+  tensors = {n: torch.nn.Parameter(torch.tensor(np.asarray(x).copy()))
+             for n, x in zip(names, jax.tree.leaves(GROUP_PARAMS))}
+  opt = torch.optim.AdamW([{"params": [tensors[n]], "lr": lr * (10.0 if n.startswith("head") else 1.0),
+                            "weight_decay": 0.0 if n.endswith("bias") else wd} for n in names], lr=lr)
+  sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+  params, state = GROUP_PARAMS, tx.init(GROUP_PARAMS)
+  update = jax.jit(tx.update)
+  for g in _group_grads(steps):
+    u, state = update(g, state, params)
+    params = optax.apply_updates(params, u)
+    for n, gi in zip(names, jax.tree.leaves(g)):
+      tensors[n].grad = torch.tensor(np.asarray(gi).copy())
+    opt.step()
+    sched.step()
+    for n, x in zip(names, jax.tree.leaves(params)):
+      np.testing.assert_allclose(np.asarray(x), tensors[n].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_group_recipe_is_the_hand_chain():
+  lr_mults, wd_mults = [["head/.*", 3.0]], [["body/kernel", 0.5]]
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-2,
+                       "mask": [".*kernel"]},
+         "weight_decay": {"rate": 0.05}, "lr_mults": lr_mults, "wd_mults": wd_mults}
+  hand = optax.chain(momentum.sgd(0.1, momentum=0.9, weight_decay=1e-2, mask=groups.match(".*kernel")),
+                     groups.scale_by_group(lr_mults),
+                     groups.weight_decay(0.05, "auto", learning_rate=0.1, lr_mults=lr_mults, wd_mults=wd_mults))
+  params, a_state, b_state = GROUP_PARAMS, None, None
+  a_tx, b_tx = recipe.build(cfg), hand
+  a_state, b_state = a_tx.init(params), b_tx.init(params)
+  for g in _group_grads(3):
+    a, a_state = a_tx.update(g, a_state, params)
+    b, b_state = b_tx.update(g, b_state, params)
+    chex.assert_trees_all_equal(a, b)
+    params = optax.apply_updates(params, a)
+
+
+def test_lr_independent_decay_ignores_lr_mults_big_vision():
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.0}, "weight_decay": {"rate": 0.1, "learning_rate": None},
+         "lr_mults": [["head/.*", 10.0]], "wd_mults": [["head/.*", 0.5]]}
+  zeros = jax.tree.map(jnp.zeros_like, GROUP_PARAMS)
+  tx = recipe.build(cfg)
+  u, _ = tx.update(zeros, tx.init(GROUP_PARAMS), GROUP_PARAMS)
+  np.testing.assert_allclose(np.asarray(u["head"]["kernel"]), -0.05 * np.asarray(GROUP_PARAMS["head"]["kernel"]),
+                             rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(u["body"]["kernel"]), -0.1 * np.asarray(GROUP_PARAMS["body"]["kernel"]),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(u["body"]["bias"]), 0.0)  # mask "auto": no decay on biases
+
+
+GROUP_BAD = [
+    ({"optimizer": SGD, "wd_mults": [[".*", 0.5]]}, "wd_mults scales the rate of the weight_decay section"),
+    ({"optimizer": SGD, "lr_mults": [["(", 2.0]]}, "config['lr_mults']"),
+    ({"optimizer": SGD, "lr_mults": [["head/.*", -2.0]]}, "config['lr_mults']"),
+    ({"optimizer": SGD, "wd_mults": {"head": "x"}, "weight_decay": {"rate": 0.1}}, "config['wd_mults']"),
+    ({"optimizer": SGD, "lr_mults": "head"}, "config['lr_mults']"),
+]
+
+
+@pytest.mark.parametrize("config,match", GROUP_BAD, ids=[f"g{i}" for i in range(len(GROUP_BAD))])
+def test_bad_group_config_raises(config, match):
+  with pytest.raises(ValueError, match=re.escape(match)):
+    recipe.build(config)
+
+
+def test_bad_preset_name():
+  with pytest.raises(ValueError, match=r"preset name must be one of \['fastai-one-cycle'"):
+    recipe.preset("bert")

@@ -108,6 +108,43 @@ PARITY = [
     ("warmup_cosine", lambda: schedules.warmup(schedules.cosine_annealing(0.1, 90), 10, 0.05),
      lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.5, 1.0, 10),
                                              lr_scheduler.CosineAnnealingLR(o, 90)], [10]), 0.1, 101),
+    # v0.2: ConstantLR, growth (gamma > 1), gamma = 0, OneCycleLR(epochs, steps_per_epoch), SequentialLR
+    ("constant_factor", lambda: schedules.constant(0.3, 0.25, 7),
+     lambda o: lr_scheduler.ConstantLR(o, factor=0.25, total_iters=7), 0.3, 50),
+    ("constant_torch_defaults", lambda: schedules.constant(0.1, 1 / 3, 5),
+     lambda o: lr_scheduler.ConstantLR(o), 0.1, 20),
+    ("step_growth", lambda: schedules.step_decay(1e-3, 7, 1.5),
+     lambda o: lr_scheduler.StepLR(o, 7, 1.5), 1e-3, 300),
+    ("multistep_growth", lambda: schedules.multistep_decay(0.01, [30, 10, 10, 80], 2.0),
+     lambda o: lr_scheduler.MultiStepLR(o, [30, 10, 10, 80], 2.0), 0.01, 200),
+    ("exponential_growth", lambda: schedules.exponential_decay(1e-4, 1.01),
+     lambda o: lr_scheduler.ExponentialLR(o, 1.01), 1e-4, 1000),
+    ("exponential_gamma0", lambda: schedules.exponential_decay(0.5, 0.0),
+     lambda o: lr_scheduler.ExponentialLR(o, 0.0), 0.5, 10),
+    ("one_cycle_epochs", lambda: schedules.one_cycle(0.1, epochs=7, steps_per_epoch=13),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, epochs=7, steps_per_epoch=13), 0.1, 91),
+    ("one_cycle_epochs_float", lambda: schedules.one_cycle(0.1, epochs=7.0, steps_per_epoch=13.0, three_phase=True),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, epochs=7, steps_per_epoch=13, three_phase=True), 0.1, 91),
+    ("sequential_linear_cosine",
+     lambda: schedules.sequential([optax.linear_schedule(0.01, 0.1, 10), schedules.cosine_annealing(0.1, 90)], [10]),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.1, 1.0, 10),
+                                             lr_scheduler.CosineAnnealingLR(o, 90)], [10]), 0.1, 101),
+    ("sequential_constant_cosine",
+     lambda: schedules.sequential([schedules.constant(0.1, 0.1, 20), schedules.cosine_annealing(0.1, 500, 1e-3)],
+                                  [20]),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.ConstantLR(o, 0.1, 20),
+                                             lr_scheduler.CosineAnnealingLR(o, 500, 1e-3)], [20]), 0.1, 521),
+    ("sequential_three",
+     lambda: schedules.sequential([optax.linear_schedule(0.01, 0.1, 5), schedules.constant(0.1, 0.5, 20),
+                                   schedules.cosine_annealing(0.1, 70, 1e-3)], [5, 30.0]),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.1, 1.0, 5),
+                                             lr_scheduler.ConstantLR(o, 0.5, 20),
+                                             lr_scheduler.CosineAnnealingLR(o, 70, 1e-3)], [5, 30]), 0.1, 101),
+    ("sequential_exponential_step",
+     lambda: schedules.sequential([schedules.exponential_decay(0.2, 0.95), schedules.step_decay(0.2, 30, 0.5)],
+                                  [40]),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.ExponentialLR(o, 0.95),
+                                             lr_scheduler.StepLR(o, 30, 0.5)], [40]), 0.2, 300),
 ]
 
 
@@ -135,6 +172,8 @@ MOMENTUM_PARITY = [
                                      max_momentum=0.95), 100),
     ("cyclic_exp_range", lambda: schedules.cyclical_momentum(0.8, 0.9, 10, 20, "exp_range", 0.99),
      lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, 10, 20, "exp_range", 0.99), 300),
+    ("one_cycle_epochs", lambda: schedules.one_cycle_momentum(epochs=5, steps_per_epoch=21, pct_start=0.2),
+     lambda o: lr_scheduler.OneCycleLR(o, 0.1, epochs=5, steps_per_epoch=21, pct_start=0.2), 105),
 ]
 
 
@@ -143,6 +182,75 @@ MOMENTUM_PARITY = [
 def test_momentum_torch_parity(name, ours, theirs, n, optimizer):
   _, ref = torch_sequence(theirs, n, optimizer=optimizer)
   assert_rel(values(ours(), n), ref)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("strategy", ["cos", "linear"])
+@pytest.mark.parametrize("anneal", [1, 5, 10])
+@pytest.mark.parametrize("base", ["cosine", "exponential"])
+def test_swa_lr_matches_torch_swa_utils_pattern(strategy, anneal, base):
+  """The swa_utils loop: `if i > swa_start: swa_scheduler.step() else: scheduler.step()`, once per update."""
+  n, lr, swa_start_torch = 300, 0.1, 160
+  p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+  opt = torch.optim.SGD([p], lr=lr, momentum=0.9)
+  if base == "cosine":
+    scheduler, ours = lr_scheduler.CosineAnnealingLR(opt, T_max=300), schedules.cosine_annealing(lr, 300)
+  else:
+    scheduler, ours = lr_scheduler.ExponentialLR(opt, 0.99), schedules.exponential_decay(lr, 0.99)
+  swa_scheduler = torch.optim.swa_utils.SWALR(opt, swa_lr=0.05, anneal_epochs=anneal, anneal_strategy=strategy)
+  ref = []
+  for i in range(n):
+    ref.append(opt.param_groups[0]["lr"])
+    opt.step()
+    if i > swa_start_torch:
+      swa_scheduler.step()
+    else:
+      scheduler.step()
+  sched = schedules.swa_lr(ours, swa_lr=0.05, swa_start=swa_start_torch + 1, anneal_steps=anneal,
+                           anneal_strategy=strategy)
+  assert_rel(values(sched, n), np.asarray(ref))
+  assert_rel(values(sched, 200, jit=False), np.asarray(ref[:200]))
+
+
+def test_swa_lr_closed_form_and_zero_anneal():
+  sched = schedules.swa_lr(schedules.exponential_decay(1.0, 0.5), 0.1, swa_start=3, anneal_steps=4)
+  t = np.arange(12)
+  start = 0.5**3
+  w = (1 + np.cos(np.pi * np.clip(t - 3, 0, 4) / 4)) / 2
+  assert_rel(values(sched, 12), np.where(t <= 3, 0.5**t, 0.1 + (start - 0.1) * w), atol=1e-7)
+  jump = schedules.swa_lr(0.2, 0.05, swa_start=2, anneal_steps=0)  # acts as 1, as SWALR's formula
+  assert_rel(values(jump, 5), [0.2, 0.2, 0.2, 0.05, 0.05])
+
+
+def test_sequential_is_optax_join_schedules():
+  parts = [optax.linear_schedule(0.0, 1.0, 7), schedules.cosine_warm_restarts(1.0, 5, 2), optax.constant_schedule(0.3),
+           schedules.inverse_sqrt(0.5, 11)]
+  ours = schedules.sequential(parts, [7, 40, 41])
+  ref = optax.join_schedules(parts, [7, 40, 41])
+  assert_rel(values(ours, 120), np.asarray(jax.vmap(ref)(jnp.arange(120))), rtol=1e-6)
+  single = schedules.sequential([schedules.cosine_annealing(1.0, 10)], [])
+  assert_rel(values(single, 20), values(schedules.cosine_annealing(1.0, 10), 20), rtol=0.0)
+  floats = schedules.sequential([0.1, 0.2, 0.05], [2, 4])
+  assert_rel(values(floats, 6), [0.1, 0.1, 0.2, 0.2, 0.05, 0.05], rtol=1e-7)
+
+
+def test_inverse_sqrt_closed_forms():
+  """lr = peak * min(t / W, sqrt(W / t)); the Transformer's formula with step = count; lm1b's join."""
+  peak, w, n = 2e-3, 100, 2000
+  t = np.arange(n, dtype=np.float64)
+  ours = values(schedules.inverse_sqrt(peak, w), n)
+  assert_rel(ours, peak * np.minimum(t / w, np.sqrt(w / np.maximum(t, 1))), atol=0.0)
+  assert ours[0] == 0.0 and ours[w] == pytest.approx(peak, rel=1e-7)
+  d_model = 512  # Vaswani et al.: lr = d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+  vaswani = values(schedules.inverse_sqrt((d_model * w) ** -0.5, w), n)
+  step = t[1:]
+  assert_rel(vaswani[1:], d_model**-0.5 * np.minimum(step**-0.5, step * w**-1.5))
+  # fairseq inverse_sqrt (warmup_init_lr=0): lr = num_updates * lr_step, then decay_factor * num_updates**-0.5
+  lr_step, decay_factor = peak / w, peak * w**0.5
+  assert_rel(ours, np.where(t < w, t * lr_step, decay_factor * np.maximum(t, 1) ** -0.5))
+  lm1b = optax.join_schedules([optax.linear_schedule(0.0, peak, w),
+                               lambda c: peak * (c.astype(jnp.float32) + w) ** -0.5 * w**0.5], [w])
+  assert_rel(ours, np.asarray(jax.vmap(lm1b)(jnp.arange(n))))  # optax.linear_schedule rounds to ~4e-6
 
 
 # ------------------------------------------------------------------ closed form
@@ -165,6 +273,14 @@ CLOSED = [
     (schedules.one_cycle(1.0, 21, 0.5, "linear", 4.0, 2.0),  # up over [0, 9.5], down to step 20, then held
      lambda t: np.where(t <= 9.5, 0.25 + 0.75 * t / 9.5, 1.0 - 0.875 * (np.minimum(t, 20) - 9.5) / 10.5)),
     (schedules.warmup(0.5, 5, 0.1), lambda t: np.where(t < 5, 0.1 + 0.4 * t / 5, 0.5)),
+    (schedules.constant(0.5, 0.2, 9), lambda t: np.where(t < 9, 0.1, 0.5)),
+    (schedules.step_decay(0.01, 4, 3.0), lambda t: 0.01 * 3.0 ** (t // 4)),
+    (schedules.exponential_decay(1e-3, 1.2), lambda t: 1e-3 * 1.2**t),
+    (schedules.inverse_sqrt(0.3, 6), lambda t: 0.3 * np.minimum(t / 6, np.sqrt(6 / np.maximum(t, 1)))),
+    (schedules.sequential([0.2, schedules.step_decay(1.0, 4, 0.5)], [10]),
+     lambda t: np.where(t < 10, 0.2, 0.5 ** ((t - 10) // 4))),
+    (schedules.swa_lr(schedules.cosine_annealing(1.0, 40), 0.2, 20, 5, "linear"),
+     lambda t: np.where(t <= 20, _cos(1.0, 0.0, t / 40), 0.2 + (0.5 - 0.2) * (1 - np.clip(t - 20, 0, 5) / 5))),
 ]
 
 
@@ -184,17 +300,20 @@ def test_near_eta_min_keeps_relative_accuracy():
   assert_rel(np.asarray(jax.vmap(sched)(jnp.asarray(t, jnp.int32))), ref, atol=0.0)
 
 
-def test_count_conventions():
-  sched = schedules.exponential_decay(1.0, 0.5)
+@pytest.mark.parametrize("name", ["exponential", "constant_factor", "one_cycle_epochs", "inverse_sqrt", "sequential",
+                                  "swa_lr", "swa_lr_late"])
+def test_count_conventions(name):
+  sched = ALL[name]
   with pytest.raises(ValueError, match="count"):
     sched(-1)
   with pytest.raises(ValueError, match="count"):
     sched(2**31)
   clamped = jax.jit(sched)(jnp.int32(-5))
-  assert float(clamped) == 1.0
+  assert float(clamped) == float(sched(0))
   out = sched(jnp.arange(4))
   assert out.dtype == jnp.float32 and out.shape == (4,)
   assert sched(3).dtype == jnp.float32 and sched(3).shape == ()
+  assert sched(jnp.zeros((2, 3), jnp.int32)).shape == (2, 3)
 
 
 ALL = {
@@ -212,6 +331,14 @@ ALL = {
     "one_cycle_momentum": schedules.one_cycle_momentum(1000),
     "cyclical_momentum": schedules.cyclical_momentum(0.8, 0.9, 5),
     "warmup": schedules.warmup(schedules.cosine_warm_restarts(0.1, 10, 2), 2**30, 0.0),
+    "constant_factor": schedules.constant(0.1, 0.5, 2**30),
+    "one_cycle_epochs": schedules.one_cycle(0.1, epochs=2**15, steps_per_epoch=2**16 - 1),
+    "inverse_sqrt": schedules.inverse_sqrt(0.1, 4000),
+    "inverse_sqrt_long": schedules.inverse_sqrt(0.1, 2**31 - 1),
+    "sequential": schedules.sequential([schedules.warmup(0.1, 1000), schedules.cosine_annealing(0.1, 2**30),
+                                        0.01], [1000, 2**31 - 2]),
+    "swa_lr": schedules.swa_lr(schedules.cosine_annealing(0.1, 2**30), 0.05, 2**30 - 5, 10),
+    "swa_lr_late": schedules.swa_lr(0.1, 0.0, 2**31 - 3, 10, "linear"),
 }
 BOUNDS = {"one_cycle_momentum": (0.85, 0.95), "cyclical_momentum": (0.8, 0.9)}
 
@@ -330,6 +457,42 @@ def test_schedules_drive_our_optimizers_like_torch_one_cycle(opt_name, jit):
     p = optax.apply_updates(p, u)
   ref = _torch_train(opt_name, total, grads, np.asarray(params, np.float64))
   np.testing.assert_allclose(np.asarray(p), ref, rtol=1e-5, atol=1e-6)
+
+
+STEP_ARGS = [  # (factory, kwargs, the step-count argument): 110.0 == 110, 110.5 raises naming it
+    (schedules.constant, dict(value=0.1, factor=0.5), "total_steps"),
+    (schedules.step_decay, dict(init_value=0.1), "step_size"),
+    (schedules.polynomial_decay, dict(init_value=0.1), "total_steps"),
+    (schedules.cosine_annealing, dict(init_value=0.1), "t_max"),
+    (schedules.cosine_warm_restarts, dict(init_value=0.1), "t_0"),
+    (schedules.cyclical, dict(base_lr=0.01, max_lr=0.1), "step_size_up"),
+    (schedules.cyclical, dict(base_lr=0.01, max_lr=0.1, step_size_up=7), "step_size_down"),
+    (schedules.cyclical_momentum, dict(), "step_size_up"),
+    (schedules.one_cycle, dict(max_lr=0.1), "total_steps"),
+    (schedules.one_cycle, dict(max_lr=0.1, steps_per_epoch=3), "epochs"),
+    (schedules.one_cycle_momentum, dict(epochs=3), "steps_per_epoch"),
+    (schedules.warmup, dict(schedule=0.1), "warmup_steps"),
+    (schedules.inverse_sqrt, dict(peak_value=0.1), "warmup_steps"),
+    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05, swa_start=50), "anneal_steps"),
+    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05), "swa_start"),
+]
+
+
+@pytest.mark.parametrize("factory,kwargs,arg", STEP_ARGS, ids=[f"{f.__name__}-{a}" for f, _, a in STEP_ARGS])
+def test_step_counts_take_integral_floats(factory, kwargs, arg):
+  as_int, as_float = factory(**kwargs, **{arg: 110}), factory(**kwargs, **{arg: 110.0})
+  assert_rel(values(as_float, 400), values(as_int, 400), rtol=0.0, atol=0.0)
+  with pytest.raises(ValueError, match=f"{arg} must be an integer.*got {arg} = 110.5"):
+    factory(**kwargs, **{arg: 110.5})
+
+
+def test_list_step_counts_take_integral_floats():
+  multistep, sequential = schedules.multistep_decay, schedules.sequential
+  assert_rel(values(multistep(1.0, [10.0, 30.0]), 50), values(multistep(1.0, [10, 30]), 50), rtol=0.0)
+  assert_rel(values(sequential([0.1, 0.2], [7.0]), 20), values(sequential([0.1, 0.2], [7]), 20), rtol=0.0)
+  for factory, kwargs in [(multistep, dict(init_value=1.0)), (sequential, dict(schedules=[0.1, 0.2]))]:
+    with pytest.raises(ValueError, match="milestones must be an integer.*110.5"):
+      factory(**kwargs, milestones=[110.5])
 
 
 def test_plot_returns_figure():

@@ -1,0 +1,164 @@
+"""Schedules built from other schedules: ``warmup``, ``sequential`` (SequentialLR) and ``swa_lr`` (SWALR).
+
+Public through ``jaxopt_practices.schedules``; the conventions of that module hold here. Each
+takes a float wherever it takes a schedule (a constant), evaluates every inner schedule at a
+non-negative int32 count and selects with ``jnp.where``, so one compiled function serves
+every count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import optax
+
+from jaxopt_practices import _validate
+from jaxopt_practices._sched_math import F32, as_count, as_schedule, f32, half_cos
+
+__all__ = ["warmup", "sequential", "swa_lr"]
+
+
+def warmup(schedule: float | optax.Schedule, warmup_steps: int, start_value: float = 0.0) -> optax.Schedule:
+  r"""Linear warmup from ``start_value`` to ``schedule(0)`` in front of any schedule or float.
+
+  .. math:: \eta_t = v_0 + (s(0) - v_0)\, t / W \ (t < W), \qquad \eta_t = s(t - W) \ (t \ge W)
+
+  Equivalent to ``torch SequentialLR([LinearLR, scheduler], milestones=[W])`` with LinearLR
+  going from ``start_value`` to the base lr.
+
+  Args:
+    schedule: a float (constant after warmup) or an ``optax.Schedule``.
+    warmup_steps: :math:`W \ge 0` (0: no warmup).
+    start_value: :math:`v_0 \ge 0`.
+
+  Example:
+    >>> from jaxopt_practices import schedules
+    >>> sched = schedules.warmup(schedules.exponential_decay(1.0, 0.5), warmup_steps=2)
+    >>> print([float(sched(t)) for t in range(5)])
+    [0.0, 0.5, 1.0, 0.5, 0.25]
+  """
+  _validate.check_number("schedule", schedule, low=0.0, allow_schedule=True)
+  warmup_steps = _validate.check_steps("warmup_steps", warmup_steps)
+  _validate.check_number("start_value", start_value, low=0.0)
+  inner = as_schedule(schedule)
+
+  def sched(count):
+    t = as_count(count)
+    after = inner(jnp.maximum(t - warmup_steps, 0))
+    if warmup_steps == 0:
+      return after
+    peak = inner(jnp.zeros_like(t))
+    ramp = f32(start_value) + (peak - f32(start_value)) * (t.astype(F32) / F32(warmup_steps))
+    return jnp.where(t < warmup_steps, ramp, after)
+
+  return sched
+
+
+def _check_sequence(name: str, value: object) -> None:
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    raise ValueError(f"{name} must be a list, got {name} = {value!r}.")
+
+
+def sequential(schedules: Sequence[float | optax.Schedule], milestones: Sequence[int]) -> optax.Schedule:
+  r"""Schedules one after another ≙ ``torch SequentialLR`` and ``optax.join_schedules``.
+
+  With milestones :math:`m_1 < \dots < m_{n-1}` (and :math:`m_0 = 0`), schedule :math:`i`
+  runs from :math:`m_i` with its count restarted at 0:
+
+  .. math:: \eta_t = s_i(t - m_i) \quad\text{for } m_i \le t < m_{i+1}
+
+  PyTorch's ``SequentialLR(optimizer, [s_0, ..., s_{n-1}], milestones)`` stepped once per
+  update gives the same values when each ``s_i`` is the matching schedule here with the
+  optimizer's lr as its initial value (PyTorch restarts the scheduler at each milestone from
+  the base lr, as we restart the count). ``optax.join_schedules(schedules, boundaries)`` is
+  the same function.
+
+  Args:
+    schedules: ``n >= 1`` schedules (or floats, constants).
+    milestones: ``n - 1`` strictly increasing step counts ``>= 1``.
+
+  Example:
+    >>> from jaxopt_practices import schedules
+    >>> sched = schedules.sequential(
+    ...     [schedules.constant(1.0, factor=0.5, total_steps=2), schedules.cosine_annealing(1.0, t_max=2)],
+    ...     milestones=[3])
+    >>> print([round(float(sched(t)), 4) for t in range(6)])
+    [0.5, 0.5, 1.0, 1.0, 0.5, 0.0]
+  """
+  _check_sequence("schedules", schedules)
+  _check_sequence("milestones", milestones)
+  if not schedules:
+    raise ValueError("schedules must hold at least one schedule, got schedules = [].")
+  for s in schedules:
+    _validate.check_number("schedules", s, low=0.0, allow_schedule=True)
+  if len(milestones) != len(schedules) - 1:
+    raise ValueError(f"milestones must hold one fewer entry than schedules ({len(schedules) - 1}), got "
+                     f"{len(milestones)}: milestones = {milestones!r}.")
+  marks = [_validate.check_steps("milestones", m, low=1) for m in milestones]
+  if any(b <= a for a, b in zip(marks, marks[1:])):
+    raise ValueError(f"milestones must be strictly increasing, got milestones = {milestones!r}.")
+  inner = [as_schedule(s) for s in schedules]
+
+  def schedule(count):
+    t = as_count(count)
+    out = jnp.broadcast_to(inner[0](t), t.shape)
+    for start, s in zip(marks, inner[1:]):
+      out = jnp.where(t >= start, s(jnp.maximum(t - start, 0)), out)
+    return out
+
+  return schedule
+
+
+def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anneal_steps: int = 10,
+           anneal_strategy: str = "cos") -> optax.Schedule:
+  r"""``schedule`` until ``swa_start``, then annealed to ``swa_lr`` and held ≙ ``torch SWALR``.
+
+  With :math:`S` = ``swa_start``, :math:`A` = ``max(anneal_steps, 1)`` and
+  :math:`k = \min(t - S, A)`:
+
+  .. math:: \eta_t = s(t) \ (t \le S), \qquad
+    \eta_t = \eta_{swa} + (s(S) - \eta_{swa})\, w(k / A) \ (t > S)
+
+  with :math:`w(x) = \tfrac{1}{2}(1 + \cos \pi x)` (``"cos"``) or :math:`1 - x`
+  (``"linear"``): ``swa_lr`` is reached at :math:`t = S + A` and held. This is the
+  ``torch.optim.swa_utils`` pattern, with ``scheduler`` ≙ ``schedule`` and
+  ``SWALR(optimizer, swa_lr, anneal_epochs=A, anneal_strategy)``: stepping
+  ``scheduler.step()`` after each update while ``count < S`` and ``swa_scheduler.step()``
+  from then on. The docs' loop (``if i > swa_start: swa_scheduler.step() else:
+  scheduler.step()``) is ``swa_start = swa_start_torch + 1``. ``anneal_steps = 0`` acts as 1,
+  as SWALR's formula does (SWALR with ``anneal_epochs=0`` also overwrites the lr when it is
+  constructed; that is not reproduced). Pair it with ``regularization.swa``.
+
+  Args:
+    schedule: the learning rate before SWA, a schedule or a float.
+    swa_lr: :math:`\eta_{swa} \ge 0`.
+    swa_start: :math:`S \ge 0`.
+    anneal_steps: steps of the annealing, ``>= 0``, PyTorch's ``anneal_epochs``.
+    anneal_strategy: ``"cos"`` or ``"linear"``.
+
+  Example:
+    >>> from jaxopt_practices import schedules
+    >>> sched = schedules.swa_lr(1.0, swa_lr=0.5, swa_start=2, anneal_steps=2, anneal_strategy="linear")
+    >>> print([float(sched(t)) for t in range(6)])
+    [1.0, 1.0, 1.0, 0.75, 0.5, 0.5]
+
+  References:
+    Izmailov et al, Averaging Weights Leads to Wider Optima and Better Generalization, 2018.
+  """
+  _validate.check_number("schedule", schedule, low=0.0, allow_schedule=True)
+  _validate.check_number("swa_lr", swa_lr, low=0.0)
+  swa_start = _validate.check_steps("swa_start", swa_start)
+  anneal_steps = _validate.check_steps("anneal_steps", anneal_steps)
+  _validate.check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+  inner, n = as_schedule(schedule), max(anneal_steps, 1)
+
+  def sched(count):
+    t = as_count(count)
+    start = inner(jnp.full_like(t, swa_start))
+    k = jnp.clip(t - swa_start, 0, n)
+    weight = half_cos(k, n - k, n) if anneal_strategy == "cos" else (n - k).astype(F32) / F32(n)
+    annealed = f32(swa_lr) + (start - f32(swa_lr)) * weight
+    return jnp.where(t <= swa_start, inner(t), annealed)
+
+  return sched
