@@ -12,7 +12,8 @@ Each practice lives in its own module and is an ``optax.GradientTransformation``
 7. ``regularization`` — decoupled weight decay, L2, gradient noise, EMA and SWA.
 
 On top: ``recipe`` (one transform from one config), ``monitor`` (live learning rate and
-gradient health), ``parallel`` and ``flat`` (pmap / sharding helpers, the flat-buffer path).
+gradient health), ``parallel`` and ``flat`` (pmap / sharding helpers, the flat-buffer path),
+``training`` (a linen ``TrainState`` that forwards ``value=`` and other extra arguments).
 
 Example:
   >>> from jaxopt_practices import adaptive, schedules
@@ -31,6 +32,7 @@ from jaxopt_practices import plateau as plateau
 from jaxopt_practices import recipe as recipe
 from jaxopt_practices import regularization as regularization
 from jaxopt_practices import schedules as schedules
+from jaxopt_practices import training as training
 from jaxopt_practices._validate import Mask as Mask
 from jaxopt_practices._validate import PracticeWarning as PracticeWarning
 
@@ -38,5 +40,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "adaptive", "clipping", "flat", "initializers", "lr_finder", "momentum", "monitor", "parallel", "plateau",
-    "recipe", "regularization", "schedules", "Mask", "PracticeWarning", "__version__",
+    "recipe", "regularization", "schedules", "training", "Mask", "PracticeWarning", "__version__",
 ]
