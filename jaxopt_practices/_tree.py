@@ -11,7 +11,8 @@ Three shared rules live here and nowhere else:
 * the state search (:func:`find_states`, :func:`find_state`): one lookup contract for every
   reader (``monitor.stats``, ``plateau.scale``, ``regularization.ema_params``, ...) over any
   container (a raw optax state, a linen ``TrainState``, an ``nnx.Optimizer`` or its
-  ``opt_state``, whose leaves are ``nnx.Variable`` objects).
+  ``opt_state``, whose leaves are ``nnx.Variable`` objects), and :func:`replace_state`, which
+  gives back the same kind of container with that one state replaced (``plateau.step``).
 """
 
 from __future__ import annotations
