@@ -14,7 +14,8 @@ Each practice lives in its own module and is an ``optax.GradientTransformation``
 On top: ``recipe`` (one transform from one config), ``groups`` (PyTorch-style parameter
 groups: masks and per-group multipliers from regexes over parameter paths), ``monitor`` (live
 learning rate and gradient health), ``parallel`` and ``flat`` (pmap / sharding helpers, the
-flat-buffer path).
+flat-buffer path), ``training`` (a linen ``TrainState`` that forwards ``value=`` and other
+extra arguments to the optimizer).
 
 Example:
   >>> from jaxopt_practices import adaptive, schedules
@@ -34,12 +35,13 @@ from jaxopt_practices import plateau as plateau
 from jaxopt_practices import recipe as recipe
 from jaxopt_practices import regularization as regularization
 from jaxopt_practices import schedules as schedules
+from jaxopt_practices import training as training
 from jaxopt_practices._validate import Mask as Mask
 from jaxopt_practices._validate import PracticeWarning as PracticeWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "adaptive", "clipping", "flat", "groups", "initializers", "lr_finder", "momentum", "monitor", "parallel", "plateau",
-    "recipe", "regularization", "schedules", "Mask", "PracticeWarning", "__version__",
+    "adaptive", "clipping", "flat", "groups", "initializers", "lr_finder", "momentum", "monitor", "parallel",
+    "plateau", "recipe", "regularization", "schedules", "training", "Mask", "PracticeWarning", "__version__",
 ]

@@ -97,19 +97,22 @@ def report_from(calls: list, stats: list) -> InitReport:
   )
 
 
-def init_report(apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = None) -> InitReport:
+def init_report(apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = None, *,
+                forward: Callable[[nnx.Module, Any], Any] | None = None) -> InitReport:
   """Per-layer output mean, std and dead-unit fraction of a linen model over a batch.
 
   The layers are those with a ``kernel`` (Dense, Conv, ...), found by intercepting the
   forward pass, in forward order; the statistics are of their outputs (the
   pre-activations), in float32. Passing an ``nnx.Module`` as the first argument,
-  ``init_report(model, batch)``, is the same as :func:`init_report_nnx`.
+  ``init_report(model, batch, forward=...)``, is the same as :func:`init_report_nnx`.
 
   Args:
     apply_fn: ``apply_fn(params, batch)``, e.g. ``lambda p, x: model.apply({"params": p}, x)``,
-      not jitted.
-    params: the ``"params"`` collection.
+      not jitted; or an ``nnx.Module``.
+    params: the ``"params"`` collection (the batch when ``apply_fn`` is an ``nnx.Module``).
     batch: an input batch.
+    forward: only with an ``nnx.Module``: ``forward(model, batch)`` runs the model (default
+      ``model(batch)``), as in ``lsuv_nnx``.
 
   Returns:
     An :class:`InitReport`: ``print(report)`` for a table, ``report.plot()`` for the
@@ -126,7 +129,10 @@ def init_report(apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = N
     ['layers_0', 'layers_2']
   """
   if isinstance(apply_fn, nnx.Module):
-    return init_report_nnx(apply_fn, params if batch is None else batch)
+    return init_report_nnx(apply_fn, params if batch is None else batch, forward)
+  if forward is not None:
+    raise ValueError(f"forward applies to an nnx.Module (linen models run through apply_fn), got forward = "
+                     f"{forward!r}.")
   _validate.check_callable("apply_fn", apply_fn)
   params, _ = _layers.unfreeze(params)
   probe, meta = _layers.linen_probe(apply_fn)

@@ -11,7 +11,8 @@ Three shared rules live here and nowhere else:
 * the state search (:func:`find_states`, :func:`find_state`): one lookup contract for every
   reader (``monitor.stats``, ``plateau.scale``, ``regularization.ema_params``, ...) over any
   container (a raw optax state, a linen ``TrainState``, an ``nnx.Optimizer`` or its
-  ``opt_state``, whose leaves are ``nnx.Variable`` objects).
+  ``opt_state``, whose leaves are ``nnx.Variable`` objects), and :func:`replace_state`, which
+  gives back the same kind of container with that one state replaced (``plateau.step``).
 """
 
 from __future__ import annotations
@@ -129,15 +130,20 @@ def resolve_mask(mask: Any, params: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- finding states
+def _holder(container: Any) -> Any:
+  """The optimizer state a container holds (itself for a raw state or an nnx ``opt_state``)."""
+  if isinstance(container, nnx.Optimizer) or (hasattr(container, "opt_state") and hasattr(container, "tx")):
+    return container.opt_state
+  return container
+
+
 def opt_state_of(container: Any) -> Any:
   """The optimizer state inside ``container``, with ``nnx.Variable`` leaves replaced by their values.
 
   ``container`` is a raw optax state, a linen ``TrainState`` (anything with ``opt_state``
   and ``tx`` attributes), an ``nnx.Optimizer``, or an ``nnx.Optimizer``'s ``opt_state``.
   """
-  if isinstance(container, nnx.Optimizer) or (hasattr(container, "opt_state") and hasattr(container, "tx")):
-    container = container.opt_state
-  return jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, container,
+  return jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, _holder(container),
                       is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
@@ -165,6 +171,39 @@ def find_state(container: Any, kind: type, reader: str, hint: str = "") -> Any:
     raise ValueError(f"{reader} expects exactly one {kind.__name__} inside the optimizer state and found "
                      f"{what}." + (f" {hint}" if hint and not found else ""))
   return found[0]
+
+
+def replace_state(container: Any, kind: type, new: Callable[[Any], Any], reader: str, hint: str = "") -> Any:
+  """``container`` with its one state of type ``kind`` replaced by ``new(state)``, as the same kind of container.
+
+  The state is found as :func:`find_state` finds it (exactly one, else its ``ValueError``).
+  A raw optax state comes back as a new tree; a linen ``TrainState`` through
+  ``.replace(opt_state=...)``; an ``nnx.Optimizer`` or its ``opt_state`` (``nnx.Variable``
+  leaves) is updated in place (the variables of the replaced state get the new values,
+  which also works inside ``nnx.jit``) and returned. Works inside ``jit``.
+
+  Args:
+    container: see :func:`opt_state_of`.
+    kind: the state's NamedTuple type.
+    new: ``new(state) -> state`` of the same structure.
+    reader: the public function's name, for the message.
+    hint: what to do when none is found.
+  """
+  find_state(container, kind, reader, hint)
+  is_kind = lambda x: isinstance(x, kind)  # noqa: E731
+  held = _holder(container)
+  raw = opt_state_of(held)
+  replaced = jax.tree.map(lambda s: new(s) if is_kind(s) else s, raw, is_leaf=is_kind)
+  is_var = lambda v: isinstance(v, nnx.Variable)  # noqa: E731
+  if any(is_var(v) for v in jax.tree.leaves(held, is_leaf=is_var)):
+    def write(var, old, value):
+      if is_var(var) and value is not old:
+        var.set_value(value)
+    jax.tree.map(write, held, raw, replaced, is_leaf=is_var)
+    return container
+  if held is not container:
+    return container.replace(opt_state=replaced)
+  return replaced
 
 
 # ----------------------------------------------------------------------------- learning-rate factors

@@ -4,7 +4,8 @@ Train for a few steps while the learning rate sweeps from tiny to huge, record t
 and read a good learning rate off the curve: where the smoothed loss falls fastest.
 The sweep runs one compiled step with the learning rate as a traced input, so it compiles
 once (twice if the last batch has a different shape); the caller's ``params`` are never
-touched.
+touched. An NNX model is swept the same way (``lr_range_test(loss_fn, model, ..., wrt=nnx.Param)``,
+``loss_fn(model, batch)``), on a copy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
@@ -143,6 +145,7 @@ def lr_range_test(
     smoothing: float = 0.05,
     diverge_threshold: float = 5.0,
     progress: bool = True,
+    wrt: Any = None,
 ) -> LRRangeTestResult:
   r"""Runs an LR range test: trains while sweeping the lr and records the loss.
 
@@ -165,9 +168,17 @@ def lr_range_test(
   (re-iterated if it is a re-iterable such as a list, otherwise the batches already drawn
   from the iterator are replayed). To reuse one batch, pass ``[batch]``.
 
+  Flax NNX: pass the model itself, ``lr_range_test(loss_fn, model, batches, make_optimizer,
+  wrt=nnx.Param)`` with ``loss_fn(model, batch)``. The sweep runs on a copy (``nnx.split`` /
+  ``nnx.merge`` inside the compiled step): only the ``wrt`` variables (default
+  ``nnx.Param``) are swept; the others (``nnx.BatchStat``, RNG counters) are updated by the
+  forward pass as in training, never by the optimizer, and the caller's model is never
+  mutated (put it in the mode you train in, e.g. ``model.train()``, first).
+
   Args:
-    loss_fn: ``loss_fn(params, batch) -> scalar`` loss, differentiable in ``params``.
-    params: the starting parameters (any pytree of arrays).
+    loss_fn: ``loss_fn(params, batch) -> scalar`` loss, differentiable in ``params``
+      (``loss_fn(model, batch)`` when ``params`` is an ``nnx.Module``).
+    params: the starting parameters (any pytree of arrays), or an ``nnx.Module``.
     batches: an iterable or iterator of batches.
     make_optimizer: ``make_optimizer(lr) -> GradientTransformation``, e.g.
       ``lambda lr: momentum.sgd(lr, momentum=0.9)``.
@@ -178,6 +189,8 @@ def lr_range_test(
     smoothing: EMA weight of the newest loss, in (0, 1] (1: no smoothing).
     diverge_threshold: ``> 1``, see above.
     progress: show a ``tqdm`` progress bar.
+    wrt: for an ``nnx.Module``, the filter of the swept variables (default ``nnx.Param``,
+      as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``); only with a Module.
 
   Returns:
     An :class:`LRRangeTestResult`.
@@ -192,20 +205,30 @@ def lr_range_test(
     >>> bool(1e-4 <= res.suggestion <= 10.0)
     True
 
+    On an NNX model (the model is left as it was):
+
+    >>> from flax import nnx
+    >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> nnx_loss = lambda m, b: jnp.mean((m(b[0])[:, 0] - b[1]) ** 2)
+    >>> res = lr_finder.lr_range_test(nnx_loss, model, [batch], optax.sgd, wrt=nnx.Param,
+    ...                               start_lr=1e-4, end_lr=10.0, num_steps=50, progress=False)
+    >>> bool(1e-4 <= res.suggestion <= 10.0)
+    True
+
   References:
     Smith, Cyclical Learning Rates for Training Neural Networks, 2017;
     Howard & Gugger, fastai: A Layered API for Deep Learning, 2020.
   """
   _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
-                   diverge_threshold, progress)
+                   diverge_threshold, progress, wrt)
   tx0 = make_optimizer(start_lr)
   if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
     raise ValueError(f"make_optimizer(lr) must return an optax.GradientTransformation, got {tx0!r}.")
   stream = _Cycle(batches)
   lrs = _sweep_lrs(start_lr, end_lr, num_steps, mode)
-  step = _sweep_step(loss_fn, make_optimizer)
-  p = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-  losses, smoothed, stopped = _sweep(step, p, tx0.init(p), stream, lrs, smoothing, diverge_threshold, progress)
+  step, carry, swept = _sweep_step(loss_fn, make_optimizer, params, wrt)
+  losses, smoothed, stopped = _sweep(step, carry, tx0.init(swept), stream, lrs, smoothing, diverge_threshold,
+                                     progress)
 
   n = len(losses)
   lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
@@ -218,7 +241,7 @@ def lr_range_test(
 
 
 def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: Any, end_lr: Any, num_steps: Any,
-                     mode: Any, smoothing: Any, diverge_threshold: Any, progress: Any) -> None:
+                     mode: Any, smoothing: Any, diverge_threshold: Any, progress: Any, wrt: Any) -> None:
   """The argument checks of :func:`lr_range_test` (ValueError naming the argument)."""
   _validate.check_callable("loss_fn", loss_fn)
   _validate.check_callable("make_optimizer", make_optimizer)
@@ -229,9 +252,15 @@ def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: A
   _validate.check_number("smoothing", smoothing, low=0.0, high=1.0, low_open=True)
   _validate.check_number("diverge_threshold", diverge_threshold, low=1.0, low_open=True)
   _validate.check_bool("progress", progress)
-  leaves = jax.tree.leaves(params)
+  if isinstance(params, nnx.Module):
+    leaves = jax.tree.leaves(nnx.state(params, nnx.Param if wrt is None else wrt))
+    what = f"the model's wrt={'nnx.Param' if wrt is None else wrt!r} variables"
+  elif wrt is not None:
+    raise ValueError(f"wrt selects the swept variables of an nnx.Module; params is a pytree, got wrt = {wrt!r}.")
+  else:
+    leaves, what = jax.tree.leaves(params), "params"
   if not leaves or not all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves):
-    raise ValueError("params must be a non-empty pytree of floating-point arrays.")
+    raise ValueError(f"{what} must be a non-empty pytree of floating-point arrays.")
 
 
 def _sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> np.ndarray:
@@ -245,15 +274,45 @@ def _sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> np.
   return lrs
 
 
-def _sweep_step(loss_fn: Callable[[Any, Any], jax.Array],
-                make_optimizer: Callable[[Any], optax.GradientTransformation]) -> Callable[..., Any]:
-  """The one train step, compiled once with the learning rate as a traced input."""
-  def step(p, opt_state, batch, lr):
-    return _step.train_step(loss_fn, make_optimizer(lr))(p, opt_state, batch, {})
+def _copy(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
-  # Donating our own copies is safe; the caller's arrays are never donated. CPU cannot donate.
-  donate = (0, 1) if jax.default_backend() != "cpu" else ()
-  return jax.jit(step, donate_argnums=donate)
+
+def _sweep_step(loss_fn: Callable[[Any, Any], jax.Array], make_optimizer: Callable[[Any], optax.GradientTransformation],
+                params: Any, wrt: Any) -> tuple[Callable[..., Any], Any, Any]:
+  """The one train step, compiled once with the lr as a traced input; its starting carry; the swept params.
+
+  ``step(carry, opt_state, batch, lr) -> (carry, opt_state, loss)``. For a pytree the carry
+  is a copy of ``params``. For an ``nnx.Module`` it is a copy of its ``wrt`` state (swept)
+  and of the rest (batch statistics, RNG counters, ...): each step merges them into a model
+  inside the compiled step, so the forward pass updates the rest as in training, and only the
+  ``wrt`` state gets gradients and optimizer updates. The caller's model is never touched.
+  """
+  donate = (0, 1) if jax.default_backend() != "cpu" else ()  # our own copies; CPU cannot donate
+  if not isinstance(params, nnx.Module):
+    def step(p, opt_state, batch, lr):
+      return _step.train_step(loss_fn, make_optimizer(lr))(p, opt_state, batch, {})
+
+    carry = _copy(params)
+    return jax.jit(step, donate_argnums=donate), carry, carry
+
+  wrt = nnx.Param if wrt is None else wrt
+  graphdef, swept, rest = nnx.split(params, wrt, ...)
+
+  def model_loss(p, batch_and_rest):
+    batch, rest = batch_and_rest
+    model = nnx.merge(graphdef, p, rest)
+    loss = loss_fn(model, batch)
+    return loss, nnx.as_pure(nnx.split(model, wrt, ...)[2])
+
+  def nnx_step(carry, opt_state, batch, lr):
+    p, rest = carry
+    step = _step.train_step(model_loss, make_optimizer(lr), has_aux=True)
+    p, opt_state, (loss, rest) = step(p, opt_state, (batch, rest), {})
+    return (p, rest), opt_state, loss
+
+  carry = (_copy(nnx.as_pure(swept)), _copy(nnx.as_pure(rest)))
+  return jax.jit(nnx_step, donate_argnums=donate), carry, carry[0]
 
 
 def _sweep(step: Callable[..., Any], p: Any, opt_state: Any, stream: _Cycle, lrs: np.ndarray,

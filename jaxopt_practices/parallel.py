@@ -64,7 +64,7 @@ from jaxopt_practices._sharding import replicated as replicated
 from jaxopt_practices._sharding import shard as shard
 
 __all__ = [
-    "replicate", "unreplicate", "pmap_train_step", "make_mesh", "replicated", "batch_sharding",
+    "replicate", "unreplicate", "assert_replicated", "pmap_train_step", "make_mesh", "replicated", "batch_sharding",
     "data_parallel_shardings", "fsdp_shardings", "opt_state_shardings", "shard", "init_sharded",
     "make_train_step",
 ]
@@ -115,6 +115,77 @@ def unreplicate(tree: Any) -> Any:
     [0 1 2]
   """
   return jax.tree.map(lambda x: x[0], tree)
+
+
+def _copies(leaf: Any) -> list[np.ndarray]:
+  """The replicas of one leaf: a multi-device replicated ``jax.Array``'s per-device copies, else ``leaf[i]``."""
+  if isinstance(leaf, jax.core.Tracer):
+    raise ValueError("assert_replicated reads concrete values: call it outside jit / pmap.")
+  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  if isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1:
+    if leaf.sharding.is_fully_replicated:
+      return [np.asarray(s.data) for s in leaf.addressable_shards]
+    if any(s.data.shape != (1,) + leaf.shape[1:] for s in leaf.addressable_shards):
+      raise ValueError(f"is sharded ({leaf.sharding}), neither replicated nor laid out one replica per device")
+  x = np.asarray(leaf)
+  if x.ndim == 0:
+    raise ValueError("has no replica axis (a scalar that is not a jax.Array replicated over several devices)")
+  return list(x)
+
+
+def _differ(a: np.ndarray, b: np.ndarray, atol: float) -> bool:
+  """Whether two copies differ (bitwise for ``atol == 0``; NaNs at the same places are equal)."""
+  if atol == 0.0 or not np.issubdtype(a.dtype, np.inexact):
+    return not np.array_equal(a, b, equal_nan=np.issubdtype(a.dtype, np.inexact))
+  return not np.allclose(a, b, rtol=0.0, atol=atol, equal_nan=True)
+
+
+def assert_replicated(tree: Any, atol: float = 0.0) -> None:
+  """Raises ``ValueError`` naming the first leaf whose replicas differ (by more than ``atol``).
+
+  Under ``pmap`` every replica must hold the same params and optimizer state; a step that
+  forgets to ``pmean`` the gradients (or a loss for ``plateau``) lets them drift apart
+  silently. Two layouts of a leaf are understood:
+
+  * a ``jax.Array`` replicated over several devices (``NamedSharding`` with ``P()``, e.g.
+    params under ``jit`` data parallelism): its per-device copies are compared;
+  * anything else has a leading replica axis (``pmap``'s layout, :func:`replicate`):
+    ``leaf[i]`` is compared with ``leaf[0]``. A leaf sharded some other way (FSDP) or a
+    scalar that is not replicated over devices raises ``ValueError``.
+
+  With ``atol=0`` the copies must be bitwise equal (NaNs in the same places count as equal).
+  Typed PRNG keys are compared through their key data. It reads concrete values, so call it
+  between steps, outside ``jit`` / ``pmap``.
+
+  Args:
+    tree: params, optimizer state, a linen ``TrainState``, or any pytree of replicated arrays.
+    atol: largest absolute difference tolerated, ``>= 0``.
+
+  Raises:
+    ValueError: naming the leaf's key path, which replica differs and by how much.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import parallel
+    >>> parallel.assert_replicated({"w": jnp.ones((4, 3))})           # 4 equal replicas
+    >>> parallel.assert_replicated({"w": jnp.array([[1.0], [1.1]])})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: assert_replicated: leaf ['w'] differs between replicas: replica 1 differs from replica 0 by up to 0.1...
+  """
+  _validate.check_number("atol", atol, low=0.0)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = jax.tree_util.keystr(path) or "<root>"
+    try:
+      copies = _copies(leaf)
+    except ValueError as e:
+      raise ValueError(f"assert_replicated: leaf {name} {e}") from None
+    for i, c in enumerate(copies[1:], start=1):
+      if _differ(c, copies[0], float(atol)):
+        gap = np.max(np.abs(c.astype(np.float64) - copies[0].astype(np.float64))) if c.size else 0.0
+        raise ValueError(f"assert_replicated: leaf {name} differs between replicas: replica {i} differs from "
+                         f"replica 0 by up to {gap:.3g} (atol={atol}). A pmap step that does not pmean its "
+                         "gradients (or the loss given to a plateau) lets the replicas drift apart.")
 
 
 def pmap_train_step(

@@ -9,10 +9,24 @@ learning-rate scaling (or anywhere in a chain of linear steps). Differences from
 Timing: ``update(updates, state, value=v_t)`` multiplies update ``t`` by the scale *before*
 ``v_t`` is taken into account; a reduction triggered by ``v_t`` applies from update ``t + 1``.
 This is PyTorch's ``optimizer.step(); scheduler.step(metric)``.
+
+Once per epoch on a validation loss (PyTorch's usual ``scheduler.step(val_loss)``): call
+``update`` without ``value`` during the epoch and :func:`step` after it::
+
+    for epoch in range(num_epochs):
+      for batch in train_batches:
+        state = train_step(state, batch)           # tx.update(grads, opt_state, params)
+      state = plateau.step(state, val_loss(state))  # the reduced lr applies from the next update
+
+:func:`step` and :func:`scale` take any container: a raw optax state, a linen
+``TrainState`` (:class:`jaxopt_practices.training.TrainState` also forwards
+``apply_gradients(grads=g, value=loss)`` to the plateau), an ``nnx.Optimizer`` or its
+``opt_state``; both work inside ``jax.jit`` / ``nnx.jit``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -23,34 +37,52 @@ from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
 
-__all__ = ["ReduceOnPlateauState", "reduce_on_plateau", "scale"]
+__all__ = ["PlateauRule", "ReduceOnPlateauState", "reduce_on_plateau", "scale", "step"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PlateauRule:
+  """The arguments of :func:`reduce_on_plateau` that one evaluation reads, kept in its state.
+
+  Numbers are array leaves (float32; ``patience`` and ``cooldown`` int32), so the state
+  stays checkpointable, replicable and ``inject_hyperparams``-able; ``mode`` and
+  ``threshold_mode`` are static fields (part of the tree structure, not leaves). Every
+  update writes the transform's current rule here; :func:`step` reads it.
+  """
+  factor: jax.Array
+  patience: jax.Array
+  threshold: jax.Array
+  cooldown: jax.Array
+  min_scale: jax.Array
+  eps: jax.Array
+  mode: str = dataclasses.field(metadata={"static": True})
+  threshold_mode: str = dataclasses.field(metadata={"static": True})
+
+  @classmethod
+  def of(cls, factor: Any, patience: Any, threshold: Any, cooldown: Any, min_scale: Any, eps: Any, mode: str,
+         threshold_mode: str) -> "PlateauRule":
+    """The rule of these arguments (numbers or traced arrays, as ``inject_hyperparams`` passes them)."""
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    return cls(factor=f32(factor), patience=jnp.asarray(patience, jnp.int32), threshold=f32(threshold),
+               cooldown=jnp.asarray(cooldown, jnp.int32), min_scale=f32(min_scale), eps=f32(eps), mode=mode,
+               threshold_mode=threshold_mode)
 
 
 @_tree.learning_rate_factor(lambda s: s.scale)
 class ReduceOnPlateauState(NamedTuple):
-  """Scale applied to the updates, PyTorch's plateau bookkeeping and the current accumulation window."""
+  """Scale applied to the updates, PyTorch's plateau bookkeeping, the current accumulation window, the rule."""
   scale: jax.Array             # float32, lr / base lr
   best: jax.Array              # float32, best metric so far (+inf / -inf before the first)
   num_bad_epochs: jax.Array    # int32, bad evaluations in a row (PyTorch's num_bad_epochs)
   cooldown_counter: jax.Array  # int32, evaluations of cooldown left (PyTorch's cooldown_counter)
   window_count: jax.Array      # int32, values in the current accumulation window
   window_sum: jax.Array        # float32, sum of the values in the current window
+  rule: PlateauRule            # factor, patience, ... (what plateau.step needs)
 
 
-class _Rule(NamedTuple):
-  """The arguments of :func:`reduce_on_plateau` that one evaluation reads."""
-  factor: Any
-  patience: Any
-  threshold: Any
-  threshold_mode: str
-  mode: str
-  cooldown: Any
-  min_scale: Any
-  eps: Any
-
-
-def _initial_state(mode: str) -> ReduceOnPlateauState:
-  worst = jnp.inf if mode == "min" else -jnp.inf
+def _initial_state(rule: PlateauRule) -> ReduceOnPlateauState:
+  worst = jnp.inf if rule.mode == "min" else -jnp.inf
   return ReduceOnPlateauState(
       scale=jnp.ones([], jnp.float32),
       best=jnp.full([], worst, jnp.float32),
@@ -58,11 +90,14 @@ def _initial_state(mode: str) -> ReduceOnPlateauState:
       cooldown_counter=jnp.zeros([], jnp.int32),
       window_count=jnp.zeros([], jnp.int32),
       window_sum=jnp.zeros([], jnp.float32),
+      rule=rule,
   )
 
 
 def _metric_value(value: Any, axis_name: str | None) -> jax.Array:
   """``value`` as a float32 scalar, ``pmean``-ed over ``axis_name`` when given."""
+  if value is None:
+    raise ValueError("value must be a scalar metric (e.g. the validation loss), got value = None.")
   value = jnp.asarray(value).astype(jnp.float32)
   if jnp.shape(value) != ():
     raise ValueError(f"value must be a scalar, got an array of shape {jnp.shape(value)}.")
@@ -76,7 +111,7 @@ def _accumulate(state: ReduceOnPlateauState, value: jax.Array) -> ReduceOnPlatea
   return state._replace(window_count=_tree.increment(state.window_count), window_sum=state.window_sum + value)
 
 
-def _is_better(metric: jax.Array, best: jax.Array, rule: _Rule) -> jax.Array:
+def _is_better(metric: jax.Array, best: jax.Array, rule: PlateauRule) -> jax.Array:
   """PyTorch's ``is_better`` for ``mode`` / ``threshold_mode``; never for a non-finite metric."""
   thr = jnp.asarray(rule.threshold, jnp.float32)
   if rule.mode == "min":
@@ -98,18 +133,18 @@ def _count_bad(state: ReduceOnPlateauState, better: jax.Array) -> tuple[jax.Arra
   return jnp.where(in_cooldown, 0, bad), cool
 
 
-def _reduced_scale(scale: jax.Array, rule: _Rule) -> jax.Array:
+def _reduced_scale(scale: jax.Array, rule: PlateauRule) -> jax.Array:
   """``max(scale * factor, min_scale)``, or ``scale`` when that changes it by ``eps`` or less."""
   new = jnp.maximum(scale * jnp.asarray(rule.factor, jnp.float32), jnp.asarray(rule.min_scale, jnp.float32))
   return jnp.where(scale - new > jnp.asarray(rule.eps, jnp.float32), new, scale)
 
 
-def _after_evaluation(state: ReduceOnPlateauState, metric: jax.Array, rule: _Rule) -> ReduceOnPlateauState:
+def _after_evaluation(state: ReduceOnPlateauState, metric: jax.Array, rule: PlateauRule) -> ReduceOnPlateauState:
   """The state after PyTorch's ``scheduler.step(metric)``, with an empty window."""
   better = _is_better(metric, state.best, rule)
   bad, cool = _count_bad(state, better)
   reduce = bad > jnp.asarray(rule.patience, jnp.int32)
-  return ReduceOnPlateauState(
+  return state._replace(
       scale=jnp.where(reduce, _reduced_scale(state.scale, rule), state.scale),
       best=jnp.where(better, metric, state.best),
       num_bad_epochs=jnp.where(reduce, 0, bad).astype(jnp.int32),
@@ -168,9 +203,18 @@ def reduce_on_plateau(
     axis_name: a ``pmap`` / ``shard_map`` axis to average the value over, or ``None``.
     eps: minimal change of the scale, ``>= 0``; smaller reductions are skipped.
 
+  Two ways to drive it:
+
+  * per update: ``update(updates, state, params, value=loss)`` (with ``accumulation_size``
+    to average several values into one evaluation);
+  * once per epoch, as PyTorch users call ``scheduler.step(val_loss)``: ``update`` without
+    ``value`` (the updates are only scaled) and :func:`step` ``(opt_state, val_loss)``
+    after each epoch. Its reduced scale applies from the very next update.
+
   Returns:
     An ``optax.GradientTransformationExtraArgs``; call
-    ``update(updates, state, params=None, *, value)``.
+    ``update(updates, state, params=None, *, value=None)``. Its state is a
+    :class:`ReduceOnPlateauState`, which also holds the rule (:class:`PlateauRule`).
 
   Example:
     >>> import jax.numpy as jnp
@@ -195,18 +239,21 @@ def reduce_on_plateau(
   _validate.check_int("accumulation_size", accumulation_size, low=1)
   _validate.check_axis_name(axis_name)
   _validate.check_number("eps", eps, low=0.0)
-  rule = _Rule(factor, patience, threshold, threshold_mode, mode, cooldown, min_scale, eps)
+  arguments = (factor, patience, threshold, cooldown, min_scale, eps, mode, threshold_mode)
 
   def init_fn(params):
     del params
-    return _initial_state(mode)
+    return _initial_state(PlateauRule.of(*arguments))
 
-  def update_fn(updates, state, params=None, *, value, **extra_args):
+  def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del params, extra_args
-    value = _metric_value(value, axis_name)
+    rule = PlateauRule.of(*arguments)  # the current rule (injected hyperparameters included)
     s = state.scale  # the scale from before `value`: a reduction applies from the next update
     out = jax.tree.map(lambda g: (g.astype(_tree.acc_dtype(g.dtype)) * s).astype(g.dtype), updates)
-    state = _accumulate(state, value)
+    state = state._replace(rule=rule)
+    if value is None:  # driven by plateau.step: scale only
+      return out, state
+    state = _accumulate(state, _metric_value(value, axis_name))
     ready = state.window_count >= jnp.asarray(accumulation_size, jnp.int32)
     evaluated = _after_evaluation(state, state.window_sum / state.window_count.astype(jnp.float32), rule)
     return out, jax.tree.map(lambda new, old: jnp.where(ready, new, old), evaluated, state)
@@ -233,3 +280,51 @@ def scale(state: Any) -> jax.Array:
   """
   return _tree.find_state(state, ReduceOnPlateauState, "plateau.scale",
                           "chain plateau.reduce_on_plateau(...) into the optimizer.").scale
+
+
+def step(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
+  """``opt_state`` with its ``reduce_on_plateau`` state advanced by one evaluation of ``value``.
+
+  ≙ PyTorch's ``scheduler.step(val_loss)`` called once per epoch: the metric is compared
+  with the best so far using the rule stored in the state (``factor``, ``patience``,
+  ``threshold``, ``threshold_mode``, ``mode``, ``cooldown``, ``min_scale``, ``eps``), and a
+  reduction applies from the very next update. ``accumulation_size`` does not apply:
+  ``value`` is one evaluation (a partial window of per-update values is discarded).
+
+  ``opt_state`` is any container holding exactly one plateau state: a raw optax state
+  (``optax.chain``, ``inject_hyperparams``, ``monitor.track``, ...) comes back as a new
+  state; a linen ``TrainState`` as a new ``TrainState`` (``.replace``); an
+  ``nnx.Optimizer`` or its ``opt_state`` is updated in place and returned. Works inside
+  ``jax.jit`` / ``nnx.jit`` (``value`` may be traced) and outside, also on a
+  ``pmap``-replicated state (every replica takes the same ``value``).
+
+  Args:
+    opt_state: the container (see above).
+    value: the metric, a scalar (e.g. the validation loss; an accuracy with ``mode="max"``).
+    axis_name: inside ``pmap`` / ``shard_map``, the axis to ``pmean`` a per-replica
+      ``value`` over (so the replicas keep the same scale); ``None`` otherwise.
+
+  Returns:
+    The same kind of container, with the plateau state advanced.
+
+  Raises:
+    ValueError: when ``opt_state`` holds no ``reduce_on_plateau`` state or more than one,
+      or ``value`` is not a scalar.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import plateau
+    >>> tx = optax.chain(optax.sgd(1.0), plateau.reduce_on_plateau(factor=0.5, patience=0))
+    >>> state = tx.init(jnp.zeros(1))
+    >>> for val_loss in [1.0, 2.0]:            # two epochs; the second is worse
+    ...   u, state = tx.update(jnp.ones(1), state)   # one update per epoch, no value
+    ...   state = plateau.step(state, val_loss)
+    >>> print(u, plateau.scale(state))          # the 2nd update still used scale 1
+    [-1.] 0.5
+    >>> print(tx.update(jnp.ones(1), state)[0])  # the reduced scale applies from the next one
+    [-0.5]
+  """
+  _validate.check_axis_name(axis_name)
+  metric = _metric_value(value, axis_name)
+  return _tree.replace_state(opt_state, ReduceOnPlateauState, lambda s: _after_evaluation(s, metric, s.rule),
+                             "plateau.step", "chain plateau.reduce_on_plateau(...) into the optimizer.")

@@ -231,7 +231,11 @@ def ema_params(opt_state: Any) -> Any:
       ``opt_state``, holding exactly one :class:`EmaState`.
 
   Returns:
-    The averaged params: a pytree shaped like the params, in their dtypes.
+    The averaged params: a pytree shaped like the params, in their dtypes. For an
+    ``nnx.Optimizer(model, tx, wrt=...)`` (or its ``opt_state``) it is an ``nnx.State``
+    shaped like ``nnx.state(model, wrt)``, so one call loads it into a model:
+    ``nnx.update(model, regularization.ema_params(optimizer))`` (into ``nnx.clone(model)``
+    to evaluate with the EMA weights and keep training the raw ones).
 
   Raises:
     ValueError: when ``opt_state`` holds no ``EmaState`` or more than one.
@@ -245,6 +249,17 @@ def ema_params(opt_state: Any) -> Any:
     >>> avg = regularization.ema_params(state)   # 0.5 * theta_0 + 0.5 * theta_1
     >>> print(avg["w"], avg["w"].dtype)
     [0.5 0.5] bfloat16
+
+    Flax NNX: the EMA weights into a copy of the model, for evaluation:
+
+    >>> from flax import nnx
+    >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> optimizer = nnx.Optimizer(model, optax.chain(optax.sgd(1.0), regularization.ema(0.5)), wrt=nnx.Param)
+    >>> _ = optimizer.update(model, nnx.grad(lambda m: m(jnp.ones((1, 2))).sum())(model))
+    >>> eval_model = nnx.clone(model)
+    >>> nnx.update(eval_model, regularization.ema_params(optimizer))
+    >>> print(eval_model.bias[...], model.bias[...])   # (0.5*0 + 1*(-1)) / 1.5 and the raw -1
+    [-0.6666667] [-1.]
   """
   state = _tree.find_state(opt_state, EmaState, "ema_params", "chain regularization.ema(...) into the optimizer.")
   z = jax.tree.map(lambda x: x / _broadcast_to(state.total_weight.astype(x.dtype), x), state.weighted_sum)
@@ -335,7 +350,8 @@ def swa_params(opt_state: Any) -> Any:
       ``opt_state``, holding exactly one :class:`SwaState`.
 
   Returns:
-    The averaged params: a pytree shaped like the params, in their dtypes.
+    The averaged params: a pytree shaped like the params, in their dtypes (an
+    ``nnx.State`` for an ``nnx.Optimizer``: ``nnx.update(model, swa_params(optimizer))``).
 
   Raises:
     ValueError: when ``opt_state`` holds no ``SwaState`` or more than one.

@@ -193,6 +193,12 @@ PLATEAU = [
     Row(plateau.reduce_on_plateau, dict(axis_name=3), "axis_name"),
     Row(plateau.reduce_on_plateau, dict(eps=-1.0), "eps"),
     Row(plateau.scale, dict(state="x"), "ReduceOnPlateauState"),
+    Row(plateau.step, dict(opt_state="x", value=1.0), "ReduceOnPlateauState"),
+    Row(plateau.step, lambda: dict(opt_state=plateau.reduce_on_plateau().init(jnp.zeros(1)), value=jnp.ones(2)),
+        "value"),
+    Row(plateau.step, lambda: dict(opt_state=plateau.reduce_on_plateau().init(jnp.zeros(1)), value=None), "value"),
+    Row(plateau.step, lambda: dict(opt_state=plateau.reduce_on_plateau().init(jnp.zeros(1)), value=1.0,
+                                   axis_name=3), "axis_name"),
 ]
 
 LR_FINDER = [
@@ -209,6 +215,7 @@ LR_FINDER = [
     Row(lr_finder.lr_range_test, _lr_test(end_lr=float("inf")), "end_lr"),
     Row(lr_finder.lr_range_test, _lr_test(num_steps=1), "num_steps"),
     Row(lr_finder.lr_range_test, _lr_test(num_steps=10.0), "num_steps"),
+    Row(lr_finder.lr_range_test, _lr_test(wrt="x"), "wrt"),  # wrt only with an nnx.Module
     Row(lr_finder.lr_range_test, _lr_test(mode="log"), "mode"),
     Row(lr_finder.lr_range_test, _lr_test(smoothing=0.0), "smoothing"),
     Row(lr_finder.lr_range_test, _lr_test(smoothing=1.5), "smoothing"),
@@ -265,6 +272,8 @@ INITIALIZERS = [
     Row(I.init_report, _lsuv(apply_fn="model"), "apply_fn"),
     Row(I.init_report_nnx, dict(model="model", batch=None), "model"),
     Row(I.init_report_nnx, _lsuv_nnx(forward=3), "forward"),
+    Row(I.init_report, _lsuv(forward=lambda m, b: m(b)), "forward"),  # forward only with an nnx.Module
+    Row(I.init_report, lambda: dict(zip(("apply_fn", "params"), nnx_mlp()), forward=3), "forward"),
 ]
 
 # ------------------------------------------------------------------ momentum and adaptive
@@ -428,6 +437,8 @@ PARALLEL = [
     Row(parallel.make_mesh, dict(axis_names=()), "axis_names"),
     Row(parallel.make_mesh, dict(axis_names=("a", "b"), shape=(3, 3)), "shape"),
     Row(parallel.replicate, dict(tree={"w": jnp.zeros(2)}, axis_name=3), "axis_name"),
+    Row(parallel.assert_replicated, dict(tree={"w": jnp.ones((2, 2))}, atol=-1.0), "atol"),
+    Row(parallel.assert_replicated, dict(tree={"w": jnp.ones((2, 2))}, atol=float("nan")), "atol"),
     Row(parallel.fsdp_shardings, lambda: dict(params={"w": jnp.zeros(8)}, mesh=_mesh(), axis="model"), "axis"),
     Row(parallel.fsdp_shardings, lambda: dict(params={"w": jnp.zeros(8)}, mesh=_mesh(), min_size=-1), "min_size"),
     xfail("issue #14: the message must show the value it got (it names only the argument today)",

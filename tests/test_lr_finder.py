@@ -124,3 +124,102 @@ def test_iterator_is_cycled_and_progress_bar(capsys):
   import matplotlib.pyplot as plt
 
   plt.close("all")
+
+
+# ----------------------------------------------------------------------------- NNX models (issue #11)
+def _nnx():
+  return pytest.importorskip("flax.nnx")
+
+
+def _cnn(nnx):
+  class CNN(nnx.Module):
+    """Conv -> BatchNorm -> ReLU -> Linear: Params and BatchStats."""
+
+    def __init__(self, rngs):
+      self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+      self.bn = nnx.BatchNorm(4, rngs=rngs)
+      self.head = nnx.Linear(4 * 8 * 8, 10, rngs=rngs)
+
+    def __call__(self, x):
+      h = nnx.relu(self.bn(self.conv(x)))
+      return self.head(h.reshape(h.shape[0], -1))
+
+  return CNN(nnx.Rngs(0))
+
+
+def _image_batches(n=3):
+  rng = np.random.default_rng(0)
+  return [(jnp.asarray(rng.standard_normal((16, 8, 8, 1)), jnp.float32), jnp.asarray(rng.integers(0, 10, 16)))
+          for _ in range(n)]
+
+
+def _nnx_loss(model, batch):
+  x, y = batch
+  return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+
+def _all_state(nnx, model):
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
+
+
+def test_nnx_cnn_with_batchnorm_matches_a_manual_loop_and_leaves_the_model():
+  """The sweep = a hand-written NNX loop on a clone (Params stepped, BatchStats by the forward pass)."""
+  nnx = _nnx()
+  model = _cnn(nnx)
+  before = _all_state(nnx, model)
+  batches = _image_batches()
+  res = lr_finder.lr_range_test(_nnx_loss, model, batches, optax.sgd, wrt=nnx.Param, start_lr=1e-3, end_lr=1.0,
+                                num_steps=8, diverge_threshold=1e6, progress=False)
+  chex = pytest.importorskip("chex")
+  chex.assert_trees_all_equal(_all_state(nnx, model), before)  # never mutated
+
+  ref_model, ref_losses = nnx.clone(model), []
+  for lr, batch in zip(res.lrs, itertools.cycle(batches)):
+    loss, grads = nnx.value_and_grad(_nnx_loss)(ref_model, batch)  # updates the BatchStats in place
+    ref_losses.append(float(loss))
+    params = nnx.state(ref_model, nnx.Param)
+    nnx.update(ref_model, jax.tree.map(lambda p, g: p - jnp.float32(lr) * g, params, grads))
+  np.testing.assert_allclose(res.losses, ref_losses, rtol=2e-5)
+  assert not res.stopped_early and len(res.losses) == 8
+
+
+def test_nnx_only_wrt_variables_are_swept_and_the_rest_is_carried():
+  """A BatchStat the forward pass counts with: carried from step to step, never decayed by the optimizer."""
+  nnx = _nnx()
+
+  class Counting(nnx.Module):
+    def __init__(self):
+      self.w = nnx.Param(jnp.ones(2))
+      self.seen = nnx.BatchStat(jnp.zeros([]))  # how many forward passes; shifts the output
+
+    def __call__(self, x):
+      self.seen[...] += 1.0
+      return x @ self.w + self.seen[...]
+
+  model = Counting()
+  loss_fn = lambda m, x: jnp.mean(m(x))  # noqa: E731
+  decayed_sgd = lambda lr: optax.chain(optax.add_decayed_weights(0.5), optax.sgd(lr))  # noqa: E731
+  x = jnp.ones((4, 2))
+  res = lr_finder.lr_range_test(loss_fn, model, [x], decayed_sgd, start_lr=0.1, end_lr=0.2, num_steps=4,
+                                mode="linear", diverge_threshold=1e6, progress=False)
+  w, seen, want = np.ones(2), 0.0, []
+  for lr in res.lrs:
+    seen += 1.0
+    want.append(float(np.mean(np.ones((4, 2)) @ w + seen)))
+    w = w - lr * (np.ones(2) + 0.5 * w)  # grad of mean(x @ w) is 1 per weight; decay on w only
+  np.testing.assert_allclose(res.losses, want, rtol=1e-6)
+  assert float(model.seen[...]) == 0.0  # the caller's model is untouched
+
+
+def test_nnx_wrt_selects_what_is_swept_and_wrt_needs_a_module():
+  nnx = _nnx()
+  model = _cnn(nnx)
+  res = lr_finder.lr_range_test(_nnx_loss, model, _image_batches(1), optax.sgd, wrt=nnx.PathContains("head"),
+                                start_lr=1e-3, end_lr=1e-2, num_steps=3, progress=False)
+  assert len(res.losses) == 3
+  with pytest.raises(ValueError, match="wrt"):
+    lr_finder.lr_range_test(lambda p, b: jnp.sum(p ** 2), jnp.ones(2), [0], optax.sgd, wrt=nnx.Param,
+                            num_steps=3, progress=False)
+  with pytest.raises(ValueError, match="floating-point"):
+    lr_finder.lr_range_test(_nnx_loss, model, _image_batches(1), optax.sgd, wrt=nnx.RngState, num_steps=3,
+                            progress=False)

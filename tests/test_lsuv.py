@@ -350,3 +350,15 @@ def test_init_report_dead_units_and_nnx():
   outs = _nnx_mlp_outputs(model, X)
   np.testing.assert_allclose([r.std for r in report], [y.std() for y in outs], rtol=1e-4)
   assert report.stds == [r.std for r in report]
+
+
+def test_init_report_takes_forward_for_an_nnx_model():
+  """``init_report(model, batch, forward=...)`` ≙ ``init_report_nnx(model, batch, forward)`` (issue #11)."""
+  model = _nnx_mlp(depth=3, kinit=I.he_normal())
+  batch = {"image": X}
+  forward = lambda m, b: m(b["image"])  # noqa: E731
+  report = I.init_report(model, batch, forward=forward)
+  assert [r.std for r in report] == [r.std for r in I.init_report_nnx(model, batch, forward)]
+  np.testing.assert_allclose(report.stds, [r.std for r in I.init_report(model, X)], rtol=1e-6)
+  with pytest.raises(ValueError, match="forward"):
+    I.init_report(lambda p, b: b, {}, X, forward=forward)  # a linen apply_fn: forward does not apply

@@ -126,11 +126,7 @@ def test_pmap_replicas_identical_and_match_single_device(case: ContractCase):
   for i, (x, y) in enumerate(_batches()):
     batch = (x.reshape(NUM_DEVICES, PER_DEVICE, -1), y.reshape(NUM_DEVICES, PER_DEVICE))
     params, state, loss = step(params, state, batch, **case.extra_args(i))
-  for tree in (params, state, loss):
-    for leaf in jax.tree.leaves(tree):
-      leaf = np.asarray(leaf)
-      for d in range(1, NUM_DEVICES):
-        np.testing.assert_array_equal(leaf[d], leaf[0], err_msg=f"replica {d} differs")
+  parallel.assert_replicated((params, state, loss))  # bitwise
   ref_params, ref_state = _single_device(case.name)
   _close(parallel.unreplicate(params), ref_params)
   _close_state(parallel.unreplicate(state), ref_state)
@@ -153,7 +149,7 @@ def test_jit_data_parallel_matches_single_device(case: ContractCase, mesh):
   params, state, loss = _run_sharded(case, mesh, p_sh)
   for leaf in jax.tree.leaves((params, state, loss)):
     assert leaf.sharding.is_fully_replicated
-  _shards_identical((params, state, loss))
+  parallel.assert_replicated((params, state, loss))  # every device's copy, bitwise
   ref_params, ref_state = _single_device(case.name)
   _close(params, ref_params)
   _close_state(state, ref_state)
@@ -252,6 +248,7 @@ def test_pmap_step_has_aux_and_value_from_loss():
   batch = (x.reshape(NUM_DEVICES, PER_DEVICE, -1), y.reshape(NUM_DEVICES, PER_DEVICE))
   params = parallel.replicate(_params(), axis_name=AXIS)
   new_params, _, (loss, aux) = step(params, parallel.replicate(tx.init(_params()), axis_name=AXIS), batch)
+  parallel.assert_replicated((new_params, loss, aux))
   np.testing.assert_allclose(np.asarray(loss), float(_loss(_params(), (x, y))), rtol=1e-5)
   np.testing.assert_allclose(np.asarray(aux), float(np.mean(y)), rtol=1e-5)
   np.testing.assert_allclose(np.asarray(new_params["scale"]), 1.0 + np.asarray(loss), rtol=1e-6)
@@ -277,3 +274,62 @@ def test_make_mesh_bad_arguments(kwargs, match):
 
 def test_replicated(mesh):
   assert isinstance(parallel.replicated(mesh), NamedSharding)
+
+
+# ----------------------------------------------------------------------------- assert_replicated
+def _pmap_batches():
+  return [(x.reshape(NUM_DEVICES, PER_DEVICE, -1), y.reshape(NUM_DEVICES, PER_DEVICE)) for x, y in _batches()]
+
+
+def test_assert_replicated_catches_a_step_that_forgets_pmean():
+  tx = adaptive.adam(1e-2)
+
+  def step_without_pmean(params, state, batch):  # the bug: each replica applies its own gradient
+    updates, state = tx.update(jax.grad(_loss)(params, batch), state, params)
+    return optax.apply_updates(params, updates), state
+
+  bad = jax.pmap(step_without_pmean, axis_name=AXIS)
+  good = parallel.pmap_train_step(_loss, tx, axis_name=AXIS)
+  params = parallel.replicate(_params(), axis_name=AXIS)
+  state = parallel.replicate(tx.init(_params()), axis_name=AXIS)
+  p_bad, s_bad, p_good, s_good = params, state, params, state
+  for batch in _pmap_batches():
+    p_bad, s_bad = bad(p_bad, s_bad, batch)
+    p_good, s_good, _ = good(p_good, s_good, batch)
+  parallel.assert_replicated((p_good, s_good))
+  with pytest.raises(ValueError, match=r"leaf \['hidden'\]\['bias'\] differs between replicas: replica 1"):
+    parallel.assert_replicated(p_bad)
+  with pytest.raises(ValueError, match=r"leaf \[0\]\.mu\['hidden'\]\['bias'\]"):
+    parallel.assert_replicated(s_bad)
+  gap = float(np.max(np.abs(np.asarray(p_bad["hidden"]["kernel"]) - np.asarray(p_bad["hidden"]["kernel"][0]))))
+  parallel.assert_replicated(p_bad["hidden"]["kernel"], atol=gap)  # within atol
+  with pytest.raises(ValueError, match=r"leaf <root> differs .* by up to 0\.\d+ \(atol=0.5\)"):
+    parallel.assert_replicated(p_bad["hidden"]["kernel"] / gap, atol=0.5)
+
+
+def test_assert_replicated_on_arrays_replicated_over_a_mesh(mesh):
+  sharding = parallel.replicated(mesh)
+  same = jax.device_put(jnp.arange(3.0), sharding)
+  parallel.assert_replicated({"w": same, "n": jax.device_put(jnp.int32(2), sharding)})
+  copies = [jax.device_put(jnp.arange(3.0) + (0.25 if d.id == 5 else 0.0), d) for d in mesh.devices.flat]
+  drifted = jax.make_array_from_single_device_arrays((3,), sharding, copies)
+  with pytest.raises(ValueError, match=r"leaf \['w'\] differs between replicas: replica \d differs from replica 0 by up to 0.25"):
+    parallel.assert_replicated({"w": drifted})
+  parallel.assert_replicated({"w": drifted}, atol=0.25)
+  fsdp = jax.device_put(jnp.zeros((16, 2)), NamedSharding(mesh, P("data")))
+  with pytest.raises(ValueError, match="is sharded"):
+    parallel.assert_replicated({"w": fsdp})
+
+
+def test_assert_replicated_leaves_it_cannot_read():
+  with pytest.raises(ValueError, match=r"leaf \['s'\] has no replica axis"):
+    parallel.assert_replicated({"s": jnp.float32(1.0)})
+  with pytest.raises(ValueError, match="outside jit"):
+    jax.jit(parallel.assert_replicated)(jnp.ones((2, 3)))
+  keys = jax.random.split(jax.random.key(0), 2)
+  with pytest.raises(ValueError, match="differs between replicas"):
+    parallel.assert_replicated(keys)
+  parallel.assert_replicated(jnp.stack([jax.random.key_data(jax.random.key(1))] * 2))
+  parallel.assert_replicated(jnp.full((NUM_DEVICES, 2), jnp.nan))  # NaNs in the same places are equal
+  with pytest.raises(ValueError, match="atol"):
+    parallel.assert_replicated(jnp.ones((2, 2)), atol=-1.0)

@@ -231,7 +231,8 @@ def test_flax_linen_train_state_pattern():
   tx = optax.chain(optax.sgd(0.1), plateau.reduce_on_plateau(factor=0.5, patience=0))
   state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
   grads = jax.tree.map(jnp.ones_like, params)
-  # apply_gradients does not forward extra kwargs to tx.update (they are dataclass fields).
+  # flax's apply_gradients does not forward extra kwargs to tx.update (they are dataclass fields);
+  # training.TrainState does (tests/test_training.py).
   with pytest.raises(TypeError):
     state.apply_gradients(grads=grads, value=1.0)
 
@@ -251,3 +252,136 @@ def test_value_must_be_scalar():
   tx = plateau.reduce_on_plateau()
   with pytest.raises(ValueError, match="scalar"):
     tx.update(jnp.ones(2), tx.init(jnp.zeros(2)), value=jnp.ones(2))
+
+
+# ----------------------------------------------------------------------------- once per epoch: plateau.step
+EPOCH_CONFIGS = [c for c in CONFIGS if "accumulation_size" not in c]
+UPDATES_PER_EPOCH = 3
+
+
+def torch_lrs_per_epoch(stream, config, base_lr=1.0):
+  """The lr of each optimizer step when ``scheduler.step(v)`` is called after every epoch."""
+  config = dict(config)
+  if "min_scale" in config:
+    config["min_lr"] = config.pop("min_scale") * base_lr
+  p = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.SGD([p], lr=base_lr)
+  sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **config)
+  lrs = []
+  for v in stream:
+    for _ in range(UPDATES_PER_EPOCH):
+      lrs.append(opt.param_groups[0]["lr"])
+      opt.step()
+    sched.step(float(v))
+  return np.asarray(lrs) / base_lr
+
+
+@pytest.mark.parametrize("config", EPOCH_CONFIGS, ids=[f"cfg{i}" for i in range(len(EPOCH_CONFIGS))])
+def test_step_once_per_epoch_torch_parity(config):
+  """``update`` without value during the epoch, ``plateau.step(state, v)`` after it: torch's lrs."""
+  tx = optax.chain(optax.identity(), plateau.reduce_on_plateau(**config))
+
+  def epoch(state, v):
+    scales = []
+    for _ in range(UPDATES_PER_EPOCH):
+      u, state = tx.update(jnp.ones(1), state)
+      scales.append(u[0])
+    return plateau.step(state, v), jnp.stack(scales)
+
+  run = jax.jit(lambda stream: jax.lax.scan(epoch, tx.init(jnp.zeros(1)), stream)[1].reshape(-1))
+  for name, stream in STREAMS.items():
+    stream = stream[:60]
+    if name == "inf" and config.get("mode") == "max":
+      stream = np.where(np.isinf(stream), -np.inf, stream)
+    ref = torch_lrs_per_epoch(stream, config)
+    np.testing.assert_allclose(np.asarray(run(jnp.asarray(stream, jnp.float32)), np.float64), ref, rtol=1e-5,
+                               atol=0.0, err_msg=name)
+
+
+def _regression_data():
+  rng = np.random.default_rng(0)
+  w = rng.standard_normal((4, 1))
+  x = rng.standard_normal((64, 4)).astype(np.float32)
+  y = (x @ w + 0.5 * rng.standard_normal((64, 1))).astype(np.float32)
+  xv = rng.standard_normal((32, 4)).astype(np.float32)
+  yv = (xv @ w + 0.5 * rng.standard_normal((32, 1))).astype(np.float32)
+  return [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)], (xv, yv)
+
+
+def test_sgd_with_validation_loss_per_epoch_matches_torch_step_by_step():
+  """torch SGD(momentum) + ReduceLROnPlateau.step(val_loss) per epoch: same params after every update.
+
+  Twelve epochs of four updates; the validation loss plateaus, so the lr is halved three
+  times (after epochs 4, 7 and 10), each followed by a cooldown epoch.
+  """
+  from jaxopt_practices import momentum
+
+  batches, (xv, yv) = _regression_data()
+  config = dict(factor=0.5, patience=1, cooldown=1, threshold=0.01)
+  lin = torch.nn.Linear(4, 1)
+  opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+  sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **config)
+
+  def loss_fn(p, x, y):
+    return jnp.mean(jnp.square(x @ p["w"] + p["b"][None, :] - y))
+
+  tx = optax.chain(momentum.sgd(0.1, momentum=0.9), plateau.reduce_on_plateau(**config, eps=1e-8 / 0.1))
+  params = {"w": jnp.asarray(lin.weight.detach().numpy().T), "b": jnp.asarray(lin.bias.detach().numpy())}
+  state = tx.init(params)
+
+  @jax.jit
+  def train_step(params, state, x, y):
+    updates, state = tx.update(jax.grad(loss_fn)(params, x, y), state, params)  # no value
+    return optax.apply_updates(params, updates), state
+
+  epoch_end = jax.jit(plateau.step)
+  lrs = []
+  for _ in range(12):
+    for x, y in batches:
+      opt.zero_grad()
+      torch.mean((lin(torch.tensor(x)) - torch.tensor(y)) ** 2).backward()
+      opt.step()
+      params, state = train_step(params, state, x, y)
+      np.testing.assert_allclose(params["w"], lin.weight.detach().numpy().T, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(params["b"], lin.bias.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+      torch_val = float(torch.mean((lin(torch.tensor(xv)) - torch.tensor(yv)) ** 2))
+    val = loss_fn(params, xv, yv)
+    np.testing.assert_allclose(float(val), torch_val, rtol=1e-5)
+    sched.step(torch_val)
+    state = epoch_end(state, val)
+    lrs.append(opt.param_groups[0]["lr"])
+    assert float(plateau.scale(state)) * 0.1 == pytest.approx(lrs[-1], rel=1e-6)
+  assert lrs[-1] == pytest.approx(0.1 / 8) and len(set(lrs)) == 4  # three reductions
+
+
+def test_step_on_a_replicated_state_inside_and_outside_pmap():
+  tx = optax.chain(optax.identity(), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  rep = jax.tree.map(lambda x: jnp.broadcast_to(x, (NUM_DEVICES,) + x.shape), tx.init(jnp.zeros(2)))
+  outside = plateau.step(plateau.step(rep, 1.0), 2.0)  # host-side value, the same for every replica
+  pstep = jax.pmap(lambda s, v: plateau.step(s, v, axis_name="i"), axis_name="i")
+  inside = rep
+  for base in [1.0, 2.0]:  # per-replica values whose mean rises
+    inside = pstep(inside, jnp.asarray(base + 0.1 * np.arange(NUM_DEVICES) - 0.35, jnp.float32))
+  for state in (outside, inside):
+    np.testing.assert_array_equal(plateau.scale(state), np.full(NUM_DEVICES, 0.5, np.float32))
+    np.testing.assert_allclose(state[1].best, np.full(NUM_DEVICES, 1.0, np.float32), rtol=1e-6)
+
+
+def test_update_without_value_only_scales_and_keeps_the_state():
+  tx = plateau.reduce_on_plateau(factor=0.5, patience=0)
+  state = plateau.step(plateau.step(tx.init(jnp.zeros(2)), 1.0), 2.0)
+  u, new = jax.jit(tx.update)(jnp.ones(2), state)
+  np.testing.assert_array_equal(u, [0.5, 0.5])
+  chex.assert_trees_all_equal(new, state)
+
+
+def test_rule_is_in_the_state_and_follows_inject_hyperparams():
+  tx = optax.inject_hyperparams(plateau.reduce_on_plateau)(factor=0.5, patience=0, mode="max")
+  state = tx.init(jnp.zeros(1))
+  rule = state.inner_state.rule
+  assert (float(rule.factor), int(rule.patience), rule.mode, rule.threshold_mode) == (0.5, 0, "max", "rel")
+  state.hyperparams["factor"] = jnp.asarray(0.25, state.hyperparams["factor"].dtype)
+  _, state = tx.update(jnp.ones(1), state)  # writes the injected factor into the rule
+  state = plateau.step(plateau.step(state, 2.0), 1.0)  # mode="max": 1.0 is worse
+  assert float(plateau.scale(state)) == 0.25

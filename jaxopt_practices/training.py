@@ -1,0 +1,76 @@
+"""Flax linen training state whose ``apply_gradients`` forwards extra arguments to the optimizer.
+
+``flax.training.train_state.TrainState.apply_gradients(grads=g, **kwargs)`` treats every
+keyword argument as a field to ``.replace()``, so an optimizer that needs one at update time
+(``plateau.reduce_on_plateau``'s ``value=loss``, ``optax.scale_by_backtracking_linesearch``'s
+``value`` / ``grad`` / ``value_fn``) cannot get it: the call fails with
+``TypeError: ... missing 1 required keyword-only argument: 'value'`` (or with an unknown
+field). :class:`TrainState` is the same dataclass with that one difference; everything else
+(``create``, ``replace``, subclasses with extra fields such as ``batch_stats``, checkpoints)
+is flax's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import optax
+from flax.training import train_state
+
+__all__ = ["TrainState"]
+
+
+class TrainState(train_state.TrainState):
+  """A ``flax.training.train_state.TrainState`` whose ``apply_gradients`` forwards extra arguments to ``tx.update``.
+
+  ``state.apply_gradients(grads=g, value=loss)`` calls
+  ``tx.update(g, opt_state, params, value=loss)``. Keyword arguments that name a field of
+  the state (e.g. ``batch_stats`` in a subclass) are ``.replace()``-d as flax does; all the
+  others go to ``tx.update`` (transforms that take no extra arguments ignore them, as in
+  ``optax.chain``). ``create``, ``replace`` and the pytree layout are flax's, so the state
+  works under ``jax.jit`` / ``pmap``, with Orbax, and with every reader of this package
+  (``monitor.stats(state)``, ``plateau.scale(state)``, ``plateau.step(state, val_loss)``,
+  ``regularization.ema_params(state)``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, flax.linen as nn
+    >>> from jaxopt_practices import plateau, training
+    >>> model = nn.Dense(1)
+    >>> params = model.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+    >>> tx = optax.chain(optax.sgd(0.1), plateau.reduce_on_plateau(factor=0.5, patience=0))
+    >>> state = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    >>> @jax.jit
+    ... def train_step(state, x, y):
+    ...   def loss_fn(p):
+    ...     return jnp.mean((state.apply_fn({"params": p}, x) - y) ** 2)
+    ...   loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    ...   return state.apply_gradients(grads=grads, value=loss), loss
+    >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
+    >>> for shift in [0.0, 10.0, 20.0]:       # the targets move away: the loss rises
+    ...   state, loss = train_step(state, x, y - shift)
+    >>> print(int(state.step), plateau.scale(state))
+    3 0.25
+  """
+
+  def apply_gradients(self, *, grads: Any, **kwargs: Any) -> "TrainState":
+    """``step + 1``, params and ``opt_state`` updated by ``tx.update(grads, ..., **extra)``.
+
+    Args:
+      grads: gradients shaped like ``params``.
+      **kwargs: fields of the state to ``.replace()`` (as flax's), and extra arguments
+        for ``tx.update`` (anything that is not a field, e.g. ``value=loss``).
+
+    Returns:
+      The updated state.
+    """
+    names = {f.name for f in dataclasses.fields(self)}
+    fields = {k: v for k, v in kwargs.items() if k in names}
+    extra = {k: v for k, v in kwargs.items() if k not in names}
+    if not extra:
+      return super().apply_gradients(grads=grads, **fields)
+    tx = optax.with_extra_args_support(self.tx)
+    bound = optax.GradientTransformation(tx.init, lambda u, s, p=None: tx.update(u, s, p, **extra))
+    # flax's own apply_gradients (params / OVERWRITE_WITH_GRADIENT handling) with the arguments bound.
+    new = train_state.TrainState.apply_gradients(self.replace(tx=bound), grads=grads, **fields)
+    return new.replace(tx=self.tx)
