@@ -10,7 +10,7 @@
                                           # 4. the core, with its own PyTorch options (its update is -η_t·u)
       -> lr_mults                         # 4'. × m_lr per leaf: the leaf's learning rate is η_t·m_lr
       -> weight_decay                     # 5. - λ·m_wd·η_t·m_lr·θ: decoupled decay following the lr (default)
-      -> plateau                          # 6. × the reduce-on-plateau scale (needs value=loss)
+      -> plateau                          # 6. × the reduce-on-plateau scale (value=loss, or plateau.step)
       -> weight_decay (learning_rate=None)  # 5'. - λ·m_wd·θ: big_vision's lr-independent decay
       -> averaging                        # 7. EMA or SWA of the params (reads the final update)
     )
@@ -271,8 +271,9 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
       is then validated by the practice's own factory.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``; pass ``value=loss`` to ``update`` when
-    the config has a ``plateau``.
+    An ``optax.GradientTransformationExtraArgs``. With a ``plateau`` section, either pass
+    ``value=loss`` to every ``update``, or call ``plateau.step(opt_state, val_loss)`` once per
+    epoch and ``update`` without ``value``.
 
   Example:
     >>> import jax.numpy as jnp, optax
