@@ -135,24 +135,18 @@ class FlatLayout:
 
     Args:
       mask: ``"auto"`` (leaves with ``ndim >= 2``: kernels yes, biases and scales no),
-        ``None`` (every entry), a pytree of bools shaped like the params (a leaf may also
-        be a boolean array of the leaf's shape), or a callable ``params -> pytree of bools``
-        (called on :meth:`template`, so it may look at shapes and paths, not values).
+        ``None`` (every entry), a pytree of bools shaped like the params or a prefix of it
+        (``{"dense": False}`` leaves a whole subtree out, as in ``optax.masked``; a leaf may
+        also be a boolean array of the leaf's shape), or a callable returning one (called on
+        :meth:`template`, so it may look at shapes and paths, not values).
 
     Returns:
       ``bool[size]``, a NumPy constant.
     """
     _validate.check_mask(mask)
-    if mask is None:
-      return np.ones((self.size,), bool)
-    if isinstance(mask, str):
-      return self._per_entry([_tree.is_kernel_ndim(len(s)) for s in self.shapes]).astype(bool)
-    if callable(mask):
-      mask = mask(self.template())
-    parts = []
-    for m, shape in zip(self.treedef.flatten_up_to(mask), self.shapes):
-      m = np.asarray(m, dtype=bool)
-      parts.append(np.broadcast_to(m, shape).reshape(-1))
+    selected = _tree.resolve_mask(mask, self.template())
+    parts = [np.broadcast_to(np.asarray(m, dtype=bool), shape).reshape(-1)
+             for m, shape in zip(self.treedef.flatten_up_to(selected), self.shapes)]
     return np.concatenate(parts) if parts else np.zeros((0,), bool)
 
   @functools.cached_property
