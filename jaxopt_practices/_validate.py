@@ -142,13 +142,13 @@ def known_value(value: Any) -> float | None:
 def is_zero(value: Any) -> bool:
   """True when ``value`` is ``None`` or a Python or NumPy number equal to 0.
 
-  The rule for optional state (a momentum buffer, a coupled-L2 step): it is left out only
-  when this is True, i.e. when the argument is ``None`` (the default: not given) or a Python 0.
-  Never for schedules or arrays: ``optax.inject_hyperparams`` passes arrays that are concrete
-  at ``init`` and traced at ``update``, so an array means "may be non-zero" and builds the same
-  state as a non-zero number. ``inject_hyperparams`` leaves a ``None`` default alone, so
-  ``inject_hyperparams(f)(**kwargs)`` has the state structure of ``f(**kwargs)``; only an
-  explicit Python 0 (no state) and an injected 0 (state kept) differ.
+  The rule for skipping *computation* (PyTorch's ``if weight_decay != 0``), never for
+  leaving out *state*: the state structure must not depend on whether a hyperparameter is a
+  Python number or an array that ``optax.inject_hyperparams`` passes (concrete at ``init``,
+  traced at ``update``), or a checkpoint of one would not restore into the other. So
+  optional state (a momentum buffer, a coupled-L2 step) is left out only when its argument
+  is ``None`` (not given); a Python 0 keeps it, like an injected 0, and only skips the
+  arithmetic that would multiply by 0.
   """
   return value is None or (isinstance(value, (int, float, np.number)) and float(value) == 0.0)
 

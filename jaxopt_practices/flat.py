@@ -239,6 +239,7 @@ def adaptive_grad_clip(layout: FlatLayout, clipping: float = 0.01, eps: float = 
   _validate.check_number("eps", eps, low=0.0)
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("flat.adaptive_grad_clip", state, optax.EmptyState)
     _validate.need_params("adaptive_grad_clip", params)
     ids = layout.unit_ids
     g_norm, p_norm = layout.unit_norms(updates), layout.unit_norms(params)

@@ -202,6 +202,7 @@ def reduce_on_plateau(
     return _initial_state(mode)
 
   def update_fn(updates, state, params=None, *, value, **extra_args):
+    _validate.check_state("plateau.reduce_on_plateau", state, ReduceOnPlateauState)
     del params, extra_args
     value = _metric_value(value, axis_name)
     s = state.scale  # the scale from before `value`: a reduction applies from the next update
