@@ -275,7 +275,7 @@ def lsuv(
   References:
     Mishkin & Matas, All you need is a good init, 2016.
   """
-  _validate.check_callable("apply_fn", apply_fn)
+  _layers.check_apply_fn(apply_fn)
   _check_args(target_std, tol, max_iters, orthogonal_init, key)
   layers = _LinenLayers(apply_fn, params, batch)
   report = _run(layers, target_std, tol, max_iters, orthogonal_init, key, "lsuv")

@@ -84,11 +84,11 @@ def check_number(
     if allow_schedule:
       return
     raise ValueError(f"{name} must be a number, got a callable {name} = {value!r}.")
-  x = _concrete_float(name, value)
-  if x is None:
-    return
   allowed = _interval(low, high, low_open, high_open)
   kind = "a number or a schedule" if allow_schedule else "a number"
+  x = _concrete_float(name, value, f"{kind} in {allowed}")
+  if x is None:
+    return
   if not math.isfinite(x):
     raise ValueError(f"{name} must be a finite {kind} in {allowed}, got {name} = {value!r}.")
   too_low = low is not None and (x <= low if low_open else x < low)
@@ -110,6 +110,17 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     raise ValueError(f"{name} must be an integer, got {name} = {value!r}.")
   if (low is not None and value < low) or (high is not None and value > high):
     raise ValueError(f"{name} must be an integer in {_interval(low, high, False, False)}, got {name} = {value!r}.")
+
+
+def check_seed(name: str, value: Any) -> None:
+  """Raises ``ValueError`` unless ``value`` is an integer seed ``jax.random.key`` takes, in [-2**63, 2**63 - 1].
+
+  (Without ``jax_enable_x64``, JAX itself uses only the low 32 bits of a seed.)
+  """
+  check_int(name, value)
+  if not _is_traced(value) and not -(2**63) <= int(value) <= 2**63 - 1:
+    raise ValueError(f"{name} must be an integer in [-2**63, 2**63 - 1] (what jax.random.key takes), "
+                     f"got {name} = {value!r}.")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_practices import _fans
 from jaxopt_practices import _norms
 from jaxopt_practices import _step
 from jaxopt_practices import _tree
@@ -89,7 +90,7 @@ class FlatLayout:
         raise ValueError(f"params must hold floating leaves only; leaf {i} has dtype {d}.")
     if dtype is None:
       dtype = max(self.dtypes, key=lambda d: d.itemsize) if self.dtypes else jnp.dtype(jnp.float32)
-    self.dtype = jnp.dtype(dtype)
+    self.dtype = _fans.float_dtype(dtype)  # an integer buffer would truncate the params
     sizes = [int(np.prod(s)) for s in self.shapes]
     self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
     self.size = int(self.offsets[-1])
@@ -186,7 +187,7 @@ def flatten(params: Any, dtype: Any = None) -> tuple[jax.Array, FlatLayout]:
 
   Args:
     params: a pytree of floating arrays.
-    dtype: the buffer's dtype (default: the leaves' common dtype, or the widest).
+    dtype: the buffer's floating dtype (default: the leaves' common dtype, or the widest).
 
   Returns:
     ``(flat, layout)``; ``layout(flat)`` (or ``layout.unravel(flat)``) gives the pytree back.

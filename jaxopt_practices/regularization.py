@@ -64,7 +64,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
   Args:
     eta: :math:`\eta \ge 0`.
     gamma: :math:`\gamma \ge 0`.
-    seed: an integer seed for ``jax.random.key``.
+    seed: an integer seed for ``jax.random.key``, in [-2**63, 2**63 - 1].
     axis_name: optional ``pmap`` / ``shard_map`` axis (see above).
 
   Returns:
@@ -83,7 +83,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
   """
   _validate.check_number("eta", eta, low=0.0)
   _validate.check_number("gamma", gamma, low=0.0)
-  _validate.check_int("seed", seed)
+  _validate.check_seed("seed", seed)
   _validate.check_axis_name(axis_name)
 
   def init_fn(params):
