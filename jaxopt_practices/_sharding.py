@@ -45,6 +45,14 @@ def check_mesh_axes(name: str, axes: Any, mesh: Mesh) -> None:
                      f"got {name} = {axes!r}.")
 
 
+def check_shardings(name: str, tree: Any) -> None:
+  """Raises ``ValueError`` unless ``tree`` is a non-empty pytree of ``jax.sharding.Sharding``."""
+  leaves = jax.tree.leaves(tree, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
+  if not leaves or not all(isinstance(s, jax.sharding.Sharding) for s in leaves):
+    raise ValueError(f"{name} must be a pytree of jax.sharding.Sharding shaped like the params (e.g. "
+                     f"parallel.fsdp_shardings(params, mesh)), got {name} = {tree!r:.200}.")
+
+
 def check_devices(devices: Any) -> list:
   """``devices`` as a list; ``ValueError`` unless it is a non-empty sequence of ``jax.Device``."""
   try:
@@ -230,6 +238,7 @@ def init_sharded(tx: optax.GradientTransformation, params: Any, params_shardings
     ``(params, opt_state)`` as sharded ``jax.Array`` pytrees.
   """
   _validate.check_transform("tx", tx)
+  check_shardings("params_shardings", params_shardings)
   params = shard(params, params_shardings)
   state_sh = opt_state_shardings(jax.eval_shape(tx.init, params), params, params_shardings)
   return params, jax.jit(tx.init, out_shardings=state_sh)(params)
@@ -291,6 +300,7 @@ def make_train_step(
   _validate.check_bool("has_aux", has_aux)
   _validate.check_bool("value_from_loss", value_from_loss)
   check_mesh_axes("batch_axis", batch_axis, check_mesh(mesh))
+  check_shardings("params_shardings", params_shardings)
   step = _step.train_step(loss_fn, tx, has_aux=has_aux, value_from_loss=value_from_loss)
   b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated(mesh)
   cache: dict[Any, Callable] = {}

@@ -84,10 +84,15 @@ class FlatLayout:
   def __init__(self, params: Any, dtype: Any = None):
     leaves, self.treedef = jax.tree.flatten(params)
     self.shapes = [tuple(jnp.shape(x)) for x in leaves]
-    self.dtypes = [jnp.dtype(jnp.result_type(x)) for x in leaves]
-    for i, d in enumerate(self.dtypes):
-      if not jnp.issubdtype(d, jnp.floating):
-        raise ValueError(f"params must hold floating leaves only; leaf {i} has dtype {d}.")
+    self.dtypes = []
+    for i, x in enumerate(leaves):
+      try:
+        d = jnp.dtype(jnp.result_type(x))
+      except TypeError:  # a string leaf, ...
+        d = None
+      if d is None or not jnp.issubdtype(d, jnp.floating):
+        raise ValueError(f"params must hold floating leaves only; leaf {i} is {x!r:.80} (dtype {d}).")
+      self.dtypes.append(d)
     if dtype is None:
       dtype = max(self.dtypes, key=lambda d: d.itemsize) if self.dtypes else jnp.dtype(jnp.float32)
     self.dtype = _fans.float_dtype(dtype)  # an integer buffer would truncate the params

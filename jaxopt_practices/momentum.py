@@ -155,5 +155,6 @@ def sgd(
     core = [scale_by_momentum(0.0 if momentum is None else momentum, dampening, nesterov)]
   else:
     _validate.check_number("dampening", dampening, low=0.0, high=1.0)
+    _validate.check_bool("nesterov", nesterov)
     core = []
   return optax.chain(*decay, *core, _base.scale_by_learning_rate(learning_rate))

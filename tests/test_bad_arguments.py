@@ -234,6 +234,8 @@ INITIALIZERS = [
         (dict(max_iters=2.5), "max_iters"),
         (dict(orthogonal_init="yes"), "orthogonal_init"),
         (dict(orthogonal_init=True), "key"),
+        (dict(orthogonal_init=True, key=0), "key"),
+        (dict(key="key"), "key"),
     ]],
     Row(I.lsuv, _lsuv(apply_fn="model"), "apply_fn"),
     Row(I.lsuv, _lsuv(params=[1, 2]), "params"),
@@ -264,6 +266,7 @@ OPTIMIZERS = [
     Row(momentum.sgd, dict(learning_rate=0.1, nesterov=True), "nesterov"),
     Row(momentum.sgd, dict(learning_rate=0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
     Row(momentum.sgd, dict(learning_rate=0.1, momentum=0.9, nesterov=1), "nesterov"),
+    Row(momentum.sgd, dict(learning_rate=0.1, nesterov=None), "nesterov"),
     Row(momentum.sgd, dict(learning_rate=0.1, weight_decay=-1e-4), "weight_decay"),
     Row(momentum.scale_by_momentum, dict(momentum=1.2), "momentum"),
     Row(adaptive.adagrad, dict(learning_rate=-1.0), "learning_rate"),
@@ -452,6 +455,10 @@ PARALLEL = [
     # tx and mesh are checked (an AttributeError before issue #14).
     Row(parallel.init_sharded, lambda: dict(tx="x", params={"w": jnp.zeros(8)},
                                             params_shardings={"w": parallel.replicated(_mesh())}), "tx"),
+    Row(parallel.init_sharded, dict(tx=_SGD, params={"w": jnp.zeros(8)}, params_shardings={"w": "data"}),
+        "params_shardings"),
+    Row(parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, mesh=_mesh(), params_shardings="x"),
+        "params_shardings"),
     Row(parallel.replicated, dict(mesh="mesh"), "mesh"),
     Row(parallel.batch_sharding, dict(mesh="mesh"), "mesh"),
     Row(parallel.batch_sharding, lambda: dict(mesh=_mesh(), axis="model"), "axis"),
@@ -461,6 +468,7 @@ PARALLEL = [
 
 FLAT = [
     Row(flat.flatten, dict(params={"i": jnp.zeros(2, jnp.int32)}), "floating"),
+    Row(flat.flatten, dict(params={"w": "weights"}), "floating"),
     # An integer buffer truncated the params silently before issue #14.
     Row(flat.flatten, dict(params={"w": jnp.zeros(2)}, dtype=jnp.int32), "dtype"),
     Row(flat.flatten, dict(params={"w": jnp.zeros(2)}, dtype="bool"), "dtype"),
