@@ -84,6 +84,7 @@ def scale_by_learning_rate(
     return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32), learning_rate=lr_at(jnp.zeros([], jnp.int32)))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("schedules.scale_by_learning_rate", state, ScaleByLearningRateState)
     del params
     lr = lr_at(state.count)
     step = sign * lr
@@ -145,7 +146,10 @@ def l2_penalty(rate: ScalarOrSchedule, mask: _validate.Mask = None) -> optax.Gra
     return L2PenaltyState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("regularization.l2_penalty", state, L2PenaltyState)
     _validate.need_params("l2_penalty", params)
+    if _validate.is_zero(rate):  # a Python 0: PyTorch's `if weight_decay != 0`, the gradient untouched
+      return updates, L2PenaltyState(count=_tree.increment(state.count))
     r = _tree.as_scalar(rate, state.count)
 
     def add(g, p):
@@ -217,6 +221,7 @@ def decoupled_weight_decay(
 
   def update_fn(updates, state, params=None):
     _validate.need_params("decoupled_weight_decay", params)
+    _validate.check_state("regularization.decoupled_weight_decay", state, DecoupledWeightDecayState)
     coef = -_tree.as_scalar(rate, state.count)
     if learning_rate is not None:  # PyTorch's factor 1 - lr * wd, rounded to float32 first
       coef = (1.0 + _tree.as_scalar(learning_rate, state.count) * coef) - 1.0

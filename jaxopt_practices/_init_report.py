@@ -9,7 +9,6 @@ from typing import Any
 from flax import nnx
 
 from jaxopt_practices import _layers
-from jaxopt_practices import _validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +132,7 @@ def init_report(apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = N
   if forward is not None:
     raise ValueError(f"forward applies to an nnx.Module (linen models run through apply_fn), got forward = "
                      f"{forward!r}.")
-  _validate.check_callable("apply_fn", apply_fn)
+  _layers.check_apply_fn(apply_fn)
   params, _ = _layers.unfreeze(params)
   probe, meta = _layers.linen_probe(apply_fn)
   stats = probe(params, batch)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -84,6 +85,19 @@ def _linen_has_kernel(mod: nn.Module) -> bool:
 
 def _is_array_output(out: Any) -> bool:
   return isinstance(out, jax.Array) and out.ndim >= 1
+
+
+_JITTED = ("apply_fn must be the un-jitted function (e.g. lambda p, x: model.apply({{'params': p}}, x)), not "
+           "{what}: the layers are found by intercepting the module calls while it is traced, and a jitted "
+           "function hides them (it is traced on its own, or not at all once compiled). Pass the function "
+           "you gave to jax.jit; it is jitted here with the interceptor. Got apply_fn = {apply_fn!r}.")
+
+
+def check_apply_fn(apply_fn: Any) -> None:
+  """Raises ``ValueError`` unless ``apply_fn`` is callable and not already jitted (``jax.jit`` / ``nnx.jit``)."""
+  _validate.check_callable("apply_fn", apply_fn)
+  if isinstance(apply_fn, jax.stages.Wrapped) or callable(getattr(apply_fn, "lower", None)):
+    raise ValueError(_JITTED.format(what="a jitted one", apply_fn=apply_fn))
 
 
 def capture_linen(apply_fn: Callable, params: Any, batch: Any, weight_norm: bool = False) -> list[Call]:
@@ -236,6 +250,16 @@ def _signature(params: Any, batch: Any) -> tuple:
   return tree, tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in leaves)
 
 
+def _explained(fn: Callable, apply_fn: Callable) -> Callable:
+  """``fn``, turning the tracer leak of an ``apply_fn`` that jits inside into the ``apply_fn`` ValueError."""
+  def call(*args):
+    try:
+      return fn(*args)
+    except jax.errors.UnexpectedTracerError as e:
+      raise ValueError(_JITTED.format(what="one that calls a jitted function", apply_fn=apply_fn)) from e
+  return call
+
+
 def linen_probe(apply_fn: Callable, weight_norm: bool = False):
   """A jitted ``probe(params, batch) -> [layer_stats, ...]`` and ``meta(params, batch) -> [Call, ...]``.
 
@@ -257,12 +281,12 @@ def linen_probe(apply_fn: Callable, weight_norm: bool = False):
       ]
       return [layer_stats(c.output) for c in calls]
 
-    jitted = jax.jit(probe)
+    jitted = _explained(jax.jit(probe), apply_fn)
 
     def meta(params, batch):
       sig = _signature(params, batch)
       if sig not in metas:
-        jax.eval_shape(jitted, params, batch)
+        _explained(functools.partial(jax.eval_shape, jitted), apply_fn)(params, batch)
       return metas[sig]
 
     cached[weight_norm] = (jitted, meta)

@@ -86,6 +86,10 @@ def _check_args(target_std, tol, max_iters, orthogonal_init, key):
   _validate.check_bool("orthogonal_init", orthogonal_init)
   if orthogonal_init and key is None:
     raise ValueError("key must be a jax.random key when orthogonal_init=True, got key = None.")
+  is_key = isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                           or (key.dtype == jnp.uint32 and key.shape == (2,)))
+  if key is not None and not is_key:
+    raise ValueError(f"key must be a jax.random key (e.g. jax.random.key(0)) or None, got key = {key!r}.")
 
 
 class _LinenLayers:
@@ -275,7 +279,7 @@ def lsuv(
   References:
     Mishkin & Matas, All you need is a good init, 2016.
   """
-  _validate.check_callable("apply_fn", apply_fn)
+  _layers.check_apply_fn(apply_fn)
   _check_args(target_std, tol, max_iters, orthogonal_init, key)
   layers = _LinenLayers(apply_fn, params, batch)
   report = _run(layers, target_std, tol, max_iters, orthogonal_init, key, "lsuv")

@@ -30,6 +30,41 @@ __all__ = [
 ]
 
 
+def check_mesh(mesh: Any) -> Mesh:
+  """Raises ``ValueError`` unless ``mesh`` is a ``jax.sharding.Mesh``; returns it."""
+  if not isinstance(mesh, Mesh):
+    raise ValueError(f"mesh must be a jax.sharding.Mesh (e.g. parallel.make_mesh(('data',))), got mesh = {mesh!r}.")
+  return mesh
+
+
+def check_mesh_axes(name: str, axes: Any, mesh: Mesh) -> None:
+  """Raises ``ValueError`` unless ``axes`` is one axis name of ``mesh`` or a sequence of them."""
+  names = (axes,) if isinstance(axes, str) else axes
+  if not isinstance(names, (tuple, list)) or not names or any(a not in mesh.axis_names for a in names):
+    raise ValueError(f"{name} must be an axis name of the mesh, one of {mesh.axis_names}, or a sequence of them; "
+                     f"got {name} = {axes!r}.")
+
+
+def check_shardings(name: str, tree: Any) -> None:
+  """Raises ``ValueError`` unless ``tree`` is a non-empty pytree of ``jax.sharding.Sharding``."""
+  leaves = jax.tree.leaves(tree, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
+  if not leaves or not all(isinstance(s, jax.sharding.Sharding) for s in leaves):
+    raise ValueError(f"{name} must be a pytree of jax.sharding.Sharding shaped like the params (e.g. "
+                     f"parallel.fsdp_shardings(params, mesh)), got {name} = {tree!r:.200}.")
+
+
+def check_devices(devices: Any) -> list:
+  """``devices`` as a list; ``ValueError`` unless it is a non-empty sequence of ``jax.Device``."""
+  try:
+    found = list(devices)
+  except TypeError:
+    found = []
+  if not found or not all(isinstance(d, jax.Device) for d in found):
+    raise ValueError(f"devices must be a non-empty sequence of jax.Device (e.g. jax.devices()), got devices = "
+                     f"{devices!r}.")
+  return found
+
+
 def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A ``Mesh`` over ``devices`` (default: all devices of all processes).
@@ -46,12 +81,16 @@ def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None
     >>> mesh.shape["data"] == jax.device_count()
     True
   """
-  devices = list(jax.devices() if devices is None else devices)
-  axis_names = tuple(axis_names)
-  if not axis_names or not all(isinstance(a, str) for a in axis_names):
+  devices = check_devices(jax.devices() if devices is None else devices)
+  names = (axis_names,) if isinstance(axis_names, str) else axis_names
+  if not isinstance(names, (tuple, list)) or not names or not all(isinstance(a, str) for a in names):
     raise ValueError(f"axis_names must be a non-empty sequence of strings, got axis_names = {axis_names!r}.")
+  axis_names = tuple(names)
   if shape is None:
     shape = (len(devices),) + (1,) * (len(axis_names) - 1)
+  if not isinstance(shape, (tuple, list)) or any(isinstance(s, bool) or not isinstance(s, (int, np.integer))
+                                                 for s in shape):
+    raise ValueError(f"shape must be a sequence of ints, one per axis name, got shape = {shape!r}.")
   shape = tuple(int(s) for s in shape)
   if len(shape) != len(axis_names) or int(np.prod(shape)) != len(devices):
     raise ValueError(f"shape must have one entry per axis name and multiply to the {len(devices)} "
@@ -61,17 +100,19 @@ def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None
 
 def replicated(mesh: Mesh) -> NamedSharding:
   """The fully replicated sharding on ``mesh`` (``PartitionSpec()``)."""
-  return NamedSharding(mesh, P())
+  return NamedSharding(check_mesh(mesh), P())
 
 
 def batch_sharding(mesh: Mesh, axis: str | Sequence[str] = "data") -> NamedSharding:
   """Shards the leading (batch) axis of every batch leaf along mesh ``axis``."""
+  check_mesh_axes("axis", axis, check_mesh(mesh))
   return NamedSharding(mesh, P(axis))
 
 
 def data_parallel_shardings(params: Any, mesh: Mesh) -> Any:
   """Pure data parallelism: every parameter replicated on every device of ``mesh``."""
-  return jax.tree.map(lambda _: replicated(mesh), params)
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda _: sharding, params)
 
 
 def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 0) -> Any:
@@ -99,7 +140,7 @@ def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 
     >>> print(sh["w"].spec, sh["b"].spec)
     P(None, 'data') P()
   """
-  if axis not in mesh.axis_names:
+  if axis not in check_mesh(mesh).axis_names:
     raise ValueError(f"axis must be one of the mesh axes {mesh.axis_names}, got axis = {axis!r}.")
   _validate.check_int("min_size", min_size, low=0)
   size = mesh.shape[axis]
@@ -159,8 +200,11 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
   if default is None:
     first = jax.tree.leaves(params_shardings, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
     if not first or not isinstance(first[0], NamedSharding):
-      raise ValueError("params_shardings must be a non-empty pytree of NamedSharding when default is None.")
+      raise ValueError("params_shardings must be a non-empty pytree of NamedSharding when default is None, "
+                       f"got params_shardings = {params_shardings!r:.200}.")
     default = replicated(first[0].mesh)
+  elif not isinstance(default, jax.sharding.Sharding):
+    raise ValueError(f"default must be a jax.sharding.Sharding or None, got default = {default!r}.")
   params_sh = jax.tree.map(lambda _, s: s, params, params_shardings,
                            is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
 
@@ -193,6 +237,8 @@ def init_sharded(tx: optax.GradientTransformation, params: Any, params_shardings
   Returns:
     ``(params, opt_state)`` as sharded ``jax.Array`` pytrees.
   """
+  _validate.check_transform("tx", tx)
+  check_shardings("params_shardings", params_shardings)
   params = shard(params, params_shardings)
   state_sh = opt_state_shardings(jax.eval_shape(tx.init, params), params, params_shardings)
   return params, jax.jit(tx.init, out_shardings=state_sh)(params)
@@ -253,8 +299,8 @@ def make_train_step(
   _validate.check_bool("donate", donate)
   _validate.check_bool("has_aux", has_aux)
   _validate.check_bool("value_from_loss", value_from_loss)
-  if not isinstance(mesh, Mesh):
-    raise ValueError(f"mesh must be a jax.sharding.Mesh, got mesh = {mesh!r}.")
+  check_mesh_axes("batch_axis", batch_axis, check_mesh(mesh))
+  check_shardings("params_shardings", params_shardings)
   step = _step.train_step(loss_fn, tx, has_aux=has_aux, value_from_loss=value_from_loss)
   b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated(mesh)
   cache: dict[Any, Callable] = {}

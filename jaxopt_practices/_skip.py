@@ -95,6 +95,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
                               failed=jnp.array(False), inner_state=inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
+    _validate.check_state("clipping.skip_nonfinite", state, SkipNonfiniteState)
     new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
     ok = _all_finite(updates) & _all_finite(new_updates)
     consecutive = jnp.where(ok, jnp.zeros([], jnp.int32), _tree.increment(state.consecutive_nonfinite))

@@ -7,7 +7,8 @@ Three shared rules live here and nowhere else:
 
 * the *kernel* rule (:func:`is_kernel`): a leaf with ``ndim >= 2`` is a kernel; it decides
   ``mask="auto"`` (only kernels decay) and the units of AGC (one per output of a kernel);
-* masks (:func:`resolve_mask`): ``"auto"``, ``None``, a pytree of bools or a callable;
+* masks (:func:`resolve_mask`): ``"auto"``, ``None``, a pytree of bools (or a prefix of
+  the params tree, as ``optax.masked`` takes) or a callable;
 * the state search (:func:`find_states`, :func:`find_state`): one lookup contract for every
   reader (``monitor.stats``, ``plateau.scale``, ``regularization.ema_params``, ...) over any
   container (a raw optax state, a linen ``TrainState``, an ``nnx.Optimizer`` or its
@@ -23,8 +24,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+
+from jaxopt_practices import _validate
 
 
 def acc_dtype(dtype: Any) -> jnp.dtype:
@@ -113,20 +117,56 @@ def is_kernel(leaf: Any) -> bool:
   return is_kernel_ndim(jnp.ndim(leaf))
 
 
-def resolve_mask(mask: Any, params: Any) -> Any:
-  """A pytree of bools (or bool arrays) shaped like ``params`` for a mask.
+def _mask_leaf(m: Any) -> Any:
+  """A mask leaf as a Python bool when it is a concrete scalar (the pass-through fast path)."""
+  if not _validate.is_mask_leaf(m):
+    raise ValueError(f"mask leaves must be bools or boolean arrays, got a leaf {m!r:.100}.")
+  if isinstance(m, (bool, np.bool_)) or (isinstance(m, np.ndarray) and m.shape == ()):
+    return bool(m)
+  if isinstance(m, jax.Array) and m.shape == () and not isinstance(m, jax.core.Tracer):
+    return bool(m)
+  return m
 
-  ``mask`` is ``None`` (every leaf), ``"auto"`` (kernels only, :func:`is_kernel`), a pytree
-  of bools, or a callable ``params -> pytree of bools``. Check it first with
-  ``_validate.check_mask``.
+
+def _spread(m: Any, subtree: Any) -> Any:
+  """One mask leaf over the params subtree it covers (a bool covers every leaf under it)."""
+  m = _mask_leaf(m)
+  leaves, treedef = jax.tree.flatten(subtree)
+  if isinstance(m, bool):
+    return jax.tree.unflatten(treedef, [m] * len(leaves))
+  if not jax.tree_util.treedef_is_leaf(treedef):
+    raise ValueError(f"a boolean-array mask leaf must stand for one param, not a subtree; got one of shape "
+                     f"{m.shape} over {subtree!r:.100}.")
+  return m
+
+
+def resolve_mask(mask: Any, params: Any) -> Any:
+  """The mask as a pytree shaped like ``params`` whose leaves are bools (or boolean arrays).
+
+  ``mask`` takes every form ``optax.masked`` takes, and two more: ``None`` (every leaf),
+  ``"auto"`` (kernels only, :func:`is_kernel`), a pytree of bools with the structure of
+  ``params`` *or a prefix of it* (``{"dense": False}`` leaves the whole ``"dense"`` subtree
+  out; ``True`` alone selects everything), or a callable ``params -> such a pytree``. A leaf
+  may also be a boolean array shaped (or broadcastable) like its param: entries where it is
+  False are left out. Check ``mask`` first with ``_validate.check_mask``.
+
+  Raises:
+    ValueError: when the mask is not a prefix of the params' structure, or a leaf is not a
+      bool / boolean array.
   """
   if mask is None:
     return jax.tree.map(lambda _: True, params)
   if isinstance(mask, str):
     return jax.tree.map(is_kernel, params)
   if callable(mask):
-    return mask(params)
-  return mask
+    mask = mask(params)
+  leaves, treedef = jax.tree.flatten(mask)
+  try:
+    subtrees = treedef.flatten_up_to(params)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"mask must have the structure of the params or a prefix of it (as in optax.masked); "
+                     f"mask structure {treedef}, params structure {jax.tree.structure(params)}.") from e
+  return treedef.unflatten([_spread(m, sub) for m, sub in zip(leaves, subtrees)])
 
 
 # ----------------------------------------------------------------------------- finding states
@@ -168,8 +208,10 @@ def find_state(container: Any, kind: type, reader: str, hint: str = "") -> Any:
   found = find_states(container, kind)
   if len(found) != 1:
     what = f"no {kind.__name__}" if not found else f"{len(found)} {kind.__name__}s (ambiguous)"
-    raise ValueError(f"{reader} expects exactly one {kind.__name__} inside the optimizer state and found "
-                     f"{what}." + (f" {hint}" if hint and not found else ""))
+    msg = f"{reader} expects exactly one {kind.__name__} inside the optimizer state and found {what}."
+    if not found and _restored_lookalikes(container, kind):
+      raise ValueError(f"{msg} It found a dict with the fields of {kind.__name__} instead. {_validate.RESTORE_HINT}")
+    raise ValueError(msg + (f" {hint}" if hint and not found else ""))
   return found[0]
 
 
@@ -204,6 +246,20 @@ def replace_state(container: Any, kind: type, new: Callable[[Any], Any], reader:
   if held is not container:
     return container.replace(opt_state=replaced)
   return replaced
+
+
+def _restored_lookalikes(container: Any, kind: type) -> int:
+  """How many dicts inside ``container`` have exactly the fields of the NamedTuple ``kind``."""
+  fields = set(getattr(kind, "_fields", ()))
+
+  def match(x):
+    return isinstance(x, dict) and bool(fields) and set(x) == fields
+
+  try:
+    tree = opt_state_of(container)
+  except Exception:  # noqa: BLE001 - only a better message is at stake
+    return 0
+  return sum(match(x) for x in jax.tree.leaves(tree, is_leaf=match))
 
 
 # ----------------------------------------------------------------------------- learning-rate factors

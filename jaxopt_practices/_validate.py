@@ -24,25 +24,32 @@ class PracticeWarning(UserWarning):
 
 Mask = Union[str, None, Any, Callable[[Any], Any]]
 """Which leaves a transform touches: ``"auto"`` (kernels, leaves with ``ndim >= 2``), ``None``
-(every leaf), a pytree of bools shaped like the params, or a callable ``params -> pytree of bools``."""
+(every leaf), a pytree of bools shaped like the params or a prefix of it (a bool masks a whole
+subtree, as in ``optax.masked``), or a callable ``params -> such a pytree``."""
 
 
 def _is_traced(value: Any) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
-def _concrete_float(name: str, value: Any) -> float | None:
-  """Returns ``value`` as a Python float, or None when it cannot be checked."""
+def _concrete_float(name: str, value: Any, kind: str = "a number") -> float | None:
+  """Returns ``value`` as a Python float, or None when it cannot be checked (a tracer).
+
+  ``kind`` says what is allowed (e.g. ``"a real number in [0, inf)"``), for the message.
+  Bools, strings, arrays of more than one value and complex numbers are not numbers here.
+  """
   if _is_traced(value):
     return None
-  if isinstance(value, bool):
-    raise ValueError(f"{name} must be a number, got {name} = {value!r} (a bool).")
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be {kind}, got {name} = {value!r} (a bool).")
   try:
     arr = np.asarray(value)
   except Exception as e:  # pragma: no cover - exotic objects
-    raise ValueError(f"{name} must be a number, got {name} = {value!r}.") from e
+    raise ValueError(f"{name} must be {kind}, got {name} = {value!r}.") from e
+  if np.iscomplexobj(arr):
+    raise ValueError(f"{name} must be {kind} (real, not complex), got {name} = {value!r}.")
   if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
-    raise ValueError(f"{name} must be a scalar number, got {name} = {value!r}.")
+    raise ValueError(f"{name} must be {kind} (a scalar), got {name} = {value!r}.")
   return float(arr)
 
 
@@ -77,11 +84,11 @@ def check_number(
     if allow_schedule:
       return
     raise ValueError(f"{name} must be a number, got a callable {name} = {value!r}.")
-  x = _concrete_float(name, value)
-  if x is None:
-    return
   allowed = _interval(low, high, low_open, high_open)
   kind = "a number or a schedule" if allow_schedule else "a number"
+  x = _concrete_float(name, value, f"{kind} in {allowed}")
+  if x is None:
+    return
   if not math.isfinite(x):
     raise ValueError(f"{name} must be a finite {kind} in {allowed}, got {name} = {value!r}.")
   too_low = low is not None and (x <= low if low_open else x < low)
@@ -103,6 +110,17 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     raise ValueError(f"{name} must be an integer, got {name} = {value!r}.")
   if (low is not None and value < low) or (high is not None and value > high):
     raise ValueError(f"{name} must be an integer in {_interval(low, high, False, False)}, got {name} = {value!r}.")
+
+
+def check_seed(name: str, value: Any) -> None:
+  """Raises ``ValueError`` unless ``value`` is an integer seed ``jax.random.key`` takes, in [-2**63, 2**63 - 1].
+
+  (Without ``jax_enable_x64``, JAX itself uses only the low 32 bits of a seed.)
+  """
+  check_int(name, value)
+  if not _is_traced(value) and not -(2**63) <= int(value) <= 2**63 - 1:
+    raise ValueError(f"{name} must be an integer in [-2**63, 2**63 - 1] (what jax.random.key takes), "
+                     f"got {name} = {value!r}.")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
@@ -135,13 +153,13 @@ def known_value(value: Any) -> float | None:
 def is_zero(value: Any) -> bool:
   """True when ``value`` is ``None`` or a Python or NumPy number equal to 0.
 
-  The rule for optional state (a momentum buffer, a coupled-L2 step): it is left out only
-  when this is True, i.e. when the argument is ``None`` (the default: not given) or a Python 0.
-  Never for schedules or arrays: ``optax.inject_hyperparams`` passes arrays that are concrete
-  at ``init`` and traced at ``update``, so an array means "may be non-zero" and builds the same
-  state as a non-zero number. ``inject_hyperparams`` leaves a ``None`` default alone, so
-  ``inject_hyperparams(f)(**kwargs)`` has the state structure of ``f(**kwargs)``; only an
-  explicit Python 0 (no state) and an injected 0 (state kept) differ.
+  The rule for skipping *computation* (PyTorch's ``if weight_decay != 0``), never for
+  leaving out *state*: the state structure must not depend on whether a hyperparameter is a
+  Python number or an array that ``optax.inject_hyperparams`` passes (concrete at ``init``,
+  traced at ``update``), or a checkpoint of one would not restore into the other. So
+  optional state (a momentum buffer, a coupled-L2 step) is left out only when its argument
+  is ``None`` (not given); a Python 0 keeps it, like an injected 0, and only skips the
+  arithmetic that would multiply by 0.
   """
   return value is None or (isinstance(value, (int, float, np.number)) and float(value) == 0.0)
 
@@ -160,12 +178,57 @@ def need_params(name: str, params: Any) -> None:
     raise ValueError(f"{name} needs the params: call update(updates, state, params).")
 
 
+def is_mask_leaf(value: Any) -> bool:
+  """Whether ``value`` may be a leaf of a mask: a bool, or a boolean array (concrete or traced)."""
+  if isinstance(value, (bool, np.bool_)):
+    return True
+  return isinstance(value, (np.ndarray, jax.Array)) and value.dtype == np.bool_
+
+
 def check_mask(mask: Any) -> None:
-  """Raises ``ValueError`` for a mask that is not 'auto', None, a pytree of bools or a callable."""
-  bad_string = isinstance(mask, str) and mask != "auto"
-  number = isinstance(mask, (int, float, np.number)) and not isinstance(mask, (bool, np.bool_))
-  if bad_string or number:
-    raise ValueError(f"mask must be 'auto', None, a pytree of bools or a callable; got mask = {mask!r}.")
+  """Raises ``ValueError`` unless ``mask`` is 'auto', None, a callable or a pytree of bools.
+
+  A pytree mask may be a prefix of the params tree (a bool masks a whole subtree, as in
+  ``optax.masked``); its leaves are bools or boolean arrays shaped like their param.
+  """
+  if mask is None or callable(mask) or (isinstance(mask, str) and mask == "auto"):
+    return
+  allowed = "'auto', None, a pytree of bools (the params' structure or a prefix of it) or a callable"
+  if isinstance(mask, str):
+    raise ValueError(f"mask must be {allowed}; got mask = {mask!r}.")
+  bad = [leaf for leaf in jax.tree.leaves(mask) if not is_mask_leaf(leaf)]
+  if bad or not jax.tree.leaves(mask):
+    what = f"a leaf {bad[0]!r}" if bad else "no leaf"
+    raise ValueError(f"mask must be {allowed}; got mask = {mask!r:.200} with {what}.")
+
+
+RESTORE_HINT = (
+    "That is what a checkpoint restored without a target looks like: Orbax (like "
+    "flax.serialization) gives the state's NamedTuples back as dicts and its tuples as lists. "
+    "Restore with a target made by the same optimizer: abstract = jax.eval_shape(tx.init, params), "
+    "then ocp.StandardCheckpointer().restore(path, abstract), or with a CheckpointManager "
+    "manager.restore(step, args=ocp.args.StandardRestore(abstract)).")
+
+
+def check_state(owner: str, state: Any, *types: type) -> None:
+  """Raises ``ValueError`` unless ``state`` is an instance of one of ``types``.
+
+  The first line of every ``update``: an isinstance check at trace time (no runtime cost),
+  so a state restored without a target (dicts and lists) fails here, with the fix, instead
+  of as an ``AttributeError`` deep inside the update.
+
+  Args:
+    owner: the public transform, for the message (e.g. ``"momentum.scale_by_momentum"``).
+    state: the state ``update`` was given.
+    types: the state types the transform accepts.
+  """
+  if isinstance(state, types):
+    return
+  want = " or ".join(t.__name__ for t in types)
+  msg = f"{owner}: update got a state of type {type(state).__name__} where a {want} was expected."
+  if state is None or type(state) in (dict, list, tuple):
+    raise ValueError(f"{msg} {RESTORE_HINT}")
+  raise ValueError(f"{msg} Pass the state that this transform's init (or its last update) returned.")
 
 
 def check_transform(name: str, value: Any) -> optax.GradientTransformation:

@@ -136,7 +136,7 @@ def weight_norm_init(
   """
   if isinstance(apply_fn, nnx.Module):
     return weight_norm_init_nnx(apply_fn, params if batch is None else batch)
-  _validate.check_callable("apply_fn", apply_fn)
+  _layers.check_apply_fn(apply_fn)
   params, frozen = _layers.unfreeze(params)
   probe, meta_fn = _layers.linen_probe(apply_fn, weight_norm=True)
   meta = meta_fn(params, batch)

@@ -40,9 +40,9 @@ def _coupled(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule
   """``chain([l2_penalty(weight_decay, mask)], core, scale_by_learning_rate(learning_rate))``: PyTorch's
   coupled ``weight_decay`` (added to the gradient first), the core scaling, then ``-lr``."""
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  wd = 0.0 if weight_decay is None else weight_decay  # None (the default) or a Python 0: no L2 step
+  wd = 0.0 if weight_decay is None else weight_decay  # None (the default): no L2 step; any number keeps one
   _validate.check_number("weight_decay", wd, low=0.0, allow_schedule=True)
-  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay, mask)]
+  decay = [] if weight_decay is None else [_base.l2_penalty(weight_decay, mask)]
   return optax.chain(*decay, core, _base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay))
 
 
@@ -78,6 +78,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
     return ScaleByAdagradState(sum_of_squares=_tree.full_acc(params, initial_accumulator_value))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("adaptive.scale_by_adagrad", state, ScaleByAdagradState)
     del params
     sums = jax.tree.map(lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares)
     out = jax.tree.map(lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, sums)
@@ -106,7 +107,7 @@ def adagrad(
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     lr_decay: non-negative learning-rate decay.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or 0 adds no step.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step.
     initial_accumulator_value: starting value of :math:`s`, ``>= 0``.
     eps: :math:`\epsilon \ge 0`, outside the root.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
@@ -156,8 +157,8 @@ def scale_by_rmsprop(
   Args:
     alpha: smoothing constant in [0, 1).
     eps: :math:`\epsilon \ge 0`, outside the root.
-    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) or a Python 0
-      keeps no buffer, any other value (an injected array too: it may change) keeps one.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) keeps no
+      buffer, any number keeps one (0 and injected arrays too; a Python 0 skips the arithmetic).
     centered: normalise by the estimated variance instead of the raw second moment.
 
   Example:
@@ -172,7 +173,7 @@ def scale_by_rmsprop(
   _check_eps(eps)
   _check_decay("momentum", 0.0 if momentum is None else momentum, allow_schedule=True)
   _validate.check_bool("centered", centered)
-  use_momentum = not _validate.is_zero(momentum)
+  use_momentum = momentum is not None
 
   def init_fn(params):
     return ScaleByRmspropState(
@@ -183,6 +184,7 @@ def scale_by_rmsprop(
     )
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("adaptive.scale_by_rmsprop", state, ScaleByRmspropState)
     del params
     square_avg = _tree.moment(updates, state.square_avg, alpha, 2)
     if centered:
@@ -191,8 +193,8 @@ def scale_by_rmsprop(
     else:
       grad_avg, var = (), square_avg
     direction = jax.tree.map(lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v) + eps), updates, var)
-    buffer = ()
-    if use_momentum:
+    buffer = state.momentum_buffer  # () without momentum; carried unchanged for a Python 0
+    if not _validate.is_zero(momentum):
       mu = _tree.as_scalar(momentum, state.count)
       direction = buffer = jax.tree.map(lambda d, b: mu * b + d, direction, state.momentum_buffer)
     out = _tree.cast_like(direction, updates)
@@ -222,8 +224,8 @@ def rmsprop(
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     alpha: smoothing constant in [0, 1).
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or 0 adds no step.
-    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None``/0: no buffer (:func:`scale_by_rmsprop`).
+    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None``: no buffer (:func:`scale_by_rmsprop`).
     centered: centered RMSprop.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
@@ -295,6 +297,7 @@ def scale_by_adam(
                             nu_max=_tree.zeros_acc(params) if amsgrad else ())
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("adaptive.scale_by_adam", state, ScaleByAdamState)
     del params
     beta1 = _tree.as_scalar(b1, state.count) if callable(b1) else b1
     mu = _tree.moment(updates, state.mu, beta1, 1)
@@ -331,7 +334,7 @@ def adam(
     b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule.
     b2: :math:`\beta_2 \in [0, 1)`.
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW); ``None`` (the default) or 0 adds no step.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW); ``None`` (the default) adds no step.
     amsgrad: AMSGrad variant.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
@@ -395,9 +398,8 @@ def adamw(
   References:
     Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
   """
-  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
-  return optax.chain(
+  return optax.chain(  # learning_rate is checked by scale_by_learning_rate
       scale_by_adam(b1, b2, eps, amsgrad),
       _base.scale_by_learning_rate(learning_rate),
       _base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate),

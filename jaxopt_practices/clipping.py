@@ -69,6 +69,7 @@ def clip_by_value(max_abs: float) -> optax.GradientTransformation:
   _validate.check_number("max_abs", max_abs, low=0.0, low_open=True)
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("clipping.clip_by_value", state, optax.EmptyState)
     del params
     c = jnp.asarray(max_abs, jnp.float32)
 
@@ -174,6 +175,7 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
     return ClipByGlobalNormState(norm=jnp.zeros([], _norms.widest_acc_dtype(jax.tree.leaves(params))))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("clipping.clip_by_global_norm", state, ClipByGlobalNormState)
     del params
     dtype = state.norm.dtype
     norm, m, r = _norms.norm_parts(updates, norm_type, axis_name, dtype)
@@ -278,6 +280,7 @@ def adaptive_grad_clip(clipping: float = 0.01, eps: float = 1e-3) -> optax.Gradi
   _validate.check_number("eps", eps, low=0.0)
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("clipping.adaptive_grad_clip", state, optax.EmptyState)
     _validate.need_params("adaptive_grad_clip", params)
 
     def clip(g, p):

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_practices import _fans
 from jaxopt_practices import _norms
 from jaxopt_practices import _step
 from jaxopt_practices import _tree
@@ -83,13 +84,18 @@ class FlatLayout:
   def __init__(self, params: Any, dtype: Any = None):
     leaves, self.treedef = jax.tree.flatten(params)
     self.shapes = [tuple(jnp.shape(x)) for x in leaves]
-    self.dtypes = [jnp.dtype(jnp.result_type(x)) for x in leaves]
-    for i, d in enumerate(self.dtypes):
-      if not jnp.issubdtype(d, jnp.floating):
-        raise ValueError(f"params must hold floating leaves only; leaf {i} has dtype {d}.")
+    self.dtypes = []
+    for i, x in enumerate(leaves):
+      try:
+        d = jnp.dtype(jnp.result_type(x))
+      except TypeError:  # a string leaf, ...
+        d = None
+      if d is None or not jnp.issubdtype(d, jnp.floating):
+        raise ValueError(f"params must hold floating leaves only; leaf {i} is {x!r:.80} (dtype {d}).")
+      self.dtypes.append(d)
     if dtype is None:
       dtype = max(self.dtypes, key=lambda d: d.itemsize) if self.dtypes else jnp.dtype(jnp.float32)
-    self.dtype = jnp.dtype(dtype)
+    self.dtype = _fans.float_dtype(dtype)  # an integer buffer would truncate the params
     sizes = [int(np.prod(s)) for s in self.shapes]
     self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
     self.size = int(self.offsets[-1])
@@ -135,24 +141,18 @@ class FlatLayout:
 
     Args:
       mask: ``"auto"`` (leaves with ``ndim >= 2``: kernels yes, biases and scales no),
-        ``None`` (every entry), a pytree of bools shaped like the params (a leaf may also
-        be a boolean array of the leaf's shape), or a callable ``params -> pytree of bools``
-        (called on :meth:`template`, so it may look at shapes and paths, not values).
+        ``None`` (every entry), a pytree of bools shaped like the params or a prefix of it
+        (``{"dense": False}`` leaves a whole subtree out, as in ``optax.masked``; a leaf may
+        also be a boolean array of the leaf's shape), or a callable returning one (called on
+        :meth:`template`, so it may look at shapes and paths, not values).
 
     Returns:
       ``bool[size]``, a NumPy constant.
     """
     _validate.check_mask(mask)
-    if mask is None:
-      return np.ones((self.size,), bool)
-    if isinstance(mask, str):
-      return self._per_entry([_tree.is_kernel_ndim(len(s)) for s in self.shapes]).astype(bool)
-    if callable(mask):
-      mask = mask(self.template())
-    parts = []
-    for m, shape in zip(self.treedef.flatten_up_to(mask), self.shapes):
-      m = np.asarray(m, dtype=bool)
-      parts.append(np.broadcast_to(m, shape).reshape(-1))
+    selected = _tree.resolve_mask(mask, self.template())
+    parts = [np.broadcast_to(np.asarray(m, dtype=bool), shape).reshape(-1)
+             for m, shape in zip(self.treedef.flatten_up_to(selected), self.shapes)]
     return np.concatenate(parts) if parts else np.zeros((0,), bool)
 
   @functools.cached_property
@@ -192,7 +192,7 @@ def flatten(params: Any, dtype: Any = None) -> tuple[jax.Array, FlatLayout]:
 
   Args:
     params: a pytree of floating arrays.
-    dtype: the buffer's dtype (default: the leaves' common dtype, or the widest).
+    dtype: the buffer's floating dtype (default: the leaves' common dtype, or the widest).
 
   Returns:
     ``(flat, layout)``; ``layout(flat)`` (or ``layout.unravel(flat)``) gives the pytree back.
@@ -245,6 +245,7 @@ def adaptive_grad_clip(layout: FlatLayout, clipping: float = 0.01, eps: float = 
   _validate.check_number("eps", eps, low=0.0)
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("flat.adaptive_grad_clip", state, optax.EmptyState)
     _validate.need_params("adaptive_grad_clip", params)
     ids = layout.unit_ids
     g_norm, p_norm = layout.unit_norms(updates), layout.unit_norms(params)

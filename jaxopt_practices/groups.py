@@ -175,6 +175,7 @@ def scale_by_group(multipliers: Sequence[tuple[str, float]] | Mapping[str, float
 
   def update_fn(updates, state, params=None):
     del params
+    _validate.check_state("groups.scale_by_group", state, optax.EmptyState)
     mults = _map_paths(lambda name: _first(rules, name, default), updates)
     return jax.tree.map(scale, updates, mults), state
 

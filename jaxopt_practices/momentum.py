@@ -84,7 +84,10 @@ def scale_by_momentum(
   may_be_zero = callable(momentum) or mu is None or mu == 0.0
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("momentum.scale_by_momentum", state, ScaleByMomentumState)
     del params
+    if _validate.is_zero(momentum):  # a Python 0: PyTorch's plain step; the (unused) buffer is carried
+      return updates, state._replace(count=_tree.increment(state.count))
     mu_t = _tree.as_scalar(momentum, state.count)
     # The buffer starts at zero, so b_1 = mu * 0 + 1 * g_1 = g_1: a scalar coefficient, no select.
     coef = jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, jnp.float32))
@@ -120,14 +123,14 @@ def sgd(
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
-    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) or a
-      Python 0 keeps no buffer. Any other value keeps one, an array included (an injected
-      hyperparameter may become non-zero), so ``optax.inject_hyperparams(sgd)(...)`` has the
-      state structure of ``sgd(...)`` with the same arguments.
+    momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) keeps no
+      buffer. Any number keeps one, 0 and arrays included (a Python 0 only skips the
+      arithmetic), so ``optax.inject_hyperparams(sgd)(...)`` has the state structure of
+      ``sgd(...)`` with the same arguments and their checkpoints restore into each other.
     dampening: :math:`\tau \in [0, 1]`.
     nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) or a Python 0
-      adds no step, by the same rule.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step,
+      by the same rule.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Returns:
@@ -149,10 +152,11 @@ def sgd(
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   if weight_decay is not None:
     _validate.check_number("weight_decay", weight_decay, low=0.0)
-  decay = [] if _validate.is_zero(weight_decay) else [_base.l2_penalty(weight_decay, mask)]
-  if not _validate.is_zero(momentum) or nesterov:
+  decay = [] if weight_decay is None else [_base.l2_penalty(weight_decay, mask)]
+  if momentum is not None or nesterov:
     core = [scale_by_momentum(0.0 if momentum is None else momentum, dampening, nesterov)]
   else:
     _validate.check_number("dampening", dampening, low=0.0, high=1.0)
+    _validate.check_bool("nesterov", nesterov)
     core = []
   return optax.chain(*decay, *core, _base.scale_by_learning_rate(learning_rate))

@@ -114,6 +114,7 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
                       zero(), zero(), zero(), jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
+    _validate.check_state("monitor.track", state, TrackState)
     if every == 1:
       # Norms of the inputs first, then an optimization barrier: fused into the optimizer's
       # elementwise loop, a reduction makes XLA:CPU run that whole loop on one thread.

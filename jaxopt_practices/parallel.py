@@ -51,6 +51,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxopt_practices import _sharding
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
 from jaxopt_practices._sharding import batch_sharding as batch_sharding
@@ -94,7 +95,7 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
     >>> rep["w"].shape == (jax.local_device_count(), 3)
     True
   """
-  devices = list(jax.local_devices() if devices is None else devices)
+  devices = _sharding.check_devices(jax.local_devices() if devices is None else devices)
   _validate.check_axis_name(axis_name, optional=False)
   sharding = NamedSharding(Mesh(np.asarray(devices, dtype=object), (axis_name,)), P(axis_name))
 

@@ -246,6 +246,7 @@ def reduce_on_plateau(
     return _initial_state(PlateauRule.of(*arguments))
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
+    _validate.check_state("plateau.reduce_on_plateau", state, ReduceOnPlateauState)
     del params, extra_args
     rule = PlateauRule.of(*arguments)  # the current rule (injected hyperparameters included)
     s = state.scale  # the scale from before `value`: a reduction applies from the next update

@@ -50,6 +50,7 @@ from typing import Any
 
 import optax
 
+from jaxopt_practices import _validate
 from jaxopt_practices import adaptive, clipping, groups, momentum, plateau, regularization, schedules
 
 __all__ = ["Recipe", "Section", "build", "preset", "OPTIMIZERS", "SCHEDULES", "MOMENTUM_SCHEDULES", "CLIPS",
@@ -230,7 +231,13 @@ def _optimizer(r: Recipe) -> tuple[Callable, dict[str, Any], float]:
   kw = Section.of(factory, required=("learning_rate",)).check(f"optimizer ({name})", rest)
   lr = kw.pop("learning_rate")
   if r.momentum_schedule is not None:
-    kw["b1" if "b1" in kw else "momentum"] = _make("momentum_schedule", MOMENTUM_SCHEDULES, r.momentum_schedule)
+    target = "b1" if "b1" in kw else "momentum" if "momentum" in kw else None
+    if target is None or target in r.optimizer:
+      why = ("has no momentum or b1 argument to schedule" if target is None
+             else f"sets optimizer.{target} = {r.optimizer[target]!r} as well; give one of the two")
+      raise ValueError(f"momentum_schedule needs an optimizer with a momentum (sgd, rmsprop) or b1 (adam, adamw) "
+                       f"argument; optimizer.name = {name!r} {why}.")
+    kw[target] = _make("momentum_schedule", MOMENTUM_SCHEDULES, r.momentum_schedule)
   return factory, kw, lr
 
 
@@ -330,8 +337,8 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
 
   Args:
     name: one of the names above.
-    total_steps: the number of optimizer steps the schedules are sized for.
-    learning_rate: replaces the preset's ``optimizer.learning_rate`` when given.
+    total_steps: the number of optimizer steps the schedules are sized for, an integer ``>= 2``.
+    learning_rate: replaces the preset's ``optimizer.learning_rate`` when given, a number ``>= 0``.
 
   Returns:
     A JSON-serialisable config dict.
@@ -343,6 +350,9 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
     ({'steps': 50}, {'name': 'cosine_annealing', 't_max': 950})
     >>> tx = recipe.build(config)
   """
+  _validate.check_int("total_steps", total_steps, low=2)  # a warmup step and a scheduled one
+  if learning_rate is not None:
+    _validate.check_number("learning_rate", learning_rate, low=0.0)
   warm = max(1, total_steps // 20)
   presets = {
       "resnet-sgd": {

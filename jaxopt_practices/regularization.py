@@ -64,7 +64,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
   Args:
     eta: :math:`\eta \ge 0`.
     gamma: :math:`\gamma \ge 0`.
-    seed: an integer seed for ``jax.random.key``.
+    seed: an integer seed for ``jax.random.key``, in [-2**63, 2**63 - 1].
     axis_name: optional ``pmap`` / ``shard_map`` axis (see above).
 
   Returns:
@@ -83,7 +83,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
   """
   _validate.check_number("eta", eta, low=0.0)
   _validate.check_number("gamma", gamma, low=0.0)
-  _validate.check_int("seed", seed)
+  _validate.check_seed("seed", seed)
   _validate.check_axis_name(axis_name)
 
   def init_fn(params):
@@ -92,6 +92,7 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
                               key=jax.random.key_data(jax.random.key(seed)))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("regularization.gradient_noise", state, GradientNoiseState)
     del params
     data = state.key
     if axis_name is not None:
@@ -208,6 +209,7 @@ def ema(decay: float = 0.999, debias: bool = True) -> optax.GradientTransformati
     return EmaState(weighted_sum=p0, total_weight=jnp.ones([], jnp.float32), dtypes=ParamDtypes.of(params))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("regularization.ema", state, EmaState)
     _validate.need_params("ema", params)
     new_params = optax.apply_updates(params, updates)
     b = jnp.asarray(decay, jnp.float32)
@@ -321,6 +323,7 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
                     average=_tree.to_acc(params), dtypes=ParamDtypes.of(params))
 
   def update_fn(updates, state, params=None):
+    _validate.check_state("regularization.swa", state, SwaState)
     _validate.need_params("swa", params)
     t = _tree.increment(state.count)
     start = jnp.asarray(start_step, jnp.int32)

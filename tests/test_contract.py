@@ -9,7 +9,8 @@ of :class:`helpers.ContractCase`. Every case is checked for:
 - composition inside ``optax.chain`` and ``optax.inject_hyperparams``;
 - ``optax.tree.map_params`` over the state (how sharding specs are built) keeps its structure;
 - ``optax.inject_hyperparams`` gives the same inner state structure, leaf shapes and dtypes as
-  the plain transform, after init and after updates (a checkpoint of one restores into the other);
+  the plain transform, after init and after updates, and an Orbax checkpoint of the plain state
+  restores as the injected optimizer's inner state, which then carries on as the plain one (and back);
 - float32 and bfloat16 params: updates in the gradient dtype, floating state in float32
   or wider, state structure / shapes / dtypes unchanged by an update;
 - scalar, zero-size and nested leaves.
@@ -176,6 +177,40 @@ def test_inject_hyperparams_keeps_the_state_structure(case: ContractCase):
     _, s_plain, _ = run(plain, params, grads, case.extra_args, jit=jit)
     _, s_injected, _ = run(injected, params, grads, case.extra_args, jit=jit)
     assert state_signature(s_injected.inner_state) == state_signature(s_plain), f"after updates (jit={jit})"
+
+
+@param
+def test_plain_checkpoint_restores_into_inject_hyperparams(case: ContractCase, tmp_path):
+  """The restore story behind the structure check: a checkpoint of ``make(**kwargs)``'s state restores,
+  with Orbax, as the inner state of ``inject_hyperparams(make)(**kwargs)`` (the state it wraps), and the
+  injected optimizer carries on from it as the plain one does; and the other way round."""
+  if not case.inject:
+    pytest.skip(f"{case.name} has no numeric hyperparameters to inject")
+  ocp = pytest.importorskip("orbax.checkpoint")
+  params = {k: v for k, v in nested_params().items() if k != "empty"}  # Orbax cannot save zero-size arrays
+  grads = grad_stream(params, 4)
+  plain, injected = case.build(), optax.inject_hyperparams(case.make)(**case.kwargs)
+  _, s_plain, _ = run(plain, params, grads[:2], case.extra_args)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "plain", {"opt_state": s_plain})
+  fresh = injected.init(params)
+  with ocp.StandardCheckpointer() as ckptr:
+    inner = ckptr.restore(tmp_path / "plain", {"opt_state": jax.eval_shape(lambda: fresh.inner_state)})["opt_state"]
+  chex.assert_trees_all_equal(inner, s_plain)
+  # inject_hyperparams evaluates scheduled hyperparameters at its own counts: carry them on too.
+  at_step_2 = lambda c: jnp.full_like(c, 2)  # noqa: E731
+  s_injected = fresh._replace(count=at_step_2(fresh.count), inner_state=inner,
+                              hyperparams_states=jax.tree.map(at_step_2, fresh.hyperparams_states))
+  for i, g in enumerate(grads[2:], start=2):
+    u_plain, s_plain = plain.update(g, s_plain, params, **case.extra_args(i))
+    u_injected, s_injected = injected.update(g, s_injected, params, **case.extra_args(i))
+    chex.assert_trees_all_close(u_injected, u_plain, rtol=1e-5, atol=1e-6)
+  assert state_signature(s_injected.inner_state) == state_signature(s_plain)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "injected", {"opt_state": s_injected.inner_state})
+  with ocp.StandardCheckpointer() as ckptr:
+    back = ckptr.restore(tmp_path / "injected", {"opt_state": jax.eval_shape(plain.init, params)})["opt_state"]
+  assert state_signature(back) == state_signature(s_plain)
 
 
 @param

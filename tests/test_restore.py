@@ -1,0 +1,217 @@
+"""Checkpoints: restoring with a target resumes bitwise; without one, the next update says what to do.
+
+Issue #14, item 4: Orbax restores a checkpoint made without a target as dicts and lists (the
+NamedTuple states are gone), and the next ``update`` used to fail far from the cause
+(``AttributeError: 'dict' object has no attribute 'inner_state'``). Every ``update`` of every
+transform of the package, and every state reader, now raises a ``ValueError`` that says what
+happened and how to restore with a target.
+
+Item 3: a checkpoint of the plain optimizer restores into the inner state of the same optimizer
+under ``optax.inject_hyperparams`` (and back), also when a hyperparameter is an explicit Python 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import grad_stream, nested_params, state_signature
+from jaxopt_practices import adaptive, clipping, momentum, monitor, plateau, recipe, regularization
+from test_contract import CASES
+
+ocp = pytest.importorskip("orbax.checkpoint")
+
+RESTORE = "without a target.*jax.eval_shape\\(tx.init, params\\).*StandardRestore"
+
+
+def _params():
+  """Small params with no zero-size leaf (Orbax cannot save those)."""
+  k = jax.random.split(jax.random.key(0), 3)
+  return {"dense": {"kernel": jax.random.normal(k[0], (4, 3)), "bias": jax.random.normal(k[1], (3,))},
+          "scale": jax.random.normal(k[2], ())}
+
+
+def _loss(params, t):
+  target = jnp.sin(jnp.asarray(t, jnp.float32) + 1.0)
+  return sum(jnp.sum(jnp.square(p - target)) for p in jax.tree.leaves(params))
+
+
+def _stepper(tx):
+  tx = optax.with_extra_args_support(tx)
+
+  @jax.jit
+  def step(params, state, t):
+    loss, grads = jax.value_and_grad(_loss)(params, t)
+    updates, state = tx.update(grads, state, params, value=loss)
+    return optax.apply_updates(params, updates), state
+
+  def train(params, state, start, steps):
+    for t in range(start, start + steps):
+      params, state = step(params, state, t)
+    return params, state
+
+  return train
+
+
+def _save(path, tree):
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, tree)
+
+
+def _restore(path, target=None):
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(path) if target is None else ckptr.restore(path, target)
+
+
+def _preset(name):
+  return recipe.build(recipe.preset(name, total_steps=40))
+
+
+CONFIGS = {
+    "sgd_momentum": lambda: momentum.sgd(0.1, momentum=0.9, weight_decay=1e-3),
+    "adamw": lambda: adaptive.adamw(1e-2, mask="auto", amsgrad=True),
+    "rmsprop": lambda: adaptive.rmsprop(1e-2, momentum=0.5, centered=True),
+    "adagrad": lambda: adaptive.adagrad(0.1, lr_decay=0.01),
+    "clip_chain": lambda: optax.chain(clipping.clip_by_value(2.0), clipping.clip_by_global_norm(1.0),
+                                      clipping.adaptive_grad_clip(0.5), momentum.sgd(0.1)),
+    "skip_nonfinite": lambda: clipping.skip_nonfinite(adaptive.adam(1e-2), max_consecutive=3),
+    "plateau": lambda: optax.chain(momentum.sgd(0.1), plateau.reduce_on_plateau(factor=0.5, patience=0)),
+    "noise_ema_swa": lambda: optax.chain(regularization.gradient_noise(0.01, seed=3), momentum.sgd(0.1),
+                                         regularization.ema(0.9), regularization.swa(1, 1)),
+    "decay": lambda: optax.chain(regularization.l2_penalty(1e-2), adaptive.scale_by_adam(),
+                                 regularization.decoupled_weight_decay(1e-2, mask=None)),
+    "monitor": lambda: monitor.track(adaptive.adam(1e-2)),
+    "recipe_tour": lambda: _preset("tour"),
+    "recipe_resnet_sgd": lambda: _preset("resnet-sgd"),
+    "recipe_transformer_adamw": lambda: _preset("transformer-adamw"),
+    "recipe_fastai_one_cycle": lambda: _preset("fastai-one-cycle"),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_orbax_round_trip(name, tmp_path):
+  """With a target: bitwise resume. Without: the next update raises the clear ValueError."""
+  tx = CONFIGS[name]()
+  train = _stepper(tx)
+  params = _params()
+  full_params, full_state = train(params, tx.init(params), 0, 5)
+  mid_params, mid_state = train(params, tx.init(params), 0, 3)
+  _save(tmp_path / "ckpt", {"params": mid_params, "opt_state": mid_state})
+
+  abstract = {"params": jax.eval_shape(lambda: params), "opt_state": jax.eval_shape(tx.init, params)}
+  restored = _restore(tmp_path / "ckpt", abstract)
+  assert jax.tree.structure(restored["opt_state"]) == jax.tree.structure(mid_state)
+  resumed_params, resumed_state = train(restored["params"], restored["opt_state"], 3, 2)
+  for got, want in zip(jax.tree.leaves((resumed_params, resumed_state)), jax.tree.leaves((full_params, full_state))):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+  raw = _restore(tmp_path / "ckpt")
+  with pytest.raises(ValueError, match=RESTORE):
+    train(raw["params"], raw["opt_state"], 3, 1)
+
+
+def _as_restored(tree):
+  """What a restore without a target gives back: NamedTuples as dicts, tuples as lists, EmptyState as None."""
+  if isinstance(tree, optax.EmptyState):
+    return None
+  if hasattr(tree, "_fields"):
+    return {k: _as_restored(v) for k, v in zip(tree._fields, tree)}
+  if isinstance(tree, (tuple, list)):
+    return [_as_restored(v) for v in tree]
+  if isinstance(tree, dict):
+    return {k: _as_restored(v) for k, v in tree.items()}
+  return tree
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_update_rejects_a_state_restored_without_target(case):
+  params = nested_params()
+  tx = case.build()
+  grads = grad_stream(params, 1)[0]
+  state = _as_restored(tx.init(params))
+  with pytest.raises(ValueError, match=RESTORE):
+    tx.update(grads, state, params, **case.extra_args(0))
+  with pytest.raises(ValueError, match=RESTORE):
+    jax.jit(tx.update)(grads, state, params, **case.extra_args(0))
+
+
+def test_a_foreign_state_is_named():
+  """Another transform's state: the message names both types and says where the state comes from."""
+  params = jnp.zeros(3)
+  with pytest.raises(ValueError, match="ScaleByAdamState.*init"):
+    adaptive.scale_by_adam().update(params, momentum.scale_by_momentum(0.9).init(params))
+
+
+READERS = [
+    (monitor.stats, lambda: monitor.track(momentum.sgd(0.1)), "TrackState"),
+    (plateau.scale, lambda: optax.chain(momentum.sgd(0.1), plateau.reduce_on_plateau()), "ReduceOnPlateauState"),
+    (regularization.ema_params, lambda: optax.chain(momentum.sgd(0.1), regularization.ema(0.9)), "EmaState"),
+    (regularization.swa_params, lambda: optax.chain(momentum.sgd(0.1), regularization.swa(1)), "SwaState"),
+]
+
+
+@pytest.mark.parametrize("reader, make, kind", READERS, ids=[r[2] for r in READERS])
+def test_readers_explain_a_state_restored_without_target(reader, make, kind, tmp_path):
+  params = _params()
+  _save(tmp_path / "ckpt", {"opt_state": make().init(params)})
+  raw = _restore(tmp_path / "ckpt")["opt_state"]
+  with pytest.raises(ValueError, match=f"found no {kind}.*fields of {kind}.*{RESTORE}"):
+    reader(raw)
+  with pytest.raises(ValueError, match=f"found no {kind}.*fields of {kind}.*{RESTORE}"):
+    reader(_as_restored(make().init(params)))
+
+
+# ----------------------------------------------------------------------------- item 3: inject_hyperparams
+# An explicit Python 0 builds the state an injected 0 builds (before issue #14 it left the momentum
+# buffer / the coupled-L2 step out, so the plain checkpoint did not restore into the injected state).
+ZEROS = [
+    (momentum.sgd, dict(learning_rate=0.1, momentum=0.0, weight_decay=0.0)),
+    (momentum.sgd, dict(learning_rate=0.1, momentum=0, dampening=0.5)),
+    (adaptive.rmsprop, dict(learning_rate=1e-2, momentum=0.0, weight_decay=0.0)),
+    (adaptive.scale_by_rmsprop, dict(momentum=0.0)),
+    (adaptive.adam, dict(learning_rate=1e-2, weight_decay=0.0)),
+    (adaptive.adagrad, dict(learning_rate=0.1, weight_decay=0)),
+]
+
+
+@pytest.mark.parametrize("make, kwargs", ZEROS, ids=[f"{m.__name__}-{sorted(kw)}" for m, kw in ZEROS])
+def test_plain_checkpoint_restores_into_inject_hyperparams(make, kwargs, tmp_path):
+  """The realistic flow: save the plain state, restore it as the injected optimizer's inner state, go on."""
+  params = _params()
+  plain, injected = make(**kwargs), optax.inject_hyperparams(make)(**kwargs)
+  mid_params, mid_state = _stepper(plain)(params, plain.init(params), 0, 2)
+  _save(tmp_path / "plain", {"params": mid_params, "opt_state": mid_state})
+  fresh = injected.init(params)
+  target = {"params": jax.eval_shape(lambda: params), "opt_state": jax.eval_shape(lambda: fresh.inner_state)}
+  restored = _restore(tmp_path / "plain", target)
+  assert state_signature(restored["opt_state"]) == state_signature(mid_state)
+  state = fresh._replace(inner_state=restored["opt_state"])
+  p_inj, s_inj = _stepper(injected)(restored["params"], state, 2, 2)
+  p_plain, s_plain = _stepper(plain)(mid_params, mid_state, 2, 2)
+  assert state_signature(s_inj.inner_state) == state_signature(s_plain)
+  for got, want in zip(jax.tree.leaves(p_inj), jax.tree.leaves(p_plain)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+
+  # And back: the injected optimizer's inner state restores into the plain optimizer.
+  _save(tmp_path / "injected", {"opt_state": s_inj.inner_state})
+  back = _restore(tmp_path / "injected", {"opt_state": jax.eval_shape(plain.init, params)})["opt_state"]
+  assert state_signature(back) == state_signature(s_plain)
+
+
+def test_a_python_zero_changes_nothing_numerically():
+  """The kept state is carried, not used: a Python 0 momentum / weight decay gives torch's plain step."""
+  params = {"w": jnp.array([1.0, -2.0, jnp.inf]), "b": jnp.array([-0.0, 3.0, 0.5])}
+  grads = {"w": jnp.array([0.5, -0.0, 1.0]), "b": jnp.array([-0.0, 2.0, jnp.nan])}
+  for zero, none in [(momentum.sgd(0.1, momentum=0.0, weight_decay=0.0), momentum.sgd(0.1)),
+                     (adaptive.rmsprop(0.1, momentum=0.0, weight_decay=0.0), adaptive.rmsprop(0.1)),
+                     (adaptive.adam(0.1, weight_decay=0.0), adaptive.adam(0.1))]:
+    s_zero, s_none = zero.init(params), none.init(params)
+    for _ in range(2):
+      u_zero, s_zero = zero.update(grads, s_zero, params)
+      u_none, s_none = none.update(grads, s_none, params)
+      for a, b in zip(jax.tree.leaves(u_zero), jax.tree.leaves(u_none)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
