@@ -56,19 +56,45 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   return lr if found else jnp.full([], jnp.nan, jnp.float32)
 
 
-def _norm(tree: Any) -> jax.Array:
-  """The global L2 norm of ``tree`` from the shared kernel, as a float32 scalar (0 for ``None``)."""
-  if tree is None:
-    return jnp.zeros([], jnp.float32)
-  return _norms.global_norm(tree).astype(jnp.float32)
-
-
 def _all_finite(tree: Any, norm: jax.Array) -> jax.Array:
   """Whether every value is finite; the full check runs only when the norm is not."""
   def check(_):
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
   return jax.lax.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
+
+
+def _measure(inner: Any, updates: Any, inner_state: Any, params: Any, extra_args: dict,
+             nonfinite_count: jax.Array) -> tuple:
+  """``(grad_norm, update_norm, param_norm, nonfinite_count)`` of one update, in one pass.
+
+  The update is not taken from the main computation (that would materialize it): its norm
+  is of ``inner.update`` re-run on the same inputs, fused into the one loop that also sums
+  the squares of the gradients and params, so only buffers that exist anyway are read.
+  """
+  def new_updates():
+    return inner.update(updates, inner_state, params, **extra_args)[0]
+
+  sums = _norms.sums_of_squares([updates, new_updates(), params])
+  grad_norm, update_norm, param_norm = (
+      _norms.norm_from_sum(s, tree_fn).astype(jnp.float32)
+      for s, tree_fn in zip(sums, (lambda: updates, new_updates, lambda: params)))
+  bad = (~_all_finite(updates, grad_norm)).astype(jnp.int32)
+  return grad_norm, update_norm, param_norm, nonfinite_count + bad
+
+
+def _after(flag: jax.Array, tree: Any) -> Any:
+  """``tree`` itself, but as values that depend on ``flag`` (always true): ``where(flag, x, 0)``.
+
+  Applied to the inner state the update reads and to the updates it returns, so that XLA
+  orders the measurement (which reads the old state and params) before the writes that
+  overwrite those donated buffers in place, instead of copying the buffers first.
+  """
+  def after(x):
+    if not isinstance(x, jax.Array) or jnp.issubdtype(x.dtype, jax.dtypes.extended):
+      return x
+    return jnp.where(flag, x, jnp.zeros_like(x))
+  return jax.tree.map(after, tree)
 
 
 def track(inner: optax.GradientTransformation, every: int = 1) -> optax.GradientTransformationExtraArgs:
@@ -114,26 +140,20 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
                       zero(), zero(), zero(), jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
+    def measure(_):
+      return _measure(inner, updates, state.inner_state, params, extra_args, state.nonfinite_count)
+
+    def keep(_):
+      return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
+
     if every == 1:
-      # Norms of the inputs first, then an optimization barrier: fused into the optimizer's
-      # elementwise loop, a reduction makes XLA:CPU run that whole loop on one thread.
-      grad_norm, param_norm = _norm(updates), _norm(params)
-      grad_norm, param_norm, updates, params = jax.lax.optimization_barrier((grad_norm, param_norm, updates, params))
-      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-      update_norm, new_updates = jax.lax.optimization_barrier((_norm(new_updates), new_updates))
-      nonfinite = state.nonfinite_count + (~_all_finite(updates, grad_norm)).astype(jnp.int32)
+      measured = measure(None)
     else:
-      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-
-      def measure(_):
-        grad_norm = _norm(updates)
-        bad = (~_all_finite(updates, grad_norm)).astype(jnp.int32)
-        return grad_norm, _norm(new_updates), _norm(params), state.nonfinite_count + bad
-
-      def keep(_):
-        return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
-
-      grad_norm, update_norm, param_norm, nonfinite = jax.lax.cond(state.count % every == 0, measure, keep, None)
+      measured = jax.lax.cond(state.count % every == 0, measure, keep, None)
+    grad_norm, update_norm, param_norm, nonfinite = measured
+    measured_first = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
+    new_updates, inner_state = inner.update(updates, _after(measured_first, state.inner_state), params, **extra_args)
+    new_updates = _after(measured_first, new_updates)  # so params are updated in place after the measurement
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)
