@@ -64,17 +64,40 @@ def _all_finite(tree: Any, norm: jax.Array) -> jax.Array:
   return jax.lax.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
 
 
-def _measure(inner: Any, updates: Any, inner_state: Any, params: Any, extra_args: dict,
-             nonfinite_count: jax.Array) -> tuple:
+# Primitives that make re-running the inner update costly or observable: matrix work, loops,
+# sorting, collectives, host callbacks. With any of them in the inner update, the update norm
+# is taken from the update itself (materialized) instead of from a re-run fused into the pass.
+_NO_RERUN = frozenset({
+    "dot_general", "conv_general_dilated", "while", "scan", "fft", "cholesky", "eigh", "eig", "svd", "qr", "lu",
+    "triangular_solve", "custom_linear_solve", "sort", "top_k", "cumsum", "cumprod", "cummax", "cummin",
+    "psum", "pmax", "pmin", "all_gather", "all_to_all", "ppermute", "psum_scatter", "reduce_scatter",
+    "debug_callback", "io_callback", "pure_callback", "debug_print",
+})
+
+
+def _primitives(jaxpr: Any):
+  """The names of every primitive in ``jaxpr`` and its sub-jaxprs (cond branches, pjit, custom_jvp)."""
+  for eqn in jaxpr.eqns:
+    yield eqn.primitive.name
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          yield from _primitives(sub)
+
+
+def _rerun_is_cheap(rerun: Any) -> bool:
+  """Whether the inner update ``rerun()`` is elementwise-cheap and free of side effects."""
+  return _NO_RERUN.isdisjoint(_primitives(jax.make_jaxpr(rerun)().jaxpr))
+
+
+def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.Array) -> tuple:
   """``(grad_norm, update_norm, param_norm, nonfinite_count)`` of one update, in one pass.
 
-  The update is not taken from the main computation (that would materialize it): its norm
-  is of ``inner.update`` re-run on the same inputs, fused into the one loop that also sums
-  the squares of the gradients and params, so only buffers that exist anyway are read.
+  ``new_updates()`` gives the update: a re-run of the inner update on the same inputs, fused
+  into the one loop that also sums the squares of the gradients and params (the update is
+  never materialized), or the update itself when a re-run would be costly.
   """
-  def new_updates():
-    return inner.update(updates, inner_state, params, **extra_args)[0]
-
   sums = _norms.sums_of_squares([updates, new_updates(), params])
   grad_norm, update_norm, param_norm = (
       _norms.norm_from_sum(s, tree_fn).astype(jnp.float32)
@@ -140,8 +163,13 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
                       zero(), zero(), zero(), jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
+    rerun = lambda: inner.update(updates, state.inner_state, params, **extra_args)[0]
+    inner_state, main = state.inner_state, None
+    if not _rerun_is_cheap(rerun):  # measure the update itself (it is then an operand)
+      main, inner_state = inner.update(updates, inner_state, params, **extra_args)
+
     def measure(_):
-      return _measure(inner, updates, state.inner_state, params, extra_args, state.nonfinite_count)
+      return _measure(updates, rerun if main is None else lambda: main, params, state.nonfinite_count)
 
     def keep(_):
       return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
@@ -152,8 +180,9 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
       measured = jax.lax.cond(state.count % every == 0, measure, keep, None)
     grad_norm, update_norm, param_norm, nonfinite = measured
     measured_first = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
-    new_updates, inner_state = inner.update(updates, _after(measured_first, state.inner_state), params, **extra_args)
-    new_updates = _after(measured_first, new_updates)  # so params are updated in place after the measurement
+    if main is None:
+      main, inner_state = inner.update(updates, _after(measured_first, inner_state), params, **extra_args)
+    new_updates = _after(measured_first, main)  # so params are updated in place after the measurement
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)

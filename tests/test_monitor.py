@@ -297,3 +297,31 @@ def test_donated_step_has_no_parameter_sized_copy_or_materialized_update(every):
   tracked = entry_ops(monitor.track(adaptive.adamw(1e-3), every=every))
   assert not [line for line in tracked if "copy(" in line], tracked
   assert len(tracked) == len(plain), (plain, tracked)
+
+
+def _matmul_inner(scale=0.1, on_call=None):
+  """A non-elementwise inner transform (a matmul per leaf), optionally with a host callback."""
+  def update_fn(updates, state, params=None):
+    if on_call is not None:
+      jax.debug.callback(on_call)
+    return jax.tree.map(lambda x: (x.reshape(-1, 10) @ (scale * jnp.eye(10, dtype=x.dtype))).reshape(x.shape),
+                        updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_costly_or_side_effecting_inner_is_measured_on_its_own_update(every):
+  """Matrix work or host callbacks in the inner update are not re-run for the measurement:
+  the callback fires once per step and the norms are still exact."""
+  calls = []
+  params = {"w": jnp.linspace(-1.0, 1.0, 50, dtype=jnp.float32)}
+  tx = monitor.track(_matmul_inner(on_call=lambda: calls.append(1)), every=every)
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+  state = tx.init(params)
+  for t, g in enumerate(grad_stream(params, 4)):
+    updates, state = step(g, state, params)
+    jax.block_until_ready(updates)
+    if t % every == 0:
+      _check_stats(monitor.stats(state), g, updates, params, rtol=2e-6)
+  jax.effects_barrier()
+  assert len(calls) == 4
