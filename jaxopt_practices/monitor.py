@@ -135,11 +135,11 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
   variadic reduce); the update itself is never materialized and no donated buffer is copied
   (the inner state and the returned updates are ordered after the pass). Inner updates with
   matrix work, loops, collectives or host callbacks are not re-run: their update is
-  measured as it is (and materialized). On XLA:CPU that pass costs about as much as an
-  AdamW step (the re-run arithmetic compiles to a scalar loop inside a reduction), so
-  ``track(adamw)`` is about 2x ``adamw`` there; ``every=k`` runs the pass under a
+  measured as it is (and materialized). On XLA:CPU that pass costs about 1-1.5 AdamW
+  steps (the re-run arithmetic compiles to a scalar loop inside a reduction), so
+  ``track(adamw)`` is about 2-2.5x ``adamw`` there; ``every=k`` runs the pass under a
   ``lax.cond`` on updates ``0, k, 2k, ...`` only, the other steps run the plain inner
-  update and keep the last values (``every=10``: within about 10% of ``adamw`` on CPU,
+  update and keep the last values (``every=10``: about 1.1x ``adamw`` on CPU, see
   ``benchmarks/README.md``). ``count`` and ``learning_rate`` are exact on every step.
 
   Args:
