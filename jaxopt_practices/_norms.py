@@ -24,6 +24,7 @@ from jaxopt_practices import _validate
 
 NORM_EPS = 1e-6  # PyTorch's clip_grad_norm_ / AGC guard: max_norm / (total_norm + 1e-6)
 _SAFE_LOW = 2.0 ** -100  # below this a plain sum of squares may have lost entries to underflow
+_ROWS = 64  # row blocks of sums_of_squares: XLA:CPU parallelizes a reduction over its output rows
 
 
 def widest_acc_dtype(leaves: list) -> jnp.dtype:
@@ -86,17 +87,19 @@ def _scaled_parts(leaves: list, norm_type: Any, concrete: float | None, axis_nam
   def power(x):  # x in [0, 1]
     return jnp.square(x) if concrete == 2.0 else jnp.power(x, p)
 
-  absg = [jnp.abs(jnp.asarray(x).astype(dtype)) for x in leaves]
-  m_leaf = jnp.stack([jnp.max(a, initial=0.0) for a in absg])
+  xs = [jnp.asarray(x).astype(dtype) for x in leaves]
+  m_leaf = jnp.stack([jnp.max(jnp.abs(x), initial=0.0) for x in xs])
   m = jnp.max(m_leaf)
   if axis_name is not None:
     m = jax.lax.pmax(m, axis_name)
   if concrete == math.inf:
     return m, m, jnp.ones([], dtype)
   s_leaf = []
-  for a, ml in zip(absg, m_leaf):
+  for x, ml in zip(xs, m_leaf):
     inv = inv_sqrt(ml)
-    s_leaf.append(jnp.sum(power((a * inv) * inv)))
+    # For p = 2 the sign does not change ((x * inv) * inv)**2, so |x| feeds only the max and
+    # is not materialized as a parameter-sized temporary shared by the two reductions.
+    s_leaf.append(jnp.sum(power((x if concrete == 2.0 else jnp.abs(x)) * inv * inv)))
   inv = inv_sqrt(m)
   s = jnp.sum(power((m_leaf * inv) * inv) * jnp.stack(s_leaf))
   if axis_name is not None:
@@ -112,6 +115,65 @@ def _scaled_parts(leaves: list, norm_type: Any, concrete: float | None, axis_nam
 def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None, dtype: Any = None) -> jax.Array:
   """The overflow-free p-norm of every entry of ``tree`` (see :func:`norm_parts`)."""
   return norm_parts(tree, norm_type, axis_name, dtype)[0]
+
+
+def _row_blocks(x: Any, dtype: Any) -> jax.Array:
+  """``x`` flattened to ``(c, n // c)`` in ``dtype``, ``c`` the largest divisor of ``n`` up to ``_ROWS``."""
+  x = jnp.ravel(jnp.asarray(x)).astype(dtype)
+  n = x.size
+  c = next(c for c in range(min(_ROWS, n), 0, -1) if n % c == 0)
+  return x.reshape(c, n // c)
+
+
+def _fused_sums(xs: list, dtypes: list) -> list:
+  """Sums of squares of equally sized arrays from ONE loop over them (a variadic reduce)."""
+  rows = [_row_blocks(x, d) for x, d in zip(xs, dtypes)]
+  init = tuple(jnp.zeros([], d) for d in dtypes)
+  # |x|*|x|: not CSE-able with an x*x elsewhere, which XLA would then materialize for both users
+  parts = jax.lax.reduce(tuple(jnp.abs(r) * jnp.abs(r) for r in rows), init,
+                         lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
+  return [jnp.sum(part) for part in parts]
+
+
+def sums_of_squares(trees: list) -> list:
+  r"""The plain sums of squares :math:`\sum x^2` of several trees (``None``: 0), read in one pass.
+
+  Accumulated in each tree's :func:`widest_acc_dtype`. When the trees have equally sized
+  leaves in the same order (gradients, updates, params), the leaves at one position are
+  reduced together by one variadic reduce, so each leaf is read once and anything computed
+  from them (an update recomputed from its inputs) is fused into that loop instead of
+  being materialized. The reduce runs over row blocks (``(c, n / c)``, ``c <= 64``) so that
+  XLA:CPU splits it across threads. Not overflow-safe: see :func:`norm_from_sum`.
+  """
+  leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
+  dtypes = [widest_acc_dtype(l) for l in leaves]
+  totals = [jnp.zeros([], d) for d in dtypes]
+  present = [i for i, l in enumerate(leaves) if l]
+  sizes = {tuple(int(jnp.size(x)) for x in leaves[i]) for i in present}
+  if len(sizes) == 1:  # aligned: one loop per leaf position
+    groups = [[(i, leaves[i][k]) for i in present] for k in range(len(leaves[present[0]]))]
+  else:
+    groups = [[(i, x)] for i in present for x in leaves[i]]
+  for group in groups:
+    group = [(i, x) for i, x in group if jnp.size(x)]
+    if group:
+      for (i, _), s in zip(group, _fused_sums([x for _, x in group], [dtypes[i] for i, _ in group])):
+        totals[i] = totals[i] + s
+  return totals
+
+
+def norm_from_sum(total: jax.Array, tree_fn: Any) -> jax.Array:
+  """The L2 norm from a plain sum of squares, overflow-safe: ``sqrt(total)`` when that sum is
+  finite and above ``2**-100`` (as :func:`norm_parts`), else the scaled two-pass norm of
+  ``tree_fn()`` (called only inside that ``lax.cond`` branch), in ``total``'s dtype."""
+  def scaled():
+    leaves = jax.tree.leaves(tree_fn())
+    if not leaves:
+      return jnp.zeros([], total.dtype)
+    return _scaled_parts(leaves, 2.0, 2.0, None, total.dtype)[0]
+
+  safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
+  return jax.lax.cond(safe, lambda: jnp.sqrt(total), scaled)
 
 
 def unit_axes(ndim: int) -> tuple[int, ...]:

@@ -5,8 +5,9 @@ updates applied, the learning rate actually applied, the global norms of the gra
 updates and params, and how many steps had non-finite gradients. ``stats(opt_state)``
 reads them from anywhere inside a (chained, injected, masked) state, inside ``jit`` or
 after it. The norms are computed inside the same compiled update (no extra compilation,
-no extra host round trip) by the package's one overflow-safe norm kernel, so they are
-finite for finite gradients near the float maximum, as ``clipping.clip_by_global_norm``'s.
+no extra host round trip) in one fused pass, with the package's overflow-safe norm kernel
+as the fallback, so they are finite for finite gradients near the float maximum, as
+``clipping.clip_by_global_norm``'s.
 """
 
 from __future__ import annotations
@@ -56,19 +57,68 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   return lr if found else jnp.full([], jnp.nan, jnp.float32)
 
 
-def _norm(tree: Any) -> jax.Array:
-  """The global L2 norm of ``tree`` from the shared kernel, as a float32 scalar (0 for ``None``)."""
-  if tree is None:
-    return jnp.zeros([], jnp.float32)
-  return _norms.global_norm(tree).astype(jnp.float32)
-
-
 def _all_finite(tree: Any, norm: jax.Array) -> jax.Array:
   """Whether every value is finite; the full check runs only when the norm is not."""
   def check(_):
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
   return jax.lax.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
+
+
+# Primitives that make re-running the inner update costly or observable: matrix work, loops,
+# sorting, collectives, host callbacks. With any of them in the inner update, the update norm
+# is taken from the update itself (materialized) instead of from a re-run fused into the pass.
+_NO_RERUN = frozenset({
+    "dot_general", "conv_general_dilated", "while", "scan", "fft", "cholesky", "eigh", "eig", "svd", "qr", "lu",
+    "triangular_solve", "custom_linear_solve", "sort", "top_k", "cumsum", "cumprod", "cummax", "cummin",
+    "psum", "pmax", "pmin", "all_gather", "all_to_all", "ppermute", "psum_scatter", "reduce_scatter",
+    "debug_callback", "io_callback", "pure_callback", "debug_print",
+})
+
+
+def _primitives(jaxpr: Any):
+  """The names of every primitive in ``jaxpr`` and its sub-jaxprs (cond branches, pjit, custom_jvp)."""
+  for eqn in jaxpr.eqns:
+    yield eqn.primitive.name
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          yield from _primitives(sub)
+
+
+def _rerun_is_cheap(rerun: Any) -> bool:
+  """Whether the inner update ``rerun()`` is elementwise-cheap and free of side effects."""
+  return _NO_RERUN.isdisjoint(_primitives(jax.make_jaxpr(rerun)().jaxpr))
+
+
+def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.Array) -> tuple:
+  """``(grad_norm, update_norm, param_norm, nonfinite_count)`` of one update, in one pass.
+
+  ``new_updates()`` gives the update: a re-run of the inner update on the same inputs, fused
+  into the one loop that also sums the squares of the gradients and params (the update is
+  never materialized), or the update itself when a re-run would be costly.
+  """
+  sums = _norms.sums_of_squares([updates, new_updates(), params])
+  grad_norm, update_norm, param_norm = (
+      _norms.norm_from_sum(s, tree_fn).astype(jnp.float32)
+      for s, tree_fn in zip(sums, (lambda: updates, new_updates, lambda: params)))
+  bad = (~_all_finite(updates, grad_norm)).astype(jnp.int32)
+  return grad_norm, update_norm, param_norm, nonfinite_count + bad
+
+
+def _after(flag: jax.Array, tree: Any) -> Any:
+  """``tree`` itself, but as values that depend on ``flag`` (always true): ``where(flag, x, 0)``.
+
+  Applied to the inner state the update reads and to the updates it returns, so that XLA
+  orders the measurement (which reads the old state and params) before the writes that
+  overwrite those donated buffers in place, instead of copying the buffers first.
+  """
+  def after(x):
+    if not isinstance(x, jax.Array) or jnp.issubdtype(x.dtype, jax.dtypes.extended):
+      return x
+    return jnp.where(flag, x, jnp.zeros_like(x))
+  return jax.tree.map(after, tree)
 
 
 def track(inner: optax.GradientTransformation, every: int = 1) -> optax.GradientTransformationExtraArgs:
@@ -80,12 +130,17 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
   params are passed) and ``nonfinite_count`` (steps whose gradients held NaN or Inf).
   Extra keyword arguments (e.g. ``value=loss`` for a plateau scheduler) are forwarded.
 
-  Cost: the three norms are extra reads of parameter-sized data per step and force the
-  update to be materialized; on a memory-bound CPU step that is more than the optimizer
-  step itself (about 2.5x an AdamW step at 10M parameters, ``benchmarks/README.md``).
-  ``every=k`` measures the norms and non-finite steps on every k-th update only
-  (``lax.cond``: the other steps keep the last values); ``count`` and ``learning_rate`` are
-  exact on every step. On CPU it saves little, because the update is still materialized.
+  Cost: one extra pass over the gradients, the params and the inner state, in which the
+  inner update is re-run and the three sums of squares are taken together (a multi-threaded
+  variadic reduce); the update itself is never materialized and no donated buffer is copied
+  (the inner state and the returned updates are ordered after the pass). Inner updates with
+  matrix work, loops, collectives or host callbacks are not re-run: their update is
+  measured as it is (and materialized). On XLA:CPU that pass costs about 1-1.5 AdamW
+  steps (the re-run arithmetic compiles to a scalar loop inside a reduction), so
+  ``track(adamw)`` is about 2-2.5x ``adamw`` there; ``every=k`` runs the pass under a
+  ``lax.cond`` on updates ``0, k, 2k, ...`` only, the other steps run the plain inner
+  update and keep the last values (``every=10``: about 1.1x ``adamw`` on CPU, see
+  ``benchmarks/README.md``). ``count`` and ``learning_rate`` are exact on every step.
 
   Args:
     inner: any ``optax.GradientTransformation``.
@@ -115,26 +170,26 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
 
   def update_fn(updates, state, params=None, **extra_args):
     _validate.check_state("monitor.track", state, TrackState)
+    rerun = lambda: inner.update(updates, state.inner_state, params, **extra_args)[0]
+    inner_state, main = state.inner_state, None
+    if not _rerun_is_cheap(rerun):  # measure the update itself (it is then an operand)
+      main, inner_state = inner.update(updates, inner_state, params, **extra_args)
+
+    def measure(_):
+      return _measure(updates, rerun if main is None else lambda: main, params, state.nonfinite_count)
+
+    def keep(_):
+      return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
+
     if every == 1:
-      # Norms of the inputs first, then an optimization barrier: fused into the optimizer's
-      # elementwise loop, a reduction makes XLA:CPU run that whole loop on one thread.
-      grad_norm, param_norm = _norm(updates), _norm(params)
-      grad_norm, param_norm, updates, params = jax.lax.optimization_barrier((grad_norm, param_norm, updates, params))
-      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-      update_norm, new_updates = jax.lax.optimization_barrier((_norm(new_updates), new_updates))
-      nonfinite = state.nonfinite_count + (~_all_finite(updates, grad_norm)).astype(jnp.int32)
+      measured = measure(None)
     else:
-      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-
-      def measure(_):
-        grad_norm = _norm(updates)
-        bad = (~_all_finite(updates, grad_norm)).astype(jnp.int32)
-        return grad_norm, _norm(new_updates), _norm(params), state.nonfinite_count + bad
-
-      def keep(_):
-        return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
-
-      grad_norm, update_norm, param_norm, nonfinite = jax.lax.cond(state.count % every == 0, measure, keep, None)
+      measured = jax.lax.cond(state.count % every == 0, measure, keep, None)
+    grad_norm, update_norm, param_norm, nonfinite = measured
+    measured_first = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
+    if main is None:
+      main, inner_state = inner.update(updates, _after(measured_first, inner_state), params, **extra_args)
+    new_updates = _after(measured_first, main)  # so params are updated in place after the measurement
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -161,3 +163,165 @@ def test_state_can_be_donated():
   for _ in range(2):
     _, state = step(params, state)
   assert int(monitor.stats(state)["step"]) == 2
+
+
+# ----------------------------------------------------------------------------- exact values, every=k, parallel
+def _np_norm(tree):
+  """The float64 L2 norm of every entry of ``tree``, computed by numpy (the reference)."""
+  leaves = [np.asarray(jnp.asarray(x, jnp.float32), np.float64).ravel() for x in jax.tree.leaves(tree)]
+  return float(np.sqrt(sum(np.sum(x * x) for x in leaves))) if leaves else 0.0
+
+
+def _check_stats(s, g, u, p, rtol):
+  np.testing.assert_allclose(float(s["grad_norm"]), _np_norm(g), rtol=rtol)
+  np.testing.assert_allclose(float(s["update_norm"]), _np_norm(u), rtol=rtol)
+  np.testing.assert_allclose(float(s["param_norm"]), _np_norm(p), rtol=rtol)
+
+
+def _flat_params(dtype, n=1000, seed=0):
+  return {"w": (0.1 * jax.random.normal(jax.random.PRNGKey(seed), (n // 10, 10))).astype(dtype),
+          "b": jnp.linspace(-1.0, 1.0, 7, dtype=jnp.float32).astype(dtype)}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("every", [1, 3])
+def test_stats_equal_numpy_norms_on_measured_steps_and_held_in_between(dtype, every):
+  """grad / update / param norms of measured steps equal float64 numpy norms of the incoming
+  gradients, the returned updates and the params passed in; other steps keep them bitwise."""
+  params = _flat_params(dtype)
+  tx = monitor.track(adaptive.adamw(1e-2, weight_decay=0.1), every=every)
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+  state, held = tx.init(params), None
+  for t, g in enumerate(grad_stream(params, 7)):
+    updates, state = step(g, state, params)
+    s = monitor.stats(state)
+    if t % every == 0:
+      _check_stats(s, g, updates, params, rtol=2e-6 if dtype == jnp.float32 else 1e-5)
+      held = {k: np.asarray(v) for k, v in s.items() if k in ("grad_norm", "update_norm", "param_norm")}
+    else:
+      for k, v in held.items():
+        np.testing.assert_array_equal(np.asarray(s[k]), v)
+    assert int(s["step"]) == t + 1
+    params = optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_huge_finite_gradients_give_finite_exact_norms(every):
+  """Squares overflow float32 here (up to 1e38**2); the norms (about 1.4e38) must not."""
+  params = {"w": jnp.full((1000,), 3e36, jnp.float32), "b": jnp.ones(3, jnp.float32)}
+  g = {"w": jnp.full((1000,), 3e36, jnp.float32).at[0].set(-1e38), "b": jnp.ones(3, jnp.float32)}
+  tx = monitor.track(optax.chain(clipping.clip_by_global_norm(1.0), momentum.sgd(1.0)), every=every)
+  updates, state = jax.jit(tx.update)(g, tx.init(params), params)
+  s = monitor.stats(state)
+  assert all(np.isfinite(float(s[k])) for k in ("grad_norm", "update_norm", "param_norm"))
+  _check_stats(s, g, updates, params, rtol=1e-6)
+  assert int(s["nonfinite_count"]) == 0
+
+
+def test_tiny_and_zero_trees_use_the_scaled_fallback():
+  """Sums of squares underflow for 1e-30 entries: the norm must still be exact; zeros give 0."""
+  params = {"w": jnp.zeros(5, jnp.float32)}
+  g = {"w": jnp.full((5,), 1e-30, jnp.float32)}
+  tx = monitor.track(momentum.sgd(1.0))
+  updates, state = jax.jit(tx.update)(g, tx.init(params), params)
+  _check_stats(monitor.stats(state), g, updates, params, rtol=1e-6)
+  assert float(monitor.stats(state)["param_norm"]) == 0.0
+
+
+def test_update_norm_is_of_the_returned_updates_for_a_random_inner():
+  """The measurement re-runs the inner update; a stateful random inner must give the same updates."""
+  params = _flat_params(jnp.float32)
+  tx = monitor.track(optax.chain(optax.add_noise(0.5, 0.55, key=3), momentum.sgd(0.1, momentum=0.9)))
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+  state = tx.init(params)
+  with jax.numpy_dtype_promotion("standard"):  # optax's add_noise mixes int32 and float32
+    for g in grad_stream(params, 3):
+      updates, state = step(g, state, params)
+      _check_stats(monitor.stats(state), g, updates, params, rtol=2e-6)
+
+
+def test_stats_under_pmap_are_each_replicas_norms():
+  n = jax.local_device_count()
+  params = _flat_params(jnp.float32)
+  tx = monitor.track(adaptive.adamw(1e-2))
+  grads = [g for g in grad_stream(params, n)]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *grads)
+  rep = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), params)
+  step = jax.pmap(lambda g, s, p: tx.update(g, s, p), axis_name="i")
+  updates, state = step(stacked, jax.pmap(tx.init)(rep), rep)
+  s = monitor.stats(state)
+  for d in range(n):
+    u_d = jax.tree.map(lambda x: x[d], updates)
+    _check_stats({k: v[d] for k, v in s.items()}, grads[d], u_d, params, rtol=2e-6)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_stats_under_sharding_equal_numpy_norms(every):
+  """jit over a NamedSharding mesh: leaves sharded along their first or second axis (FSDP-like)."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+  specs = {"w": P("d", None), "v": P(None, "d"), "b": P()}
+  shard = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+  rng = np.random.default_rng(0)
+  params = {k: jax.device_put(jnp.asarray(rng.standard_normal(shape), jnp.float32), shard[k])
+            for k, shape in {"w": (64, 6), "v": (5, 32), "b": (3,)}.items()}
+  tx = monitor.track(adaptive.adamw(1e-2, weight_decay=0.1), every=every)
+  state = jax.jit(tx.init)(params)
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p), donate_argnums=(1,))
+  for t in range(3):
+    g = {k: jax.device_put(jnp.asarray(rng.standard_normal(x.shape), jnp.float32), shard[k]) for k, x in params.items()}
+    updates, state = step(g, state, params)
+    if t % every == 0:
+      _check_stats(monitor.stats(state), g, updates, params, rtol=2e-6)
+    assert updates["w"].sharding.is_equivalent_to(shard["w"], 2)
+    params = optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_donated_step_has_no_parameter_sized_copy_or_materialized_update(every):
+  """Load-independent cost check: the tracked AdamW step streams the same parameter-sized
+  buffers as plain AdamW (3 fused loops), copies none of the donated buffers and adds at
+  most one fused measurement loop (every=1) or none outside its lax.cond (every=k)."""
+  n = 1 << 16
+  x = jax.ShapeDtypeStruct((n,), jnp.float32)
+
+  def entry_ops(tx):
+    def step(p, s, g):
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(x, jax.eval_shape(tx.init, x), x).compile().as_text()
+    big = re.compile(rf"^\s*%\S+ = f32\[{n}\]\{{0\}} (fusion|copy)\(")
+    return [line.strip()[:120] for line in text[text.index("ENTRY"):].splitlines() if big.match(line)]
+
+  plain = entry_ops(adaptive.adamw(1e-3))
+  tracked = entry_ops(monitor.track(adaptive.adamw(1e-3), every=every))
+  assert not [line for line in tracked if "copy(" in line], tracked
+  assert len(tracked) == len(plain), (plain, tracked)
+
+
+def _matmul_inner(scale=0.1, on_call=None):
+  """A non-elementwise inner transform (a matmul per leaf), optionally with a host callback."""
+  def update_fn(updates, state, params=None):
+    if on_call is not None:
+      jax.debug.callback(on_call)
+    return jax.tree.map(lambda x: (x.reshape(-1, 10) @ (scale * jnp.eye(10, dtype=x.dtype))).reshape(x.shape),
+                        updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_costly_or_side_effecting_inner_is_measured_on_its_own_update(every):
+  """Matrix work or host callbacks in the inner update are not re-run for the measurement:
+  the callback fires once per step and the norms are still exact."""
+  calls = []
+  params = {"w": jnp.linspace(-1.0, 1.0, 50, dtype=jnp.float32)}
+  tx = monitor.track(_matmul_inner(on_call=lambda: calls.append(1)), every=every)
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+  state = tx.init(params)
+  for t, g in enumerate(grad_stream(params, 4)):
+    updates, state = step(g, state, params)
+    jax.block_until_ready(updates)
+    if t % every == 0:
+      _check_stats(monitor.stats(state), g, updates, params, rtol=2e-6)
+  jax.effects_barrier()
+  assert len(calls) == 4
