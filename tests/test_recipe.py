@@ -153,7 +153,7 @@ def test_section_of_a_factory_reads_its_signature():
 def test_one_cycle_needs_total_steps_or_epochs():
   with pytest.raises(ValueError, match="total_steps is required unless epochs and steps_per_epoch are given"):
     recipe.build({"optimizer": SGD, "momentum_schedule": {"name": "one_cycle_momentum"}})
-  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+  cfg = {"optimizer": {"name": "sgd", "learning_rate": 0.1},
          "schedule": {"name": "one_cycle", "epochs": 3, "steps_per_epoch": 10.0},
          "momentum_schedule": {"name": "one_cycle_momentum", "epochs": 3, "steps_per_epoch": 10}}
   a, _ = _run(recipe.build(cfg))
