@@ -73,8 +73,15 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
   if concrete == 2.0 and axis_name is None:
     total = _sum_of_squares(leaves, dtype)
     safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, dtype))
-    return jax.lax.cond(safe, lambda _: (jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)),
-                        lambda _: _scaled_parts(leaves, norm_type, concrete, None, dtype), None)
+    def plain(_):
+      return jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)
+
+    def scaled(_):
+      return _scaled_parts(leaves, norm_type, concrete, None, dtype)
+
+    if not isinstance(safe, jax.core.Tracer):  # eager: choose here; a lax.cond of these fresh
+      return plain(None) if bool(safe) else scaled(None)  # closures would compile on every call
+    return jax.lax.cond(safe, plain, scaled, None)
   return _scaled_parts(leaves, norm_type, concrete, axis_name, dtype)
 
 

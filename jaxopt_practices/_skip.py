@@ -38,6 +38,15 @@ def _raise_if_failed(failed, consecutive, max_consecutive):
         f"or updates, more than max_consecutive = {int(np.max(max_consecutive))}; the updates are NaN.")
 
 
+# Module-level branches (not fresh lambdas): an eager lax.cond traces and compiles them once.
+def _raise_branch(*args) -> None:
+  jax.debug.callback(_raise_if_failed, *args)
+
+
+def _quiet_branch(*args) -> None:
+  del args
+
+
 def _all_finite(tree: Any) -> jax.Array:
   leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
@@ -109,10 +118,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
           lambda u: jnp.where(failed, jnp.full_like(u, jnp.nan), u)
           if jnp.issubdtype(u.dtype, jnp.inexact) else u, out)
       if on_failure == "raise":
-        jax.lax.cond(failed,
-                     lambda *a: jax.debug.callback(_raise_if_failed, *a),
-                     lambda *a: None,
-                     failed, consecutive, limit)
+        jax.lax.cond(failed, _raise_branch, _quiet_branch, failed, consecutive, limit)
     return out, SkipNonfiniteState(total_nonfinite=total, consecutive_nonfinite=consecutive,
                                    failed=failed, inner_state=inner_state)
 
