@@ -151,12 +151,17 @@ def agc_clip(g: jax.Array, g_norm: jax.Array, p_norm: jax.Array, clipping: Any, 
 
   ``g_norm`` / ``p_norm`` broadcast against ``g`` (unit norms). The factor is applied as two
   multiplications by :math:`1/\sqrt{|G|}` so no intermediate is subnormal. Computed in
-  float32 or wider, returned in ``g``'s dtype.
+  float32 or wider, returned in ``g``'s dtype. Below float32 (bfloat16, float16) a clipping
+  factor is shrunk by the dtype's unit roundoff :math:`u`, so rounding the result cannot push a
+  unit's norm above the bound (as in ``clipping.clip_by_global_norm``).
   """
   acc = _tree.acc_dtype(g.dtype)
   lam = jnp.asarray(clipping, jnp.float32).astype(acc)
   max_norm = lam * jnp.maximum(p_norm.astype(acc), jnp.asarray(eps, jnp.float32).astype(acc))
   g_norm = g_norm.astype(acc)
   inv = jax.lax.rsqrt(jnp.maximum(g_norm, jnp.asarray(NORM_EPS, acc)))
-  scaled = (g.astype(acc) * inv) * (inv * max_norm)
+  factor = inv * max_norm
+  if jnp.finfo(g.dtype).bits < 32:
+    factor = factor * (1.0 - jnp.asarray(float(jnp.finfo(g.dtype).eps) / 2, acc))
+  scaled = (g.astype(acc) * inv) * factor
   return jnp.where(g_norm > max_norm, scaled, g.astype(acc)).astype(g.dtype)

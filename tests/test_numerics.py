@@ -119,3 +119,39 @@ def test_eager_updates_compile_nothing_after_the_first_call(make):
   assert not compiles, f"{len(compiles)} compilations in eager calls after the first"
 
 
+# ----------------------------------------------------------------------------- 7. rounding edges
+def test_agc_bfloat16_never_exceeds_its_bound():
+  rng = np.random.default_rng(0)
+  worst = 0.0
+  for _ in range(20):
+    p = jnp.asarray(rng.standard_normal((64, 16)), jnp.bfloat16)
+    g = jnp.asarray(rng.standard_normal((64, 16)) * 10, jnp.bfloat16)
+    u, _ = _update(clipping.adaptive_grad_clip(0.01), g, p)
+    assert u.dtype == jnp.bfloat16
+    ratio = clipping.unitwise_norm(u.astype(jnp.float32)) / (0.01 * clipping.unitwise_norm(p.astype(jnp.float32)))
+    worst = max(worst, float(jnp.max(ratio)))
+  assert worst <= 1.0, f"clipped unit norm {worst:.5f} x the bound"
+
+
+@pytest.mark.parametrize("total_steps", [1, 3, 7, 10, 100, 333])
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.5, 2.5])
+def test_polynomial_decay_is_exact_at_zero_and_the_same_under_jit(total_steps, power):
+  sched = schedules.polynomial_decay(0.1, total_steps, power)
+  counts = jnp.arange(total_steps + 3, dtype=jnp.int32)
+  eager = np.asarray([sched(int(c)) for c in counts])
+  np.testing.assert_array_equal(np.asarray([jax.jit(sched)(c) for c in counts]), eager)
+  batch = np.asarray(sched(counts))  # vectorised: compare eager and jit on the same shapes
+  np.testing.assert_array_equal(np.asarray(jax.jit(sched)(counts)), batch)
+  assert eager[0] == batch[0] == np.float32(0.1)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_skipped_step_keeps_negative_zero_params_bitwise(jit):
+  params = {"w": jnp.array([-0.0, 0.0, -1.5], jnp.float32), "b": jnp.array([-0.0], jnp.bfloat16)}
+  tx = clipping.skip_nonfinite(adaptive.adam(0.1))
+  update = jax.jit(tx.update) if jit else tx.update
+  grads = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), params)
+  u, _ = update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, u)
+  for k in params:
+    assert np.asarray(new[k]).tobytes() == np.asarray(params[k]).tobytes(), k
