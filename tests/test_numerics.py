@@ -94,6 +94,22 @@ def _rel_err(ours, theirs):
   return max(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30) for a, b in zip(ours, theirs))
 
 
+# ----------------------------------------------------------------------------- 5. float64
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def test_orthogonal_float64_is_orthogonal_to_double_precision(x64):
+  for shape in [(64, 32), (32, 64), (3, 3, 8, 16)]:
+    w = initializers.orthogonal()(jax.random.key(0), shape, jnp.float64)
+    assert w.dtype == jnp.float64
+    q = np.asarray(w).reshape(-1, shape[-1])
+    gram = q.T @ q if q.shape[0] >= q.shape[1] else q @ q.T
+    assert np.max(np.abs(gram - np.eye(len(gram)))) <= 1e-12
+
+
 # ----------------------------------------------------------------------------- 6. eager compiles
 @pytest.mark.parametrize("make", [lambda: clipping.clip_by_global_norm(1.0),
                                   lambda: clipping.skip_nonfinite(optax.sgd(0.1), max_consecutive=3)],
