@@ -205,7 +205,8 @@ def reduce_on_plateau(
     del params, extra_args
     value = _metric_value(value, axis_name)
     s = state.scale  # the scale from before `value`: a reduction applies from the next update
-    out = jax.tree.map(lambda g: (g.astype(_tree.acc_dtype(g.dtype)) * s).astype(g.dtype), updates)
+    out = _tree.map_components(  # complex leaves as real pairs, float64 leaves in float64
+        lambda g: (g.astype(_tree.real_dtype(g.dtype)) * s.astype(_tree.real_dtype(g.dtype))).astype(g.dtype), updates)
     state = _accumulate(state, value)
     ready = state.window_count >= jnp.asarray(accumulation_size, jnp.int32)
     evaluated = _after_evaluation(state, state.window_sum / state.window_count.astype(jnp.float32), rule)

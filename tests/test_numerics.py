@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import grad_stream, nested_params, state_signature
 from jaxopt_practices import adaptive, clipping, initializers, momentum, regularization, schedules
 
 torch = pytest.importorskip("torch")
@@ -94,11 +95,177 @@ def _rel_err(ours, theirs):
   return max(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30) for a, b in zip(ours, theirs))
 
 
+# ----------------------------------------------------------------------------- 1. complex params
+def test_complex_sgd_keeps_the_imaginary_part():
+  p = jnp.zeros(1, jnp.complex64)
+  tx = momentum.sgd(0.1)
+  u, _ = tx.update(jnp.array([1j], jnp.complex64), tx.init(p), p)
+  assert u.dtype == jnp.complex64
+  np.testing.assert_array_equal(np.asarray(u), np.array([-0.1j], np.complex64))
+
+
+@pytest.mark.parametrize("name,cfg", CONFIGS, ids=[f"{n}-{c}" for n, c in CONFIGS])
+def test_complex_params_match_torch(name, cfg):
+  p0, grads = _stream(7, np.complex64, 200)
+  ours = _ours(_make(name, cfg), p0, grads)
+  assert all(o.dtype == np.complex64 for o in ours)
+  assert _rel_err(ours, _torch(name, cfg, p0, grads)) <= 1e-5
+
+
+def test_complex_clip_by_global_norm_matches_torch():
+  p0, grads = _stream(3, np.complex64, 1)
+  g = [x * 10 for x in grads[0]]
+  tensors = [torch.zeros(x.shape, dtype=torch.complex64, requires_grad=True) for x in g]
+  for t, x in zip(tensors, g):
+    t.grad = torch.tensor(x.copy())
+  total = torch.nn.utils.clip_grad_norm_(tensors, 1.0)
+  g = [jnp.asarray(x) for x in g]
+  tx = clipping.clip_by_global_norm(1.0)
+  out, state = tx.update(g, tx.init(g))
+  np.testing.assert_allclose(float(state.norm), float(total), rtol=1e-6)
+  np.testing.assert_allclose(float(clipping.global_norm(g)), float(total), rtol=1e-6)
+  for o, t in zip(out, tensors):
+    np.testing.assert_allclose(np.asarray(o), t.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_complex_clip_by_value_and_agc_act_on_real_pairs():
+  g = jnp.array([[3.0 - 0.5j, -0.2 + 2.0j], [0.1 + 0.1j, 4.0 + 3.0j]], jnp.complex64)
+  u, _ = _update(clipping.clip_by_value(1.0), g)
+  np.testing.assert_array_equal(np.asarray(u), np.array([[1 - 0.5j, -0.2 + 1j], [0.1 + 0.1j, 1 + 1j]], np.complex64))
+  p = jnp.array([[1.0 + 1.0j, 0.0], [0.0, 1.0j]], jnp.complex64)
+  u, _ = _update(clipping.adaptive_grad_clip(0.5, eps=1e-3), g, p)
+  g_norm = np.sqrt(np.sum(np.abs(np.asarray(g)) ** 2, axis=0))  # one unit per column, |z|^2 summed
+  bound = 0.5 * np.sqrt(np.sum(np.abs(np.asarray(p)) ** 2, axis=0))
+  np.testing.assert_allclose(np.asarray(u), np.asarray(g) * np.minimum(1.0, bound / g_norm), rtol=1e-6)
+
+
+def test_complex_decay_l2_ema_and_swa():
+  p = jnp.array([1.0 - 2.0j, 0.5j], jnp.complex64)
+  zero = jnp.zeros(2, jnp.complex64)
+  u, _ = _update(regularization.decoupled_weight_decay(0.1, mask=None), zero, p)
+  np.testing.assert_allclose(np.asarray(u), -0.1 * np.asarray(p), rtol=1e-7)
+  u, _ = _update(regularization.l2_penalty(0.1), zero, p)
+  np.testing.assert_allclose(np.asarray(u), 0.1 * np.asarray(p), rtol=1e-7)
+  for tx, read in ((regularization.ema(0.5, debias=False), regularization.ema_params),
+                   (regularization.swa(0), regularization.swa_params)):
+    tx = optax.chain(optax.sgd(1.0), tx)
+    state = tx.init(p)
+    _, state = tx.update(-jnp.array([2.0 + 2.0j, 1.0], jnp.complex64), state, p)  # theta_1 = p + (2+2j, 1)
+    avg = read(state)
+    assert avg.dtype == jnp.complex64
+    np.testing.assert_allclose(np.asarray(avg), np.asarray(p) + np.array([1.0 + 1.0j, 0.5]), rtol=1e-7)
+
+
+# ----------------------------------------------------------------------------- 2. any leaf jnp.asarray accepts
+def _contract_cases():
+  cases = []
+  for path in sorted(pathlib.Path(__file__).parent.glob("cases_*.py")):
+    cases.extend(importlib.import_module(path.stem).CASES)
+  return cases
+
+
+CASES = _contract_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_python_scalar_zero_size_and_none_leaves(case):
+  """Python float, NumPy 0-d, zero-size and ``None`` param leaves behave as their ``jnp.asarray``.
+
+  The gradients are arrays, as ``jax.grad`` returns them (optax adds a Python float update to a
+  Python float param in double precision, which no transform can change).
+  """
+  params = {"f": 0.5, "list": [0.25, -1.5], "zero_d": np.float32(2.0), "empty": jnp.zeros((0, 3)), "none": None,
+            "kernel": jnp.full((2, 3), 0.3)}
+  grads = [jax.tree.map(lambda x: jnp.asarray(x) * s, {"f": 0.1, "list": [-0.2, 0.3], "zero_d": -1.0,
+                                                       "empty": jnp.zeros((0, 3)), "none": None,
+                                                       "kernel": jnp.full((2, 3), 0.2)})
+           for s in (1.0, -2.0)]
+
+  def run(params, grads):
+    tx = case.build()
+    state = tx.init(params)
+    for i, g in enumerate(grads):
+      u, state = tx.update(g, state, params, **case.extra_args(i))
+      params = optax.apply_updates(params, u)
+    return params
+
+  as_arrays = lambda t: jax.tree.map(jnp.asarray, t)
+  ours = run(params, grads)
+  ref = run(as_arrays(params), [as_arrays(g) for g in grads])
+  assert jax.tree.structure(ours) == jax.tree.structure(ref)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("kind", ["complex64", "float64"])
+def test_every_contract_case_takes_complex_and_float64_params(kind):
+  """Every public transform keeps complex64 / float64 (under x64) updates and state dtypes."""
+  with jax.enable_x64(kind == "float64"):
+    if kind == "complex64":
+      cast = lambda t: jax.tree.map(lambda x: jax.lax.complex(x, -0.5 * x), t)
+    else:
+      cast = lambda t: jax.tree.map(lambda x: x.astype(jnp.float64), t)
+    params = cast(nested_params())
+    for case in CASES:
+      tx = case.build()
+      state = tx.init(params)
+      before = state_signature(state)
+      p = params
+      for i, g in enumerate(grad_stream(nested_params(), 3)):
+        u, state = jax.jit(tx.update)(cast(g), state, p, **case.extra_args(i))
+        p = optax.apply_updates(p, u)
+        assert all(a.dtype == kind for a in jax.tree.leaves(u)), case.name
+      assert state_signature(state) == before, case.name
+      assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(p)), case.name
+
+
 # ----------------------------------------------------------------------------- 5. float64
 @pytest.fixture
 def x64():
   with jax.enable_x64(True):
     yield
+
+
+def _lambda(t):
+  return 1.0 / (1.0 + 0.05 * t)
+
+
+@pytest.mark.parametrize("name,cfg", CONFIGS, ids=[f"{n}-{c}" for n, c in CONFIGS])
+@pytest.mark.parametrize("variant", ["plain", "schedule_and_clip"])
+def test_float64_matches_torch_float64(x64, name, cfg, variant):
+  p0, grads = _stream(11, np.float64, 100)
+  if variant == "plain":
+    ours, theirs = _ours(_make(name, cfg), p0, grads), _torch(name, cfg, p0, grads)
+  else:
+    lr0 = cfg["lr"]
+    ours = _ours(_make(name, cfg, lr=lambda count: lr0 * _lambda(jnp.asarray(count, jnp.float64)), clip=2.0),
+                 p0, grads)
+    theirs = _torch(name, cfg, p0, grads, lr_lambda=_lambda, clip=2.0)
+  assert all(o.dtype == np.float64 for o in ours)
+  assert _rel_err(ours, theirs) <= 1e-12
+
+
+def test_complex128_matches_torch(x64):
+  p0, grads = _stream(13, np.complex128, 100)
+  for name, cfg in CONFIGS:
+    assert _rel_err(_ours(_make(name, cfg), p0, grads), _torch(name, cfg, p0, grads)) <= 1e-12, (name, cfg)
+
+
+def test_float64_ema_swa_and_decay_are_float64_accurate(x64):
+  p = jnp.asarray(np.random.default_rng(0).standard_normal(6))
+  step = -jnp.full(6, 1e-3, jnp.float64)
+  tx = optax.chain(regularization.decoupled_weight_decay(1e-3, mask=None, learning_rate=0.1),
+                   regularization.ema(0.999), regularization.swa(1))
+  state, ref, ema_num, ema_den, thetas = tx.init(p), np.asarray(p), 0.001 * np.asarray(p), 0.001, []
+  for _ in range(50):
+    u, state = tx.update(step, state, p)
+    p = optax.apply_updates(p, u)
+    ref = ref * (1 - 0.1 * 1e-3) - 1e-3
+    ema_num, ema_den = 0.999 * ema_num + 0.001 * ref, 0.999 * ema_den + 0.001
+    thetas.append(ref)
+  np.testing.assert_allclose(np.asarray(p), ref, rtol=1e-13)
+  np.testing.assert_allclose(np.asarray(regularization.ema_params(state)), ema_num / ema_den, rtol=1e-13)
+  np.testing.assert_allclose(np.asarray(regularization.swa_params(state)), np.mean(thetas, axis=0), rtol=1e-13)
 
 
 def test_orthogonal_float64_is_orthogonal_to_double_precision(x64):
@@ -163,7 +330,8 @@ def test_polynomial_decay_is_exact_at_zero_and_the_same_under_jit(total_steps, p
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_skipped_step_keeps_negative_zero_params_bitwise(jit):
-  params = {"w": jnp.array([-0.0, 0.0, -1.5], jnp.float32), "b": jnp.array([-0.0], jnp.bfloat16)}
+  params = {"w": jnp.array([-0.0, 0.0, -1.5], jnp.float32), "b": jnp.array([-0.0], jnp.bfloat16),
+            "c": jnp.array([-0.0 - 0.0j], jnp.complex64)}
   tx = clipping.skip_nonfinite(adaptive.adam(0.1))
   update = jax.jit(tx.update) if jit else tx.update
   grads = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), params)
