@@ -197,6 +197,18 @@ def test_python_scalar_zero_size_and_none_leaves(case):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("make", [lambda: regularization.decoupled_weight_decay(0.1, mask=None),
+                                  lambda: regularization.l2_penalty(0.1), lambda: clipping.adaptive_grad_clip(0.1),
+                                  lambda: adaptive.adamw(0.1), lambda: momentum.sgd(0.1, weight_decay=0.1)],
+                         ids=["decoupled_weight_decay", "l2_penalty", "adaptive_grad_clip", "adamw", "sgd"])
+def test_python_float_params_and_grads(make):
+  """The issue's example, ``params = [0.5]``, with Python float gradients too, as optax accepts."""
+  tx = make()
+  u, _ = tx.update([0.3], tx.init([0.5]), [0.5])
+  ref, _ = tx.update([jnp.asarray(0.3)], tx.init([jnp.asarray(0.5)]), [jnp.asarray(0.5)])
+  assert np.asarray(u[0]).tobytes() == np.asarray(ref[0]).tobytes()
+
+
 @pytest.mark.parametrize("kind", ["complex64", "float64"])
 def test_every_contract_case_takes_complex_and_float64_params(kind):
   """Every public transform keeps complex64 / float64 (under x64) updates and state dtypes."""
