@@ -10,9 +10,10 @@ Each has exactly one implementation, here, and one public name:
                                             decoupled_weight_decay(wd, mask, learning_rate=lr))
 
 They differ from ``optax.scale_by_learning_rate`` / ``optax.add_decayed_weights`` in dtype
-handling (the scalar is applied in float32 and the result cast back to the gradient's dtype,
-so bfloat16 gradients stay bfloat16 also under a schedule or an injected array) and, for
-the decoupled decay, in reproducing PyTorch's AdamW to the bit.
+handling (the scalar is applied in float32, float64 for float64 leaves, and the result cast
+back to the gradient's dtype, so bfloat16 gradients stay bfloat16 also under a schedule or an
+injected array; complex leaves are scaled as real pairs) and, for the decoupled decay, in
+reproducing PyTorch's AdamW to the bit.
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def scale_by_learning_rate(
   _validate.check_bool("flip_sign", flip_sign)
   sign = -1.0 if flip_sign else 1.0
 
-  def lr_at(count):
-    lr = _tree.as_scalar(learning_rate, count)
+  def lr_at(count, dtype=jnp.float32):
+    lr = _tree.as_scalar(learning_rate, count, dtype)
     if not _validate.is_zero(lr_decay):
-      lr = lr / (1.0 + count.astype(jnp.float32) * jnp.asarray(lr_decay, jnp.float32))
+      lr = lr / (1.0 + count.astype(dtype) * jnp.asarray(lr_decay, dtype))
     return lr
 
   def init_fn(params):
@@ -86,10 +87,14 @@ def scale_by_learning_rate(
   def update_fn(updates, state, params=None):
     _validate.check_state("schedules.scale_by_learning_rate", state, ScaleByLearningRateState)
     del params
-    lr = lr_at(state.count)
-    step = sign * lr
-    updates = jax.tree.map(lambda g: (g.astype(_tree.acc_dtype(g.dtype)) * step).astype(g.dtype), updates)
-    return updates, ScaleByLearningRateState(count=_tree.increment(state.count), learning_rate=lr)
+    step = _tree.per_dtype(lambda dtype: sign * lr_at(state.count, dtype))
+
+    def scale(g):
+      acc = _tree.real_dtype(jnp.result_type(g))
+      return _tree.componentwise(lambda g: (g.astype(acc) * step(acc)).astype(g.dtype), g)
+
+    return jax.tree.map(scale, updates), ScaleByLearningRateState(count=_tree.increment(state.count),
+                                                                  learning_rate=lr_at(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -150,11 +155,11 @@ def l2_penalty(rate: ScalarOrSchedule, mask: _validate.Mask = None) -> optax.Gra
     _validate.need_params("l2_penalty", params)
     if _validate.is_zero(rate):  # a Python 0: PyTorch's `if weight_decay != 0`, the gradient untouched
       return updates, L2PenaltyState(count=_tree.increment(state.count))
-    r = _tree.as_scalar(rate, state.count)
+    r = _tree.per_dtype(lambda dtype: _tree.as_scalar(rate, state.count, dtype))
 
     def add(g, p):
-      acc = _tree.acc_dtype(g.dtype)
-      return (g.astype(acc) + r.astype(acc) * p.astype(acc)).astype(g.dtype)
+      acc = _tree.real_dtype(jnp.result_type(g))
+      return _tree.componentwise(lambda g, p: (g.astype(acc) + r(acc) * p.astype(acc)).astype(g.dtype), g, p)
 
     return _masked_map(add, updates, params, mask), L2PenaltyState(count=_tree.increment(state.count))
 
@@ -222,13 +227,17 @@ def decoupled_weight_decay(
   def update_fn(updates, state, params=None):
     _validate.need_params("decoupled_weight_decay", params)
     _validate.check_state("regularization.decoupled_weight_decay", state, DecoupledWeightDecayState)
-    coef = -_tree.as_scalar(rate, state.count)
-    if learning_rate is not None:  # PyTorch's factor 1 - lr * wd, rounded to float32 first
-      coef = (1.0 + _tree.as_scalar(learning_rate, state.count) * coef) - 1.0
+    def coef_in(dtype):
+      coef = -_tree.as_scalar(rate, state.count, dtype)
+      if learning_rate is not None:  # PyTorch's factor 1 - lr * wd, rounded (to float32) first
+        coef = (1.0 + _tree.as_scalar(learning_rate, state.count, dtype) * coef) - 1.0
+      return coef
+
+    coef = _tree.per_dtype(coef_in)
 
     def shrink(u, p):
-      acc = _tree.acc_dtype(u.dtype)
-      return (u.astype(acc) + coef.astype(acc) * p.astype(acc)).astype(u.dtype)
+      acc = _tree.real_dtype(jnp.result_type(u))
+      return _tree.componentwise(lambda u, p: (u.astype(acc) + coef(acc) * p.astype(acc)).astype(u.dtype), u, p)
 
     out = _masked_map(shrink, updates, params, mask)
     return out, DecoupledWeightDecayState(count=_tree.increment(state.count))

@@ -174,8 +174,9 @@ def orthogonal_kernel(key: jax.Array, shape: Any, dtype: Any, gain: float) -> ja
   """A (semi-)orthogonal kernel times ``gain``: the sampler of ``initializers.orthogonal``.
 
   ``shape`` viewed as ``(prod(shape[:-1]), shape[-1])`` is the ``Q`` of a QR decomposition
-  of a standard normal matrix (float32) with the signs of ``diag(R)`` folded in, transposed
-  when it has fewer rows than columns; the result is cast to ``dtype``.
+  of a standard normal matrix (drawn in float32; the QR in float32, or float64 for a float64
+  ``dtype``) with the signs of ``diag(R)`` folded in, transposed when it has fewer rows than
+  columns; the result is cast to ``dtype``.
   """
   dims = as_shape(shape)
   if len(dims) < 2:
@@ -184,10 +185,12 @@ def orthogonal_kernel(key: jax.Array, shape: Any, dtype: Any, gain: float) -> ja
   rows, cols = math.prod(dims[:-1]), dims[-1]
   if rows * cols == 0:
     return jnp.zeros(dims, dt)
-  a = _flat(jax.random.normal, key, (max(rows, cols), min(rows, cols)))
+  # The QR runs in float64 for float64 kernels (orthogonal to double precision), else float32.
+  qr_dt = dt if dt.itemsize > 4 else jnp.dtype(jnp.float32)
+  a = _flat(jax.random.normal, key, (max(rows, cols), min(rows, cols))).astype(qr_dt)
   q, r = jnp.linalg.qr(a)
   d = jnp.diagonal(r)
-  q = q * jnp.where(d < 0, -1.0, 1.0).astype(jnp.float32)[None, :]
+  q = q * jnp.where(d < 0, -1.0, 1.0).astype(qr_dt)[None, :]
   if rows < cols:
     q = q.T
   return (q * gain).reshape(dims).astype(dt)

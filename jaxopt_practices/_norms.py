@@ -28,8 +28,8 @@ _ROWS = 64  # row blocks of sums_of_squares: XLA:CPU parallelizes a reduction ov
 
 
 def widest_acc_dtype(leaves: list) -> jnp.dtype:
-  """The widest accumulator dtype (float32 or wider) among ``leaves``."""
-  dtypes = [_tree.acc_dtype(jnp.result_type(x)) for x in leaves]
+  """The widest real accumulator dtype (float32 or wider; float32 for complex64) among ``leaves``."""
+  dtypes = [_tree.real_dtype(jnp.result_type(x)) for x in leaves]
   return max(dtypes, key=lambda d: d.itemsize) if dtypes else jnp.dtype(jnp.float32)
 
 
@@ -39,11 +39,25 @@ def inv_sqrt(m: jax.Array) -> jax.Array:
   return jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, m, jnp.ones_like(m))), jnp.ones_like(m))
 
 
+def abs_in(x: Any, dtype: Any) -> jax.Array:
+  """``|x|`` in the real ``dtype``; for complex ``x`` the modulus (the norm of its real pair)."""
+  x = jnp.asarray(x)
+  return jnp.abs(x).astype(dtype) if jnp.iscomplexobj(x) else jnp.abs(x.astype(dtype))
+
+
+def _squares(x: Any, dtype: Any) -> jax.Array:
+  """``|x|**2`` elementwise in the real ``dtype``: ``re**2 + im**2`` for complex ``x``."""
+  x = jnp.asarray(x)
+  if jnp.iscomplexobj(x):
+    return jnp.square(jnp.real(x).astype(dtype)) + jnp.square(jnp.imag(x).astype(dtype))
+  return jnp.square(x.astype(dtype))
+
+
 def _sum_of_squares(leaves: list, dtype: Any) -> jax.Array:
   total = jnp.zeros([], dtype)
   for x in leaves:
     if jnp.size(x):
-      total = total + jnp.sum(jnp.square(jnp.asarray(x).astype(dtype)))
+      total = total + jnp.sum(_squares(x, dtype))
   return total
 
 
@@ -74,8 +88,16 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
   if concrete == 2.0 and axis_name is None:
     total = _sum_of_squares(leaves, dtype)
     safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, dtype))
-    return jax.lax.cond(safe, lambda _: (jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)),
-                        lambda _: _scaled_parts(leaves, norm_type, concrete, None, dtype), None)
+
+    def plain(_):
+      return jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)
+
+    def scaled(_):
+      return _scaled_parts(leaves, norm_type, concrete, None, dtype)
+
+    if not isinstance(safe, jax.core.Tracer):  # eager: choose here; a lax.cond of these fresh
+      return plain(None) if bool(safe) else scaled(None)  # closures would compile on every call
+    return jax.lax.cond(safe, plain, scaled, None)
   return _scaled_parts(leaves, norm_type, concrete, axis_name, dtype)
 
 
@@ -87,7 +109,7 @@ def _scaled_parts(leaves: list, norm_type: Any, concrete: float | None, axis_nam
   def power(x):  # x in [0, 1]
     return jnp.square(x) if concrete == 2.0 else jnp.power(x, p)
 
-  xs = [jnp.asarray(x).astype(dtype) for x in leaves]
+  xs = [abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype) for x in leaves]
   m_leaf = jnp.stack([jnp.max(jnp.abs(x), initial=0.0) for x in xs])
   m = jnp.max(m_leaf)
   if axis_name is not None:
@@ -184,7 +206,7 @@ def unit_axes(ndim: int) -> tuple[int, ...]:
 def unitwise_norm(x: jax.Array) -> jax.Array:
   """L2 norm of each unit of ``x`` (float32 or wider, overflow-free), shaped to broadcast against ``x``."""
   x = jnp.asarray(x)
-  a = jnp.abs(x.astype(_tree.acc_dtype(x.dtype)))
+  a = abs_in(x, _tree.real_dtype(x.dtype))
   axes = unit_axes(x.ndim)
   m = jnp.max(a, axis=axes, keepdims=True, initial=0.0)
   inv = inv_sqrt(m)
@@ -193,7 +215,7 @@ def unitwise_norm(x: jax.Array) -> jax.Array:
 
 def segment_norms(flat: jax.Array, ids: np.ndarray, num: int, sorted_ids: bool = False) -> jax.Array:
   """``float32[num]`` (or wider): the L2 norm of every segment of ``flat``, overflow-free, 0 when empty."""
-  a = jnp.abs(flat.astype(_tree.acc_dtype(flat.dtype)))
+  a = abs_in(flat, _tree.real_dtype(flat.dtype))
   m = jax.ops.segment_max(a, ids, num_segments=num, indices_are_sorted=sorted_ids)
   m = jnp.where(m > 0, m, jnp.zeros_like(m))  # empty segments give -inf
   inv = inv_sqrt(m)[ids]
@@ -206,12 +228,21 @@ def agc_clip(g: jax.Array, g_norm: jax.Array, p_norm: jax.Array, clipping: Any, 
 
   ``g_norm`` / ``p_norm`` broadcast against ``g`` (unit norms). The factor is applied as two
   multiplications by :math:`1/\sqrt{|G|}` so no intermediate is subnormal. Computed in
-  float32 or wider, returned in ``g``'s dtype.
+  float32 or wider, returned in ``g``'s dtype; complex ``g`` is scaled as real pairs. Below
+  float32 (bfloat16, float16) a clipping factor is shrunk by the dtype's unit roundoff
+  :math:`u`, so rounding the result cannot push a unit's norm above the bound (as in
+  ``clipping.clip_by_global_norm``).
   """
-  acc = _tree.acc_dtype(g.dtype)
-  lam = jnp.asarray(clipping, jnp.float32).astype(acc)
-  max_norm = lam * jnp.maximum(p_norm.astype(acc), jnp.asarray(eps, jnp.float32).astype(acc))
+  g = jnp.asarray(g)
+  acc = _tree.real_dtype(g.dtype)
+  max_norm = jnp.asarray(clipping, acc) * jnp.maximum(p_norm.astype(acc), jnp.asarray(eps, acc))
   g_norm = g_norm.astype(acc)
   inv = jax.lax.rsqrt(jnp.maximum(g_norm, jnp.asarray(NORM_EPS, acc)))
-  scaled = (g.astype(acc) * inv) * (inv * max_norm)
-  return jnp.where(g_norm > max_norm, scaled, g.astype(acc)).astype(g.dtype)
+  factor = inv * max_norm
+  if jnp.finfo(g.dtype).bits < 32:
+    factor = factor * (1.0 - jnp.asarray(float(jnp.finfo(g.dtype).eps) / 2, acc))
+
+  def clip(x):
+    return jnp.where(g_norm > max_norm, (x.astype(acc) * inv) * factor, x.astype(acc)).astype(x.dtype)
+
+  return _tree.componentwise(clip, g)

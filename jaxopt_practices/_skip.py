@@ -38,19 +38,38 @@ def _raise_if_failed(failed, consecutive, max_consecutive):
         f"or updates, more than max_consecutive = {int(np.max(max_consecutive))}; the updates are NaN.")
 
 
+# Module-level branches (not fresh lambdas): an eager lax.cond traces and compiles them once.
+def _raise_branch(*args) -> None:
+  jax.debug.callback(_raise_if_failed, *args)
+
+
+def _quiet_branch(*args) -> None:
+  del args
+
+
 def _all_finite(tree: Any) -> jax.Array:
   leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def _no_change(u: Any) -> jax.Array:
+  """Zeros that leave any param bitwise unchanged when added: ``-0.0`` (``x + -0.0 == x``, also for
+  ``x = -0.0``, while ``-0.0 + 0.0 = +0.0``), in both components of a complex leaf."""
+  u = jnp.asarray(u)
+  if jnp.iscomplexobj(u):
+    return jnp.full_like(u, complex(-0.0, -0.0))
+  return jnp.full_like(u, -0.0) if jnp.issubdtype(u.dtype, jnp.floating) else jnp.zeros_like(u)
 
 
 def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | None = None, *,
                    on_failure: str = "raise") -> optax.GradientTransformationExtraArgs:
   r"""Skips steps whose gradients (or ``inner``'s updates) hold NaN or Inf.
 
-  On a bad step the updates are zeros (params unchanged) and ``inner``'s state is kept
-  bitwise as it was, so a run with bad steps ends exactly where the same run without those
-  steps would. Bad steps are counted (``total_nonfinite``, ``consecutive_nonfinite``); a good
-  step resets the consecutive count.
+  On a bad step the updates are zeros (``-0.0``, so that ``optax.apply_updates`` leaves every
+  param bitwise as it was, a ``-0.0`` included) and ``inner``'s state is kept bitwise as it
+  was, so a run with bad steps ends exactly where the same run without those steps would.
+  Bad steps are counted (``total_nonfinite``, ``consecutive_nonfinite``); a good step resets
+  the consecutive count.
 
   With ``max_consecutive = k``, up to ``k`` bad steps in a row are skipped; the next
   consecutive bad step fails loudly: (1) the updates of that and every later step are NaN,
@@ -81,7 +100,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
     >>> tx = clipping.skip_nonfinite(optax.sgd(0.1))
     >>> u, state = tx.update(jnp.array([jnp.nan]), tx.init(jnp.zeros(1)))
     >>> print(u, state.total_nonfinite)
-    [0.] 1
+    [-0.] 1
   """
   _validate.check_transform("inner", inner)
   if max_consecutive is not None:
@@ -100,7 +119,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
     ok = _all_finite(updates) & _all_finite(new_updates)
     consecutive = jnp.where(ok, jnp.zeros([], jnp.int32), _tree.increment(state.consecutive_nonfinite))
     total = jnp.where(ok, state.total_nonfinite, _tree.increment(state.total_nonfinite))
-    out = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates)
+    out = jax.tree.map(lambda u: jnp.where(ok, u, _no_change(u)), new_updates)
     inner_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_inner, state.inner_state)
     failed = state.failed
     if max_consecutive is not None:
@@ -110,10 +129,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
           lambda u: jnp.where(failed, jnp.full_like(u, jnp.nan), u)
           if jnp.issubdtype(u.dtype, jnp.inexact) else u, out)
       if on_failure == "raise":
-        jax.lax.cond(failed,
-                     lambda *a: jax.debug.callback(_raise_if_failed, *a),
-                     lambda *a: None,
-                     failed, consecutive, limit)
+        jax.lax.cond(failed, _raise_branch, _quiet_branch, failed, consecutive, limit)
     return out, SkipNonfiniteState(total_nonfinite=total, consecutive_nonfinite=consecutive,
                                    failed=failed, inner_state=inner_state)
 

@@ -1,7 +1,10 @@
 """Pytree helpers shared by the practices: dtypes, moments, masks and finding states.
 
 Conventions: accumulators live in float32 (or wider, e.g. float64 under x64) whatever the
-parameter dtype; updates go back out in the gradient's dtype.
+parameter dtype; updates go back out in the gradient's dtype. Scalars (learning rates, betas,
+bias corrections) meet each leaf in its :func:`real_dtype` (:func:`per_dtype`), so float64
+leaves get float64 scalars. Complex leaves keep complex64 / complex128 accumulators and are
+optimized as real pairs, as PyTorch does (:func:`componentwise`).
 
 Three shared rules live here and nowhere else:
 
@@ -32,11 +35,60 @@ from jaxopt_practices import _validate
 
 
 def acc_dtype(dtype: Any) -> jnp.dtype:
-  """The accumulator dtype for values of ``dtype``: float32 or wider."""
+  """The accumulator dtype for values of ``dtype``: float32 or wider; complex values keep theirs."""
   dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.complexfloating):
+    return dtype  # complex64 or complex128: the real pairs are float32 or float64
   if not jnp.issubdtype(dtype, jnp.floating):
     return jnp.dtype(jnp.float32)
   return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
+
+
+def real_dtype(dtype: Any) -> jnp.dtype:
+  """The real dtype that scalars meet values of ``dtype`` in: float32, or float64 for float64 / complex128.
+
+  Learning rates, betas, bias corrections, norms and clipping factors are computed in it, so
+  float64 params get float64 scalars under x64 while float32 and bfloat16 keep float32 ones.
+  """
+  return jnp.dtype(jnp.finfo(acc_dtype(dtype)).dtype)
+
+
+def componentwise(fn: Callable[..., Any], *xs: Any) -> Any:
+  """``fn(*xs)``; complex arrays among ``xs`` go through ``fn`` as real pairs (``torch.view_as_real``).
+
+  ``fn`` is elementwise and written for real arrays: for complex inputs it runs once on the
+  real parts and once on the imaginary parts (other inputs, e.g. scalars, go to both) and the
+  results (an array or a tuple of arrays) are recombined into complex arrays. This is how
+  PyTorch optimizes complex params: every moment, clip and decay acts on each real component.
+  """
+  xs = [jnp.asarray(x) for x in xs]
+  if not any(jnp.iscomplexobj(x) for x in xs):
+    return fn(*xs)
+  re = fn(*[jnp.real(x) if jnp.iscomplexobj(x) else x for x in xs])
+  im = fn(*[jnp.imag(x) if jnp.iscomplexobj(x) else x for x in xs])
+  return jax.tree.map(jax.lax.complex, re, im)
+
+
+def map_components(fn: Callable[..., Any], *trees: Any) -> Any:
+  """``jax.tree.map`` of :func:`componentwise` ``(fn, ...)`` over the matching leaves of ``trees``."""
+  return jax.tree.map(lambda *xs: componentwise(fn, *xs), *trees)
+
+
+def per_dtype(make: Callable[[jnp.dtype], Any]) -> Callable[[Any], Any]:
+  """``get(dtype)`` = ``make(real_dtype(dtype))``, computed once per real dtype (float32 / float64).
+
+  For scalars that the leaves of a tree meet: each leaf gets them in its :func:`real_dtype`
+  (float32 leaves exactly as before, float64 leaves without a float32 rounding).
+  """
+  cache: dict[jnp.dtype, Any] = {}
+
+  def get(dtype: Any) -> Any:
+    dtype = real_dtype(dtype)
+    if dtype not in cache:
+      cache[dtype] = make(dtype)
+    return cache[dtype]
+
+  return get
 
 
 def zeros_acc(tree: Any) -> Any:
@@ -45,8 +97,17 @@ def zeros_acc(tree: Any) -> Any:
 
 
 def full_acc(tree: Any, value: float) -> Any:
-  """``value`` everywhere, shaped like ``tree``, in the accumulator dtype of each leaf."""
-  return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, acc_dtype(jnp.result_type(x))), tree)
+  """``value`` everywhere, shaped like ``tree``, in the accumulator dtype of each leaf.
+
+  Complex leaves get ``value`` in both components (``complex(value, value)``, as PyTorch's
+  Adagrad initial accumulator).
+  """
+  def full(x):
+    dtype = acc_dtype(jnp.result_type(x))
+    fill = complex(value, value) if jnp.issubdtype(dtype, jnp.complexfloating) else value
+    return jnp.full(jnp.shape(x), fill, dtype)
+
+  return jax.tree.map(full, tree)
 
 
 def to_acc(tree: Any) -> Any:
@@ -56,32 +117,41 @@ def to_acc(tree: Any) -> Any:
 
 def cast_like(tree: Any, like: Any) -> Any:
   """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-  return jax.tree.map(lambda x, y: x.astype(jnp.result_type(y)), tree, like)
+  return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), tree, like)
 
 
-def as_scalar(value: Any, count: jax.Array | None = None) -> jax.Array:
-  """A float32 scalar from a number, an array, or a schedule evaluated at ``count``."""
+def as_scalar(value: Any, count: jax.Array | None = None, dtype: Any = jnp.float32) -> jax.Array:
+  """A ``dtype`` (float32) scalar from a number, an array, or a schedule evaluated at ``count``."""
   if callable(value):
     value = value(count)
-  return jnp.asarray(value, dtype=jnp.float32)
+  return jnp.asarray(value, dtype=dtype)
 
 
-def bias_correction(decay: Any, step: jax.Array) -> jax.Array:
-  r"""``1 - decay**step`` in float32, accurate also when ``decay`` is close to 1.
+def bias_correction(decay: Any, step: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+  r"""``1 - decay**step`` in ``dtype`` (float32), accurate also when ``decay`` is close to 1.
 
   Computed as :math:`-\mathrm{expm1}(t \log \beta)`; for a Python float ``decay`` the
   logarithm is taken in double precision, so ``1 - 0.999**1`` is ``1e-3`` to float32
   round-off rather than ``1 - float32(0.999)``.
   """
-  step = jnp.asarray(step, jnp.float32)
+  step = jnp.asarray(step, dtype)
   if isinstance(decay, (int, float)) and not isinstance(decay, bool):
     if decay == 0.0:
       return jnp.ones_like(step)
-    log_decay = jnp.float32(math.log(decay))
+    log_decay = jnp.asarray(math.log(decay), dtype)
   else:
-    decay = jnp.asarray(decay, jnp.float32)
+    decay = jnp.asarray(decay, dtype)
     log_decay = jnp.log(decay)
   return -jnp.expm1(step * log_decay)
+
+
+def bias_corrections(b1: Any, b2: Any, count: jax.Array) -> Callable[[Any], tuple[jax.Array, jax.Array]]:
+  """Adam's ``(1 - b1**t, sqrt(1 - b2**t))`` at ``t = count + 1``, per dtype (:func:`per_dtype`)."""
+  def make(dtype):
+    step = count.astype(dtype) + 1.0
+    return bias_correction(b1, step, dtype), jnp.sqrt(bias_correction(b2, step, dtype))
+
+  return per_dtype(make)
 
 
 def moment(new: Any, old: Any, decay: Any, order: int) -> Any:
@@ -89,16 +159,22 @@ def moment(new: Any, old: Any, decay: Any, order: int) -> Any:
 
   For a Python float ``decay`` the weight ``1 - decay`` is computed in double precision
   (as PyTorch does), so ``1 - 0.999`` is ``1e-3`` to float32 round-off rather than
-  ``1 - float32(0.999)``, which is off by 1.3e-5 relative.
+  ``1 - float32(0.999)``, which is off by 1.3e-5 relative. The weights are in ``old``'s
+  :func:`real_dtype`; complex moments are per real component (``order = 2`` squares each).
   """
-  if isinstance(decay, (int, float)) and not isinstance(decay, bool):
-    keep, take = jnp.float32(decay), jnp.float32(1.0 - decay)
-  else:
-    keep = jnp.asarray(decay, jnp.float32)
-    take = 1.0 - keep
-  return jax.tree.map(
-      lambda g, m: keep.astype(m.dtype) * m + take.astype(m.dtype) * (g.astype(m.dtype) ** order), new, old
-  )
+  def weights(dtype):
+    if isinstance(decay, (int, float)) and not isinstance(decay, bool):
+      return jnp.asarray(decay, dtype), jnp.asarray(1.0 - decay, dtype)
+    keep = jnp.asarray(decay, dtype)
+    return keep, 1.0 - keep
+
+  coefs = per_dtype(weights)
+
+  def one(g, m):
+    keep, take = coefs(m.dtype)
+    return componentwise(lambda g, m: keep * m + take * (g.astype(m.dtype) ** order), g, m)
+
+  return jax.tree.map(one, new, old)
 
 
 def increment(count: jax.Array) -> jax.Array:

@@ -80,8 +80,8 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
   def update_fn(updates, state, params=None):
     _validate.check_state("adaptive.scale_by_adagrad", state, ScaleByAdagradState)
     del params
-    sums = jax.tree.map(lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares)
-    out = jax.tree.map(lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, sums)
+    sums = _tree.map_components(lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares)
+    out = _tree.map_components(lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, sums)
     return out, ScaleByAdagradState(sum_of_squares=sums)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -189,14 +189,14 @@ def scale_by_rmsprop(
     square_avg = _tree.moment(updates, state.square_avg, alpha, 2)
     if centered:
       grad_avg = _tree.moment(updates, state.grad_avg, alpha, 1)
-      var = jax.tree.map(lambda v, m: v - jnp.square(m), square_avg, grad_avg)
+      var = _tree.map_components(lambda v, m: v - jnp.square(m), square_avg, grad_avg)
     else:
       grad_avg, var = (), square_avg
-    direction = jax.tree.map(lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v) + eps), updates, var)
+    direction = _tree.map_components(lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v) + eps), updates, var)
     buffer = state.momentum_buffer  # () without momentum; carried unchanged for a Python 0
     if not _validate.is_zero(momentum):
-      mu = _tree.as_scalar(momentum, state.count)
-      direction = buffer = jax.tree.map(lambda d, b: mu * b + d, direction, state.momentum_buffer)
+      mu = _tree.per_dtype(lambda dtype: _tree.as_scalar(momentum, state.count, dtype))
+      direction = buffer = _tree.map_components(lambda d, b: mu(b.dtype) * b + d, direction, state.momentum_buffer)
     out = _tree.cast_like(direction, updates)
     return out, ScaleByRmspropState(count=_tree.increment(state.count), square_avg=square_avg, grad_avg=grad_avg,
                                     momentum_buffer=buffer)
@@ -299,14 +299,12 @@ def scale_by_adam(
   def update_fn(updates, state, params=None):
     _validate.check_state("adaptive.scale_by_adam", state, ScaleByAdamState)
     del params
-    beta1 = _tree.as_scalar(b1, state.count) if callable(b1) else b1
+    beta1 = jnp.asarray(b1(state.count)) if callable(b1) else b1
     mu = _tree.moment(updates, state.mu, beta1, 1)
     nu = _tree.moment(updates, state.nu, b2, 2)
-    nu_hat = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else nu
-    step = state.count.astype(jnp.float32) + 1.0
-    bc1 = _tree.bias_correction(beta1, step)
-    sqrt_bc2 = jnp.sqrt(_tree.bias_correction(b2, step))
-    out = jax.tree.map(lambda m, v: (m / bc1) / (jnp.sqrt(v) / sqrt_bc2 + eps), mu, nu_hat)
+    nu_hat = _tree.map_components(jnp.maximum, state.nu_max, nu) if amsgrad else nu
+    bc = _tree.bias_corrections(beta1, b2, state.count)  # (1 - b1^t, sqrt(1 - b2^t)) per real dtype
+    out = _tree.map_components(lambda m, v: (m / bc(m.dtype)[0]) / (jnp.sqrt(v) / bc(m.dtype)[1] + eps), mu, nu_hat)
     out = _tree.cast_like(out, updates)
     return out, ScaleByAdamState(count=_tree.increment(state.count), mu=mu, nu=nu, nu_max=nu_hat if amsgrad else ())
 

@@ -71,11 +71,9 @@ def clip_by_value(max_abs: float) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     _validate.check_state("clipping.clip_by_value", state, optax.EmptyState)
     del params
-    c = jnp.asarray(max_abs, jnp.float32)
-
-    def clip(g):
-      acc = _tree.acc_dtype(g.dtype)
-      return jnp.clip(g.astype(acc), -c.astype(acc), c.astype(acc)).astype(g.dtype)
+    def clip(g):  # complex entries: each real component clipped (torch.view_as_real)
+      c = jnp.asarray(max_abs, _tree.real_dtype(jnp.result_type(g)))
+      return _tree.componentwise(lambda g: jnp.clip(g.astype(c.dtype), -c, c).astype(g.dtype), g)
 
     return jax.tree.map(clip, updates), state
 
@@ -179,7 +177,7 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
     del params
     dtype = state.norm.dtype
     norm, m, r = _norms.norm_parts(updates, norm_type, axis_name, dtype)
-    c = jnp.asarray(max_norm, jnp.float32).astype(dtype)
+    c = jnp.asarray(max_norm, dtype)
     eps = jnp.asarray(_norms.NORM_EPS, dtype)
     one = jnp.ones([], dtype)
     factor = jnp.minimum(c / (norm + eps), one)
@@ -193,15 +191,15 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
     a2 = jnp.where(tiny, inv * m_factor, one)
     shrunk = {}  # below float32, shrink by the unit roundoff u so rounding cannot grow the norm
 
-    def scale(g):
-      if jnp.dtype(g.dtype).itemsize >= 4:
+    def scale(g):  # complex entries: both real components scaled
+      if jnp.finfo(g.dtype).bits >= 32:
         return ((g.astype(dtype) * a1) * a2).astype(g.dtype)
       if g.dtype not in shrunk:
         u = jnp.asarray(float(jnp.finfo(g.dtype).eps) / 2, dtype)
         shrunk[g.dtype] = jnp.where(factor < one, a2 * (one - u), a2)
       return ((g.astype(dtype) * a1) * shrunk[g.dtype]).astype(g.dtype)
 
-    out = jax.tree.map(scale, updates)
+    out = _tree.map_components(scale, updates)
     return out, ClipByGlobalNormState(norm=norm)
 
   return optax.GradientTransformation(init_fn, update_fn)

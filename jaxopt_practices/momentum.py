@@ -88,15 +88,17 @@ def scale_by_momentum(
     del params
     if _validate.is_zero(momentum):  # a Python 0: PyTorch's plain step; the (unused) buffer is carried
       return updates, state._replace(count=_tree.increment(state.count))
-    mu_t = _tree.as_scalar(momentum, state.count)
     # The buffer starts at zero, so b_1 = mu * 0 + 1 * g_1 = g_1: a scalar coefficient, no select.
-    coef = jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, jnp.float32))
-    buffer = jax.tree.map(lambda g, b: mu_t * b + coef * g.astype(b.dtype), updates, state.momentum_buffer)
+    # Both scalars are taken in each leaf's real dtype (float32, float64 for float64 leaves).
+    mu_t = _tree.per_dtype(lambda dt: _tree.as_scalar(momentum, state.count, dt))
+    coef = _tree.per_dtype(lambda dt: jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, dt)))
+    buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + coef(b.dtype) * g.astype(b.dtype), updates,
+                                  state.momentum_buffer)
     out = buffer
     if nesterov:
-      out = jax.tree.map(lambda g, b: g.astype(b.dtype) + mu_t * b, updates, buffer)
+      out = _tree.map_components(lambda g, b: g.astype(b.dtype) + mu_t(b.dtype) * b, updates, buffer)
     if may_be_zero:
-      out = jax.tree.map(lambda g, o: jnp.where(mu_t == 0.0, g.astype(o.dtype), o), updates, out)
+      out = _tree.map_components(lambda g, o: jnp.where(mu_t(o.dtype) == 0.0, g.astype(o.dtype), o), updates, out)
     new_state = ScaleByMomentumState(count=_tree.increment(state.count), momentum_buffer=buffer)
     return _tree.cast_like(out, updates), new_state
 

@@ -250,7 +250,8 @@ def reduce_on_plateau(
     del params, extra_args
     rule = PlateauRule.of(*arguments)  # the current rule (injected hyperparameters included)
     s = state.scale  # the scale from before `value`: a reduction applies from the next update
-    out = jax.tree.map(lambda g: (g.astype(_tree.acc_dtype(g.dtype)) * s).astype(g.dtype), updates)
+    out = _tree.map_components(  # complex leaves as real pairs, float64 leaves in float64
+        lambda g: (g.astype(_tree.real_dtype(g.dtype)) * s.astype(_tree.real_dtype(g.dtype))).astype(g.dtype), updates)
     state = state._replace(rule=rule)
     if value is None:  # driven by plateau.step: scale only
       return out, state

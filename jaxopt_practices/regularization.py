@@ -28,6 +28,7 @@ from jaxopt_practices._base import DecoupledWeightDecayState as DecoupledWeightD
 from jaxopt_practices._base import L2PenaltyState as L2PenaltyState
 from jaxopt_practices._base import decoupled_weight_decay as decoupled_weight_decay
 from jaxopt_practices._base import l2_penalty as l2_penalty
+from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
@@ -104,15 +105,25 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
     leaves, treedef = jax.tree.flatten(updates)
     keys = jax.random.split(sub, len(leaves))
 
-    def noisy(g, k):
-      acc = _tree.acc_dtype(g.dtype)
-      noise = jax.random.normal(k, g.shape, acc) * std.astype(acc)
-      return (g.astype(acc) + noise).astype(g.dtype)
-
-    out = jax.tree.unflatten(treedef, [noisy(g, keys[i]) for i, g in enumerate(leaves)])
+    out = jax.tree.unflatten(treedef, [_noisy(g, keys[i], std) for i, g in enumerate(leaves)])
     return out, GradientNoiseState(count=_tree.increment(state.count), key=jax.random.key_data(key))
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _noisy(g: Any, key: jax.Array, std: jax.Array) -> jax.Array:
+  """``g + N(0, std^2)``, drawn and added in float32 or wider; a complex ``g`` gets independent
+  noise on each real component (as if viewed as real pairs)."""
+  g = jnp.asarray(g)
+  acc = _tree.real_dtype(g.dtype)
+
+  def add(x, k):
+    return x.astype(acc) + jax.random.normal(k, x.shape, acc) * std.astype(acc)
+
+  if jnp.iscomplexobj(g):
+    k_re, k_im = jax.random.split(key)
+    return jax.lax.complex(add(jnp.real(g), k_re), add(jnp.imag(g), k_im)).astype(g.dtype)
+  return add(g, key).astype(g.dtype)
 
 
 # ----------------------------------------------------------------------------- parameter averages
@@ -200,22 +211,25 @@ def ema(decay: float = 0.999, debias: bool = True) -> optax.GradientTransformati
   _validate.check_number("decay", decay, low=0.0, high=1.0, high_open=True)
   _validate.check_bool("debias", debias)
 
+  def beta():  # beta in each leaf's real dtype
+    return _tree.per_dtype(lambda dtype: jnp.asarray(decay, dtype))
+
   def init_fn(params):
-    p0 = _tree.to_acc(params)
-    b = jnp.asarray(decay, jnp.float32)
+    p0, b = _tree.to_acc(params), beta()
+    w_dtype = _norms.widest_acc_dtype(jax.tree.leaves(params))  # float32, float64 with float64 params
     if debias:
-      z = jax.tree.map(lambda p: (1.0 - b).astype(p.dtype) * p, p0)
-      return EmaState(weighted_sum=z, total_weight=1.0 - b, dtypes=ParamDtypes.of(params))
-    return EmaState(weighted_sum=p0, total_weight=jnp.ones([], jnp.float32), dtypes=ParamDtypes.of(params))
+      z = _tree.map_components(lambda p: (1.0 - b(p.dtype)) * p, p0)
+      return EmaState(weighted_sum=z, total_weight=1.0 - b(w_dtype), dtypes=ParamDtypes.of(params))
+    return EmaState(weighted_sum=p0, total_weight=jnp.ones([], w_dtype), dtypes=ParamDtypes.of(params))
 
   def update_fn(updates, state, params=None):
     _validate.check_state("regularization.ema", state, EmaState)
     _validate.need_params("ema", params)
-    new_params = optax.apply_updates(params, updates)
-    b = jnp.asarray(decay, jnp.float32)
-    z = jax.tree.map(lambda z, p: b.astype(z.dtype) * z + (1.0 - b).astype(z.dtype) * p.astype(z.dtype),
-                     state.weighted_sum, new_params)
-    weight = b * state.total_weight + (1.0 - b) if debias else state.total_weight
+    new_params, b = optax.apply_updates(params, updates), beta()
+    z = _tree.map_components(lambda z, p: b(z.dtype) * z + (1.0 - b(z.dtype)) * p.astype(z.dtype),
+                             state.weighted_sum, new_params)
+    w = state.total_weight
+    weight = b(w.dtype) * w + (1.0 - b(w.dtype)) if debias else w
     return updates, EmaState(weighted_sum=z, total_weight=weight, dtypes=state.dtypes)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -264,7 +278,7 @@ def ema_params(opt_state: Any) -> Any:
     [-0.6666667] [-1.]
   """
   state = _tree.find_state(opt_state, EmaState, "ema_params", "chain regularization.ema(...) into the optimizer.")
-  z = jax.tree.map(lambda x: x / _broadcast_to(state.total_weight.astype(x.dtype), x), state.weighted_sum)
+  z = _tree.map_components(lambda x: x / _broadcast_to(state.total_weight.astype(x.dtype), x), state.weighted_sum)
   return state.dtypes.cast(z)
 
 
@@ -335,7 +349,7 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
       running = avg + (x - avg) / (n + 1).astype(avg.dtype)
       return jnp.where(n == 0, x, jnp.where(take, running, avg))
 
-    avg = jax.tree.map(average, state.average, theta)
+    avg = _tree.map_components(average, state.average, theta)
     n_new = jnp.where(take, _tree.increment(n), n)
     return updates, SwaState(count=t, n_averaged=n_new, average=avg, dtypes=state.dtypes)
 

@@ -180,7 +180,11 @@ def polynomial_decay(init_value: float, total_steps: int, power: float = 1.0) ->
 
   def schedule(count):
     left = (total_steps - jnp.minimum(as_count(count), total_steps)).astype(F32)
-    return f32(init_value) * jnp.power(left / F32(total_steps), F32(power))
+    # Barriers keep XLA from turning the division into a multiplication by 1/T, or init * (left / T)
+    # into (init * left) / T, under jit: the value is the same in and out of jit, and exact at 0.
+    frac = left / jax.lax.optimization_barrier(F32(total_steps))
+    ratio = frac ** int(power) if float(power).is_integer() else jnp.power(frac, F32(power))
+    return f32(init_value) * jax.lax.optimization_barrier(ratio)
 
   return schedule
 
