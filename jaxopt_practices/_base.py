@@ -243,3 +243,20 @@ def decoupled_weight_decay(
     return out, DecoupledWeightDecayState(count=_tree.increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def coupled_optimizer(core: list[optax.GradientTransformation], learning_rate: ScalarOrSchedule,
+                      weight_decay: ScalarOrSchedule | None, mask: _validate.Mask = None,
+                      lr_decay: float = 0.0) -> optax.GradientTransformation:
+  """``chain([l2_penalty(weight_decay, mask)], *core, scale_by_learning_rate(learning_rate))``.
+
+  PyTorch's coupled ``weight_decay`` (added to the gradient first), the core scaling, then
+  ``-lr``: the shape of ``sgd``, ``adagrad``, ``rmsprop`` and ``adam``. ``weight_decay=None``
+  adds no L2 step; any number (0 included) keeps one, so the state structure does not depend
+  on the value.
+  """
+  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
+  if weight_decay is not None:
+    _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  decay = [] if weight_decay is None else [l2_penalty(weight_decay, mask)]
+  return optax.chain(*decay, *core, scale_by_learning_rate(learning_rate, lr_decay=lr_decay))

@@ -35,17 +35,6 @@ def _check_decay(name: str, value: ScalarOrSchedule, allow_schedule: bool = Fals
   _validate.check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
 
 
-def _coupled(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule | None,
-             mask: _validate.Mask = None, lr_decay: float = 0.0) -> optax.GradientTransformation:
-  """``chain([l2_penalty(weight_decay, mask)], core, scale_by_learning_rate(learning_rate))``: PyTorch's
-  coupled ``weight_decay`` (added to the gradient first), the core scaling, then ``-lr``."""
-  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  wd = 0.0 if weight_decay is None else weight_decay  # None (the default): no L2 step; any number keeps one
-  _validate.check_number("weight_decay", wd, low=0.0, allow_schedule=True)
-  decay = [] if weight_decay is None else [_base.l2_penalty(weight_decay, mask)]
-  return optax.chain(*decay, core, _base.scale_by_learning_rate(learning_rate, lr_decay=lr_decay))
-
-
 # ----------------------------------------------------------------------------- Adagrad
 class ScaleByAdagradState(NamedTuple):
   """Running sum of squared gradients."""
@@ -123,7 +112,8 @@ def adagrad(
   References:
     Duchi et al, Adaptive Subgradient Methods for Online Learning and Stochastic Optimization, 2011.
   """
-  return _coupled(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, mask, lr_decay)
+  return _base.coupled_optimizer([scale_by_adagrad(initial_accumulator_value, eps)], learning_rate, weight_decay, mask,
+                                 lr_decay)
 
 
 # ----------------------------------------------------------------------------- RMSprop
@@ -241,7 +231,7 @@ def rmsprop(
     Hinton, Neural Networks for Machine Learning, Lecture 6e, 2012;
     Graves, Generating Sequences With Recurrent Neural Networks, 2013 (centered).
   """
-  return _coupled(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay, mask)
+  return _base.coupled_optimizer([scale_by_rmsprop(alpha, eps, momentum, centered)], learning_rate, weight_decay, mask)
 
 
 # ----------------------------------------------------------------------------- Adam
@@ -347,7 +337,7 @@ def adam(
   References:
     Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015.
   """
-  return _coupled(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay, mask)
+  return _base.coupled_optimizer([scale_by_adam(b1, b2, eps, amsgrad)], learning_rate, weight_decay, mask)
 
 
 def adamw(

@@ -151,14 +151,12 @@ def sgd(
   References:
     Sutskever et al, On the importance of initialization and momentum in deep learning, 2013.
   """
-  _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   if weight_decay is not None:
-    _validate.check_number("weight_decay", weight_decay, low=0.0)
-  decay = [] if weight_decay is None else [_base.l2_penalty(weight_decay, mask)]
+    _validate.check_number("weight_decay", weight_decay, low=0.0)  # a number, not a schedule, as PyTorch
   if momentum is not None or nesterov:
     core = [scale_by_momentum(0.0 if momentum is None else momentum, dampening, nesterov)]
   else:
     _validate.check_number("dampening", dampening, low=0.0, high=1.0)
     _validate.check_bool("nesterov", nesterov)
     core = []
-  return optax.chain(*decay, *core, _base.scale_by_learning_rate(learning_rate))
+  return _base.coupled_optimizer(core, learning_rate, weight_decay, mask)
