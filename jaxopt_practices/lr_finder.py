@@ -1,7 +1,9 @@
 """Practice 2b — the learning-rate range test (Smith 2017; fastai's and torch-lr-finder's "LR finder").
 
 Train for a few steps while the learning rate sweeps from tiny to huge, record the loss,
-and read a good learning rate off the curve: where the smoothed loss falls fastest.
+and read a good learning rate off the curve, as fastai does (2.4+): ``valley`` (the default),
+``minimum`` (the lr of the lowest smoothed loss, / 10) and ``steep`` (the steepest descent),
+all read from the trimmed sweep.
 The sweep runs one compiled step with the learning rate as a traced input, so it compiles
 once (twice if the last batch has a different shape); the caller's ``params`` are never
 touched. An NNX model is swept the same way (``lr_range_test(loss_fn, model, ..., wrt=nnx.Param)``,
@@ -24,21 +26,29 @@ from flax import nnx
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
 
-__all__ = ["LRRangeTestResult", "lr_range_test"]
+__all__ = ["MIN_WINDOW", "SUGGESTIONS", "LRRangeTestResult", "lr_range_test"]
+
+
+SUGGESTIONS = ("valley", "minimum", "steep")
+MIN_WINDOW = 5  # fewer points than this left after the trim: read the suggestions from the whole finite sweep
 
 
 @dataclasses.dataclass(frozen=True)
 class LRRangeTestResult:
-  """What an LR range test recorded.
+  """What an LR range test recorded, and the learning rates it suggests.
 
   Attributes:
     lrs: the learning rate of each step taken (float64 array, monotone).
     losses: the loss of each step's batch, computed before that step's update.
     smoothed_losses: their exponential moving average
       (``s_i = smoothing * loss_i + (1 - smoothing) * s_{i-1}``, ``s_0 = loss_0``).
-    suggestion: the learning rate at the steepest descent of the smoothed loss.
-    suggestions: ``{"steepest": ..., "minimum/10": ..., "valley": ...}``.
+    suggestion: ``suggestions[suggested_by]``.
+    suggestions: ``{"valley": ..., "minimum": ..., "steep": ...}``, read from
+      ``lrs[window[0]:window[1]]`` (see :func:`lr_range_test`).
     stopped_early: whether the sweep stopped on divergence or a non-finite loss.
+    mode: the sweep's spacing, ``"exp"`` or ``"linear"``.
+    suggested_by: the name of the suggestion in ``suggestion``.
+    window: ``(start, stop)``, the trimmed sweep the suggestions are read from.
   """
 
   lrs: np.ndarray
@@ -48,19 +58,27 @@ class LRRangeTestResult:
   suggestions: dict[str, float]
   stopped_early: bool
   mode: str = "exp"
+  suggested_by: str = "valley"
+  window: tuple[int, int] = (0, 0)
 
   def plot(self, ax: Any = None) -> Any:
-    """Plots the raw and smoothed losses against the lr, marking the suggestion; returns the figure."""
+    """Plots the raw and smoothed losses against the lr, shades the trimmed sweep and marks the three
+    suggestions (legend outside the axes, on the right); returns the figure."""
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     if ax is None:
-      _, ax = plt.subplots(figsize=(5, 3.5))
+      _, ax = plt.subplots(figsize=(7.5, 3.5))
     ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
     ax.plot(self.lrs, self.smoothed_losses, color="C0", label="smoothed loss")
-    i = int(np.argmin(np.abs(self.lrs - self.suggestion)))
-    ax.axvline(self.suggestion, color="C3", ls="--", lw=1)
-    ax.plot([self.suggestion], [self.smoothed_losses[i]], "o", color="C3",
-            label=f"suggestion {self.suggestion:.2e}")
+    start, stop = self.window
+    if stop > start:
+      ax.axvspan(self.lrs[start], self.lrs[stop - 1], color="C0", alpha=0.08, lw=0, label="trimmed sweep")
+    x = np.log(self.lrs) if self.mode == "exp" else self.lrs
+    for (name, lr), (color, marker) in zip(self.suggestions.items(), [("C3", "o"), ("C2", "v"), ("C1", "s")]):
+      y = np.interp(math.log(lr) if self.mode == "exp" else lr, x, self.smoothed_losses)
+      used = " (suggestion)" if name == self.suggested_by else ""
+      ax.axvline(lr, color=color, ls="--", lw=0.8)
+      ax.plot([lr], [y], marker, color=color, ms=7, label=f"{_LABELS[name]}: {lr:.2e}{used}")
     if self.mode == "exp":
       ax.set_xscale("log")
     finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
@@ -69,12 +87,22 @@ class LRRangeTestResult:
       ax.set_ylim(finite.min() - 0.05 * abs(top - finite.min()), top)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    ax.figure.tight_layout()
     return ax.figure
 
 
+_LABELS = {"valley": "valley", "minimum": "minimum/10", "steep": "steep"}
+
+
 def _valley(losses: np.ndarray) -> int:
-  """fastai's ``valley``: 2/3 of the way down the longest decreasing subsequence."""
+  """fastai's ``valley``: the index 1/3 + 1/6 of the way along the longest decreasing subsequence.
+
+  ``lds[i]`` is the length of the longest strictly decreasing subsequence ending at ``i``; the
+  longest one ends at ``max_end`` and (as fastai counts it) starts at ``max_end - lds[max_end]``.
+  fastai can return index -1 (the last lr) when the whole curve decreases from its first point;
+  here that index is clamped to 0.
+  """
   n = len(losses)
   lds = np.ones(n, np.int64)
   max_start = max_end = 0
@@ -88,16 +116,26 @@ def _valley(losses: np.ndarray) -> int:
   return min(max(max_start + int(sections) + int(sections / 2), 0), n - 1)
 
 
-def _suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
-  good = np.isfinite(smoothed)
-  end = int(np.argmin(good)) if not good.all() else len(smoothed)  # the finite prefix
-  lrs, smoothed = lrs[:end], smoothed[:end]
-  best = int(np.argmin(smoothed))
-  steepest = int(np.argmin(np.gradient(smoothed))) if len(smoothed) >= 2 else best
+def _window(smoothed: np.ndarray, num_steps: int, stopped: bool) -> tuple[int, int]:
+  """fastai's trim ``[num_steps // 10 : -5]``, cut at the first non-finite loss; see :func:`lr_range_test`."""
+  n = len(smoothed)
+  finite = np.isfinite(smoothed)
+  m = n if finite.all() else int(np.argmin(finite))  # the finite prefix
+  start, stop = num_steps // 10, min(n - 5, m)
+  if stop - start >= MIN_WINDOW:
+    return start, stop
+  return 0, max(1, m - 1 if stopped and m == n else m)  # too short: all of it but the point that diverged
+
+
+def _suggest(lrs: np.ndarray, smoothed: np.ndarray, window: tuple[int, int]) -> dict[str, float]:
+  """The three suggestions, read from ``lrs[start:stop]`` / ``smoothed[start:stop]``."""
+  start, stop = window
+  lrs, smoothed = lrs[start:stop], smoothed[start:stop]
+  steep = int(np.argmin(np.diff(smoothed))) if len(smoothed) >= 2 else 0
   return {
-      "steepest": float(lrs[steepest]),
-      "minimum/10": float(lrs[best] / 10.0),
       "valley": float(lrs[_valley(smoothed)]),
+      "minimum": float(lrs[int(np.argmin(smoothed))] / 10.0),
+      "steep": float(lrs[steep]),
   }
 
 
@@ -146,6 +184,7 @@ def lr_range_test(
     diverge_threshold: float = 5.0,
     progress: bool = True,
     wrt: Any = None,
+    suggestion: str = "valley",
 ) -> LRRangeTestResult:
   r"""Runs an LR range test: trains while sweeping the lr and records the loss.
 
@@ -158,8 +197,29 @@ def lr_range_test(
   smoothed value :math:`s_i`, and stops after the first step where :math:`s_i` is not finite
   or :math:`s_i > s^* + (\text{diverge\_threshold} - 1)|s^*|` with :math:`s^*` the best
   smoothed loss so far (that is, :math:`s_i > \text{diverge\_threshold}\cdot s^*` for positive
-  losses). The suggestion is the lr where :math:`s` falls fastest (steepest negative
-  gradient over the finite part of the curve).
+  losses).
+
+  The suggestions follow fastai (2.4+) and are all read from the trimmed sweep
+  ``lrs[start:stop]``: ``start = num_steps // 10`` (the smoothed loss is still settling over
+  batches of different difficulty) and ``stop`` drops the last 5 recorded points (where the
+  loss already blows up) and everything from the first non-finite loss on. A sweep too short
+  or stopped too early to leave :data:`MIN_WINDOW` points after that trim is read whole
+  instead, without the point that ended it. In that window of :math:`s`:
+
+  - ``"valley"`` (the default): fastai's valley. Take the longest strictly decreasing
+    subsequence of :math:`s`, ending at index :math:`e` after :math:`L` points, and
+    :math:`b = e - L`; the suggestion is the lr at :math:`b + \lfloor (e-b)/3 \rfloor +
+    \lfloor (e-b)/6 \rfloor`, a little before the middle of that decreasing run.
+  - ``"minimum"``: the lr of the lowest :math:`s`, divided by 10.
+  - ``"steep"``: :math:`\eta_i` for the most negative :math:`s_{i+1} - s_i` (the steepest
+    descent, per step of the sweep: per unit of :math:`\log\eta` in ``"exp"`` mode).
+
+  What holds by construction: ``valley`` and ``steep`` are learning rates of the trimmed sweep;
+  ``10 * minimum`` is one too (the lr of its lowest smoothed loss), so
+  ``lrs[start] / 10 <= minimum < 10 * minimum <= lrs[stop - 1]``. Nothing orders ``valley``
+  against ``steep`` or ``10 * minimum`` in general (a loss that falls, spikes and falls again
+  can put the longest decreasing run after the minimum); on the usual U-shaped curve
+  ``valley <= 10 * minimum``.
 
   The step is compiled once for the whole sweep (the lr is a traced input and
   ``make_optimizer(lr)`` is called inside the compiled step, so the optimizer factory must
@@ -191,6 +251,8 @@ def lr_range_test(
     progress: show a ``tqdm`` progress bar.
     wrt: for an ``nnx.Module``, the filter of the swept variables (default ``nnx.Param``,
       as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``); only with a Module.
+    suggestion: which of :data:`SUGGESTIONS` (``"valley"``, ``"minimum"``, ``"steep"``)
+      ``result.suggestion`` holds; ``result.suggestions`` holds all three.
 
   Returns:
     An :class:`LRRangeTestResult`.
@@ -202,7 +264,10 @@ def lr_range_test(
     >>> x = jnp.linspace(-1, 1, 32).reshape(16, 2); batch = (x, x @ jnp.array([1.0, -2.0]))
     >>> res = lr_finder.lr_range_test(loss_fn, jnp.zeros(2), [batch], optax.sgd,
     ...                               start_lr=1e-4, end_lr=10.0, num_steps=50, progress=False)
-    >>> bool(1e-4 <= res.suggestion <= 10.0)
+    >>> res.suggestion == res.suggestions["valley"]
+    True
+    >>> start, stop = res.window
+    >>> bool(res.lrs[start] <= res.suggestion <= res.lrs[stop - 1])
     True
 
     On an NNX model (the model is left as it was):
@@ -219,6 +284,7 @@ def lr_range_test(
     Smith, Cyclical Learning Rates for Training Neural Networks, 2017;
     Howard & Gugger, fastai: A Layered API for Deep Learning, 2020.
   """
+  _validate.check_choice("suggestion", suggestion, SUGGESTIONS)
   _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
                    diverge_threshold, progress, wrt)
   tx0 = make_optimizer(start_lr)
@@ -234,10 +300,11 @@ def lr_range_test(
   lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
   if not math.isfinite(smoothed_arr[0]):
     raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
-  suggestions = _suggest(lrs, smoothed_arr[:-1] if stopped and n > 2 else smoothed_arr)
+  window = _window(smoothed_arr, num_steps, stopped)
+  suggestions = _suggest(lrs, smoothed_arr, window)
   return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
-                           suggestion=suggestions["steepest"], suggestions=suggestions,
-                           stopped_early=stopped, mode=mode)
+                           suggestion=suggestions[suggestion], suggestions=suggestions,
+                           stopped_early=stopped, mode=mode, suggested_by=suggestion, window=window)
 
 
 def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: Any, end_lr: Any, num_steps: Any,

@@ -227,6 +227,8 @@ LR_FINDER = [
     Row(lr_finder.lr_range_test, _lr_test(smoothing=1.5), "smoothing"),
     Row(lr_finder.lr_range_test, _lr_test(diverge_threshold=1.0), "diverge_threshold"),
     Row(lr_finder.lr_range_test, _lr_test(progress="yes"), "progress"),
+    Row(lr_finder.lr_range_test, _lr_test(suggestion="steepest"), "suggestion"),
+    Row(lr_finder.lr_range_test, _lr_test(suggestion=None), "suggestion"),
 ]
 
 # --------------------------------------------------------------------------- initializers

@@ -58,15 +58,17 @@ def test_digits_sweep(digits):
   # SGD with momentum at lr ~1e3 blows up: the sweep stops early.
   assert res.stopped_early and len(res.lrs) < 80
   assert res.lrs[0] <= res.suggestion <= res.lrs[-1] and res.suggestion in res.lrs
-  assert set(res.suggestions) == {"steepest", "minimum/10", "valley"}
+  assert set(res.suggestions) == {"valley", "minimum", "steep"}
+  assert res.suggested_by == "valley" and res.suggestion == res.suggestions["valley"]
   for v in res.suggestions.values():
     assert 1e-5 <= v <= 1e3
-  # The suggestion is a useful lr: 30 steps of training with it lower the loss a lot.
+  # The suggestion (valley, deliberately conservative) is a useful lr: 60 steps of training with it
+  # lower the loss a lot.
   tx = momentum.sgd(res.suggestion, momentum=0.9)
   p, state = params, tx.init(params)
   grad = jax.jit(jax.value_and_grad(CountingLoss()))
   first = None
-  for batch in itertools.islice(itertools.cycle(digits[:-1]), 30):
+  for batch in itertools.islice(itertools.cycle(digits[:-1]), 60):
     loss, g = grad(p, batch)
     first = float(loss) if first is None else first
     u, state = tx.update(g, state, p)
@@ -223,3 +225,109 @@ def test_nnx_wrt_selects_what_is_swept_and_wrt_needs_a_module():
   with pytest.raises(ValueError, match="floating-point"):
     lr_finder.lr_range_test(_nnx_loss, model, _image_batches(1), optax.sgd, wrt=nnx.RngState, num_steps=3,
                             progress=False)
+
+
+# ------------------------------------------------------------------------------------ suggestions
+def test_suggestions_lie_inside_the_trimmed_sweep_and_are_ordered(digits):
+  """fastai's trim ``[num_steps // 10 : -5]``, and the orderings the docstring states."""
+  res = lr_finder.lr_range_test(CountingLoss(), _params(), digits, lambda lr: momentum.sgd(lr, momentum=0.9),
+                                start_lr=1e-5, end_lr=10.0, num_steps=100, progress=False)
+  start, stop = res.window
+  assert (start, stop) == (10, len(res.lrs) - 5)
+  trimmed, smoothed = res.lrs[start:stop], res.smoothed_losses[start:stop]
+  assert res.suggestions["valley"] in trimmed and res.suggestions["steep"] in trimmed
+  # By construction: 10 * minimum is the lr of the lowest smoothed loss of the trimmed sweep.
+  assert 10 * res.suggestions["minimum"] == pytest.approx(trimmed[np.argmin(smoothed)], rel=1e-12)
+  assert trimmed[0] / 10 <= res.suggestions["minimum"] < 10 * res.suggestions["minimum"] <= trimmed[-1]
+  # Not by construction, but the documented usual case, which this U-shaped curve is.
+  assert res.suggestions["valley"] <= 10 * res.suggestions["minimum"]
+
+
+def _fastai_reference(lrs, losses, num_steps):
+  """fastai 2.7's ``lr_find`` suggestion functions, transcribed (valley, minimum, steep)."""
+  lrs, losses = lrs[num_steps // 10:-5], losses[num_steps // 10:-5]
+  n = len(losses)
+  max_start, max_end = 0, 0
+  lds = [1] * n
+  for i in range(1, n):
+    for j in range(0, i):
+      if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+        lds[i] = lds[j] + 1
+      if lds[max_end] < lds[i]:
+        max_end = i
+        max_start = max_end - lds[max_end]
+  sections = (max_end - max_start) / 3
+  valley = lrs[max(max_start + int(sections) + int(sections / 2), 0)]
+  grads = (losses[1:] - losses[:-1]) / (np.log(lrs[1:]) - np.log(lrs[:-1]))
+  return {"valley": valley, "minimum": lrs[np.argmin(losses)] / 10, "steep": lrs[np.argmin(grads)]}
+
+
+@pytest.mark.parametrize("curve", ["u_shape", "noisy_u", "random_walk"])
+def test_suggestions_match_fastai_on_prescribed_curves(curve):
+  """With ``smoothing=1`` the smoothed loss is the batch value itself, so any curve can be prescribed."""
+  rng = np.random.default_rng({"u_shape": 0, "noisy_u": 1, "random_walk": 2}[curve])
+  t = np.linspace(-1.0, 1.0, 60)
+  values = {"u_shape": 3.0 + t**2 - 0.5 * t, "noisy_u": 3.0 + t**2 + 0.1 * rng.normal(size=60),
+            "random_walk": 10.0 + np.cumsum(rng.normal(size=60))}[curve]
+  loss_fn = lambda p, batch: jnp.sum(0.0 * p) + batch
+  res = lr_finder.lr_range_test(loss_fn, jnp.zeros(1), [jnp.float32(v) for v in values], optax.sgd,
+                                start_lr=1e-4, end_lr=1.0, num_steps=60, smoothing=1.0,
+                                diverge_threshold=1e30, progress=False)
+  assert not res.stopped_early and res.window == (6, 55)
+  expected = _fastai_reference(res.lrs, res.smoothed_losses, 60)
+  for name in lr_finder.SUGGESTIONS:
+    assert res.suggestions[name] == pytest.approx(expected[name], rel=1e-12), name
+
+
+@pytest.mark.parametrize("suggestion", ["valley", "minimum", "steep"])
+def test_suggestion_argument_picks_one_of_the_three(suggestion):
+  loss_fn = lambda p, batch: 0.5 * jnp.sum(p**2) * batch
+  res = lr_finder.lr_range_test(loss_fn, jnp.ones(1), [jnp.float32(1.0)], optax.sgd, start_lr=1e-3,
+                                end_lr=10.0, num_steps=50, progress=False, suggestion=suggestion)
+  assert res.suggested_by == suggestion and res.suggestion == res.suggestions[suggestion]
+
+
+def test_default_suggestion_is_valley():
+  import inspect
+
+  assert inspect.signature(lr_finder.lr_range_test).parameters["suggestion"].default == "valley"
+
+
+@pytest.mark.parametrize("bad", ["steepest", "minimum/10", None, 1])
+def test_bad_suggestion_raises_naming_it(bad):
+  with pytest.raises(ValueError, match="suggestion"):
+    lr_finder.lr_range_test(lambda p, b: jnp.sum(p**2), jnp.ones(2), [0.0], optax.sgd, num_steps=5,
+                            progress=False, suggestion=bad)
+
+
+def test_short_and_early_stopped_sweeps_fall_back_to_the_whole_finite_sweep():
+  loss_fn = lambda p, batch: 0.5 * jnp.sum(p**2) * batch
+  # 10 steps: the trim [1:5] would leave 4 < MIN_WINDOW points, so all 10 are read.
+  short = lr_finder.lr_range_test(loss_fn, jnp.ones(1), [jnp.float32(1.0)], optax.sgd, start_lr=1e-3,
+                                  end_lr=1e-1, num_steps=10, progress=False)
+  assert not short.stopped_early and short.window == (0, 10)
+  # On 0.5 p^2 SGD diverges past lr = 2: a 100-step sweep from 1.5 to 1e4 stops after a dozen steps;
+  # the whole finite sweep but the point that tripped the divergence rule is read.
+  early = lr_finder.lr_range_test(loss_fn, jnp.ones(1), [jnp.float32(1.0)], optax.sgd, start_lr=1.5,
+                                  end_lr=1e4, num_steps=100, progress=False)
+  n = len(early.lrs)
+  assert early.stopped_early and n - 5 - 10 < lr_finder.MIN_WINDOW
+  assert early.window == (0, n - 1)
+  for v in (early.suggestions["valley"], early.suggestions["steep"], 10 * early.suggestions["minimum"]):
+    assert early.lrs[0] <= v <= early.lrs[n - 2]
+
+
+def test_plot_marks_the_three_suggestions():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  loss_fn = lambda p, batch: 0.5 * jnp.sum(p**2) * batch
+  res = lr_finder.lr_range_test(loss_fn, jnp.ones(1), [jnp.float32(1.0)], optax.sgd, start_lr=1e-3,
+                                end_lr=100.0, num_steps=60, progress=False, suggestion="steep")
+  fig = res.plot()
+  labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert [lab.split(":")[0] for lab in labels[-3:]] == ["valley", "minimum/10", "steep"]
+  assert sum("(suggestion)" in lab for lab in labels) == 1 and "(suggestion)" in labels[-1]
+  plt.close("all")
