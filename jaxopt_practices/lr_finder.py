@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxopt_practices import _lr_suggest
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
 
@@ -30,7 +31,7 @@ __all__ = ["MIN_WINDOW", "SUGGESTIONS", "LRRangeTestResult", "lr_range_test"]
 
 
 SUGGESTIONS = ("valley", "minimum", "steep")
-MIN_WINDOW = 5  # fewer points than this left after the trim: read the suggestions from the whole finite sweep
+MIN_WINDOW = _lr_suggest.MIN_WINDOW
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,50 +94,6 @@ class LRRangeTestResult:
 
 
 _LABELS = {"valley": "valley", "minimum": "minimum/10", "steep": "steep"}
-
-
-def _valley(losses: np.ndarray) -> int:
-  """fastai's ``valley``: the index 1/3 + 1/6 of the way along the longest decreasing subsequence.
-
-  ``lds[i]`` is the length of the longest strictly decreasing subsequence ending at ``i``; the
-  longest one ends at ``max_end`` and (as fastai counts it) starts at ``max_end - lds[max_end]``.
-  fastai can return index -1 (the last lr) when the whole curve decreases from its first point;
-  here that index is clamped to 0.
-  """
-  n = len(losses)
-  lds = np.ones(n, np.int64)
-  max_start = max_end = 0
-  for i in range(1, n):
-    lower = losses[i] < losses[:i]
-    if lower.any():
-      lds[i] = max(lds[i], int(lds[:i][lower].max()) + 1)
-    if lds[max_end] < lds[i]:
-      max_end, max_start = i, i - int(lds[i])
-  sections = (max_end - max_start) / 3
-  return min(max(max_start + int(sections) + int(sections / 2), 0), n - 1)
-
-
-def _window(smoothed: np.ndarray, num_steps: int, stopped: bool) -> tuple[int, int]:
-  """fastai's trim ``[num_steps // 10 : -5]``, cut at the first non-finite loss; see :func:`lr_range_test`."""
-  n = len(smoothed)
-  finite = np.isfinite(smoothed)
-  m = n if finite.all() else int(np.argmin(finite))  # the finite prefix
-  start, stop = num_steps // 10, min(n - 5, m)
-  if stop - start >= MIN_WINDOW:
-    return start, stop
-  return 0, max(1, m - 1 if stopped and m == n else m)  # too short: all of it but the point that diverged
-
-
-def _suggest(lrs: np.ndarray, smoothed: np.ndarray, window: tuple[int, int]) -> dict[str, float]:
-  """The three suggestions, read from ``lrs[start:stop]`` / ``smoothed[start:stop]``."""
-  start, stop = window
-  lrs, smoothed = lrs[start:stop], smoothed[start:stop]
-  steep = int(np.argmin(np.diff(smoothed))) if len(smoothed) >= 2 else 0
-  return {
-      "valley": float(lrs[_valley(smoothed)]),
-      "minimum": float(lrs[int(np.argmin(smoothed))] / 10.0),
-      "steep": float(lrs[steep]),
-  }
 
 
 class _Cycle:
@@ -300,8 +257,8 @@ def lr_range_test(
   lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
   if not math.isfinite(smoothed_arr[0]):
     raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
-  window = _window(smoothed_arr, num_steps, stopped)
-  suggestions = _suggest(lrs, smoothed_arr, window)
+  window = _lr_suggest.window(smoothed_arr, num_steps, stopped)
+  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window)
   return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
                            suggestion=suggestions[suggestion], suggestions=suggestions,
                            stopped_early=stopped, mode=mode, suggested_by=suggestion, window=window)
