@@ -140,8 +140,10 @@ def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None, d
 
 
 def _row_blocks(x: Any, dtype: Any) -> jax.Array:
-  """``x`` flattened to ``(c, n // c)`` in ``dtype``, ``c`` the largest divisor of ``n`` up to ``_ROWS``."""
-  x = jnp.ravel(jnp.asarray(x)).astype(dtype)
+  """``x`` flattened to ``(c, n // c)`` in ``dtype``, ``c`` the largest divisor of ``n`` up to ``_ROWS``;
+  a complex ``x`` becomes its modulus (whose square is ``re**2 + im**2``)."""
+  x = jnp.asarray(x)
+  x = jnp.ravel(abs_in(x, dtype) if jnp.iscomplexobj(x) else x.astype(dtype))
   n = x.size
   c = next(c for c in range(min(_ROWS, n), 0, -1) if n % c == 0)
   return x.reshape(c, n // c)

@@ -351,3 +351,23 @@ def test_skipped_step_keeps_negative_zero_params_bitwise(jit):
   new = optax.apply_updates(params, u)
   for k in params:
     assert np.asarray(new[k]).tobytes() == np.asarray(params[k]).tobytes(), k
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_monitor_norms_of_complex_leaves_count_the_imaginary_part(jit):
+  """grad / update / param norms of complex leaves are the norms of their real pairs."""
+  from jaxopt_practices import monitor
+
+  params = {"a": jnp.array([1.0 + 2.0j, -3.0j], jnp.complex64), "b": jnp.array([0.5, -1.5], jnp.float32)}
+  grads = {"a": jnp.array([3.0 - 4.0j, 2.0 + 1.0j], jnp.complex64), "b": jnp.array([1.0, 2.0], jnp.float32)}
+  tx = monitor.track(momentum.sgd(0.1))
+  update = jax.jit(tx.update) if jit else tx.update
+  updates, state = update(grads, tx.init(params), params)
+  got = monitor.stats(state)
+
+  def norm(tree):
+    return math.sqrt(sum(float(np.sum(np.abs(np.asarray(x)) ** 2)) for x in jax.tree.leaves(tree)))
+
+  np.testing.assert_allclose(float(got["grad_norm"]), norm(grads), rtol=1e-6)  # sqrt(25 + 5 + 5) = sqrt(35)
+  np.testing.assert_allclose(float(got["update_norm"]), norm(updates), rtol=1e-6)
+  np.testing.assert_allclose(float(got["param_norm"]), norm(params), rtol=1e-6)
