@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -48,7 +49,7 @@ def _concrete_float(name: str, value: Any, kind: str = "a number") -> float | No
     raise ValueError(f"{name} must be {kind}, got {name} = {value!r}.") from e
   if np.iscomplexobj(arr):
     raise ValueError(f"{name} must be {kind} (real, not complex), got {name} = {value!r}.")
-  if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+  if arr.shape != () or not jnp.issubdtype(arr.dtype, jnp.number):  # jnp: bfloat16 too
     raise ValueError(f"{name} must be {kind} (a scalar), got {name} = {value!r}.")
   return float(arr)
 
@@ -94,7 +95,11 @@ def check_number(
   too_low = low is not None and (x <= low if low_open else x < low)
   too_high = high is not None and (x >= high if high_open else x > high)
   if too_low or too_high:
-    raise ValueError(f"{name} must be in {allowed}, got {name} = {value!r}.")
+    hint = ""
+    if jnp.issubdtype(getattr(value, "dtype", np.float32), jnp.floating) and jnp.dtype(value.dtype).itemsize < 4:
+      hint = (f" A {value.dtype} {name} is usually optax.inject_hyperparams casting it to the params' dtype"
+              " (0.999 rounds to 1 in bfloat16); pass hyperparam_dtype=jnp.float32 to keep it exact.")
+    raise ValueError(f"{name} must be in {allowed}, got {name} = {value!r}.{hint}")
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:

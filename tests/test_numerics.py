@@ -371,3 +371,25 @@ def test_monitor_norms_of_complex_leaves_count_the_imaginary_part(jit):
   np.testing.assert_allclose(float(got["grad_norm"]), norm(grads), rtol=1e-6)  # sqrt(25 + 5 + 5) = sqrt(35)
   np.testing.assert_allclose(float(got["update_norm"]), norm(updates), rtol=1e-6)
   np.testing.assert_allclose(float(got["param_norm"]), norm(params), rtol=1e-6)
+
+
+def test_inject_hyperparams_on_bfloat16_params():
+  """optax casts injected hyperparameters to the params' dtype: b2 = 0.999 becomes 1 in bfloat16,
+  which would divide by zero in Adam's bias correction. That is a clear error naming the fix; with
+  ``hyperparam_dtype=jnp.float32`` the injected Adam equals the plain one on bfloat16 params."""
+  from jaxopt_practices import adaptive
+
+  params = {"w": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.bfloat16)}
+  grads = {"w": jnp.linspace(0.5, -0.5, 6, dtype=jnp.bfloat16)}
+  with pytest.raises(ValueError, match=r"b2 must be in \[0, 1\).*hyperparam_dtype=jnp.float32"):
+    optax.inject_hyperparams(adaptive.adam)(learning_rate=1e-2).init(params)
+  injected = optax.inject_hyperparams(adaptive.adam, hyperparam_dtype=jnp.float32)(learning_rate=1e-2)
+  plain = adaptive.adam(1e-2)
+  s_i, s_p = injected.init(params), plain.init(params)
+  for _ in range(3):
+    u_i, s_i = jax.jit(injected.update)(grads, s_i, params)
+    u_p, s_p = jax.jit(plain.update)(grads, s_p, params)
+    assert u_i["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(u_i["w"], np.float32), np.asarray(u_p["w"], np.float32))
+  sgd = optax.inject_hyperparams(momentum.sgd)(learning_rate=0.1, momentum=0.9)  # 0.9 survives bfloat16
+  assert sgd.update(grads, sgd.init(params), params)[0]["w"].dtype == jnp.bfloat16
