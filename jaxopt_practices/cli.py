@@ -7,6 +7,7 @@ import os
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 
 __all__ = ["DEFAULT_STEPS", "QUICK_STEPS", "DEFAULT_SEEDS", "build_parser", "main"]
 
@@ -25,24 +26,17 @@ def _out_dir(value: str) -> pathlib.Path:
   return path
 
 
-def _steps(value: str) -> int:
-  try:
-    steps = int(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"--steps must be an integer >= 20, got {value!r}") from None
-  if steps < 20:
-    raise argparse.ArgumentTypeError(f"--steps must be an integer >= 20, got {steps}")
-  return steps
-
-
-def _seeds(value: str) -> int:
-  try:
-    seeds = int(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"--seeds must be an integer >= 1, got {value!r}") from None
-  if seeds < 1:
-    raise argparse.ArgumentTypeError(f"--seeds must be an integer >= 1, got {seeds}")
-  return seeds
+def _at_least(flag: str, low: int) -> Callable[[str], int]:
+  """An argparse ``type``: an integer ``>= low``, else a usage error naming ``flag``."""
+  def parse(value: str) -> int:
+    try:
+      number = int(value)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {value!r}") from None
+    if number < low:
+      raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {number}")
+    return number
+  return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for report.md and the plots (default: ./tour-report)")
   tour.add_argument("--quick", action="store_true",
                     help=f"{QUICK_STEPS} steps per run and 1 seed instead of {DEFAULT_STEPS} and {DEFAULT_SEEDS}")
-  tour.add_argument("--steps", type=_steps, default=None, help="steps per run (overrides --quick)")
-  tour.add_argument("--seeds", type=_seeds, default=None,
+  tour.add_argument("--steps", type=_at_least("--steps", 20), default=None, help="steps per run (overrides --quick)")
+  tour.add_argument("--seeds", type=_at_least("--seeds", 1), default=None,
                     help=f"seeds per run, trained together (overrides --quick; default {DEFAULT_SEEDS})")
   tour.add_argument("--seed", type=int, default=0,
                     help="data split seed and first init / batch-order seed (then seed + 1, ...)")

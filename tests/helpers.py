@@ -77,6 +77,22 @@ def run(tx: optax.GradientTransformation, params: Any, grads: list, extra_args=l
   return params, state, history
 
 
+def run_scan(tx: optax.GradientTransformation, p0: list, grads: list) -> list:
+  """The params after applying ``tx`` to each step's list of gradients, in one jitted ``lax.scan``."""
+  params = [jnp.asarray(p) for p in p0]
+  stacked = [jnp.asarray(np.stack([g[i] for g in grads])) for i in range(len(p0))]
+
+  @jax.jit
+  def train(params, stacked):
+    def body(carry, g):
+      p, s = carry
+      u, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+    return jax.lax.scan(body, (params, tx.init(params)), stacked)[0][0]
+
+  return [np.asarray(p) for p in train(params, stacked)]
+
+
 def floating_leaves(tree: Any) -> list:
   return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
 

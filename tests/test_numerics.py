@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import grad_stream, nested_params, state_signature
+from helpers import grad_stream, nested_params, run_scan, state_signature
 from jaxopt_practices import adaptive, clipping, initializers, momentum, regularization, schedules
 
 torch = pytest.importorskip("torch")
@@ -55,21 +55,6 @@ def _stream(seed, dtype, steps):
   p0 = [np.asarray(draw(s), dtype) for s in SHAPES]
   grads = [[np.asarray(draw(s, rng.uniform(0.1, 3.0)), dtype) for s in SHAPES] for _ in range(steps)]
   return p0, grads
-
-
-def _ours(tx, p0, grads):
-  params = [jnp.asarray(p) for p in p0]
-  stacked = [jnp.asarray(np.stack([g[i] for g in grads])) for i in range(len(p0))]
-
-  @jax.jit
-  def train(params, stacked):
-    def body(carry, g):
-      p, s = carry
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    return jax.lax.scan(body, (params, tx.init(params)), stacked)[0][0]
-
-  return [np.asarray(p) for p in train(params, stacked)]
 
 
 def _torch(name, cfg, p0, grads, lr_lambda=None, clip=None):
@@ -107,7 +92,7 @@ def test_complex_sgd_keeps_the_imaginary_part():
 @pytest.mark.parametrize("name,cfg", CONFIGS, ids=[f"{n}-{c}" for n, c in CONFIGS])
 def test_complex_params_match_torch(name, cfg):
   p0, grads = _stream(7, np.complex64, 200)
-  ours = _ours(_make(name, cfg), p0, grads)
+  ours = run_scan(_make(name, cfg), p0, grads)
   assert all(o.dtype == np.complex64 for o in ours)
   assert _rel_err(ours, _torch(name, cfg, p0, grads)) <= 1e-5
 
@@ -247,10 +232,10 @@ def _lambda(t):
 def test_float64_matches_torch_float64(x64, name, cfg, variant):
   p0, grads = _stream(11, np.float64, 100)
   if variant == "plain":
-    ours, theirs = _ours(_make(name, cfg), p0, grads), _torch(name, cfg, p0, grads)
+    ours, theirs = run_scan(_make(name, cfg), p0, grads), _torch(name, cfg, p0, grads)
   else:
     lr0 = cfg["lr"]
-    ours = _ours(_make(name, cfg, lr=lambda count: lr0 * _lambda(jnp.asarray(count, jnp.float64)), clip=2.0),
+    ours = run_scan(_make(name, cfg, lr=lambda count: lr0 * _lambda(jnp.asarray(count, jnp.float64)), clip=2.0),
                  p0, grads)
     theirs = _torch(name, cfg, p0, grads, lr_lambda=_lambda, clip=2.0)
   assert all(o.dtype == np.float64 for o in ours)
@@ -260,7 +245,7 @@ def test_float64_matches_torch_float64(x64, name, cfg, variant):
 def test_complex128_matches_torch(x64):
   p0, grads = _stream(13, np.complex128, 100)
   for name, cfg in CONFIGS:
-    assert _rel_err(_ours(_make(name, cfg), p0, grads), _torch(name, cfg, p0, grads)) <= 1e-12, (name, cfg)
+    assert _rel_err(run_scan(_make(name, cfg), p0, grads), _torch(name, cfg, p0, grads)) <= 1e-12, (name, cfg)
 
 
 def test_float64_ema_swa_and_decay_are_float64_accurate(x64):

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import run_scan
 from jaxopt_practices import adaptive, momentum
 
 torch = pytest.importorskip("torch")
@@ -40,22 +41,6 @@ def _stream(seed: int, steps: int = STEPS):
   grads = [[(rng.standard_normal(s) * rng.uniform(0.1, 3.0)).astype(np.float32) for s in SHAPES]
            for _ in range(steps)]
   return p0, grads
-
-
-def _ours(tx: optax.GradientTransformation, p0, grads):
-  params = [jnp.asarray(p) for p in p0]
-  stacked = [jnp.asarray(np.stack([g[i] for g in grads])) for i in range(len(p0))]
-
-  @jax.jit
-  def train(params, stacked):
-    def body(carry, g):
-      p, s = carry
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), stacked)
-    return p
-
-  return [np.asarray(p) for p in train(params, stacked)]
 
 
 def _torch(opt_cls, kwargs, p0, grads, lr_lambda=None):
@@ -125,7 +110,7 @@ def _split(cfg):
 def _check(make_ours, opt_cls, cfg, seed):
   torch_kwargs, lr, scheduled = _split(cfg)
   p0, grads = _stream(seed)
-  ours = _ours(make_ours(_schedule(lr) if scheduled else lr, torch_kwargs), p0, grads)
+  ours = run_scan(makerun_scan(_schedule(lr) if scheduled else lr, torch_kwargs), p0, grads)
   theirs = _torch(opt_cls, dict(lr=lr, **torch_kwargs), p0, grads, _decay if scheduled else None)
   _assert_parity(ours, theirs)
 
@@ -164,13 +149,13 @@ def test_adamw_matches_torch(cfg):
 
 def test_adamw_default_weight_decay_is_torchs():
   p0, grads = _stream(5, steps=200)
-  _assert_parity(_ours(adaptive.adamw(), p0, grads), _torch(torch.optim.AdamW, {}, p0, grads))
+  _assert_parity(run_scan(adaptive.adamw(), p0, grads), _torch(torch.optim.AdamW, {}, p0, grads))
 
 
 @pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
 def test_defaults_are_torchs(name):
   p0, grads = _stream(6, steps=200)
-  ours = _ours(getattr(adaptive, name)(), p0, grads)
+  ours = run_scan(getattr(adaptive, name)(), p0, grads)
   theirs = _torch({"adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop,
                    "adam": torch.optim.Adam}[name], {}, p0, grads)
   _assert_parity(ours, theirs)
