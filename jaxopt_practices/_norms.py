@@ -95,9 +95,7 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
     def scaled(_):
       return _scaled_parts(leaves, norm_type, concrete, None, dtype)
 
-    if not isinstance(safe, jax.core.Tracer):  # eager: choose here; a lax.cond of these fresh
-      return plain(None) if bool(safe) else scaled(None)  # closures would compile on every call
-    return jax.lax.cond(safe, plain, scaled, None)
+    return _tree.cond(safe, plain, scaled, None)  # eager: no compile of fresh closures per call
   return _scaled_parts(leaves, norm_type, concrete, axis_name, dtype)
 
 
@@ -149,13 +147,18 @@ def _row_blocks(x: Any, dtype: Any) -> jax.Array:
   return x.reshape(c, n // c)
 
 
+def _add_pairwise(a: tuple, b: tuple) -> tuple:
+  """The variadic reduce's computation; one module-level function, so that JAX's trace cache
+  (keyed on the function) spares eager calls a compile each."""
+  return tuple(u + v for u, v in zip(a, b))
+
+
 def _fused_sums(xs: list, dtypes: list) -> list:
   """Sums of squares of equally sized arrays from ONE loop over them (a variadic reduce)."""
   rows = [_row_blocks(x, d) for x, d in zip(xs, dtypes)]
   init = tuple(jnp.zeros([], d) for d in dtypes)
   # |x|*|x|: not CSE-able with an x*x elsewhere, which XLA would then materialize for both users
-  parts = jax.lax.reduce(tuple(jnp.abs(r) * jnp.abs(r) for r in rows), init,
-                         lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
+  parts = jax.lax.reduce(tuple(jnp.abs(r) * jnp.abs(r) for r in rows), init, _add_pairwise, (1,))
   return [jnp.sum(part) for part in parts]
 
 
@@ -197,7 +200,7 @@ def norm_from_sum(total: jax.Array, tree_fn: Any) -> jax.Array:
     return _scaled_parts(leaves, 2.0, 2.0, None, total.dtype)[0]
 
   safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
-  return jax.lax.cond(safe, lambda: jnp.sqrt(total), scaled)
+  return _tree.cond(safe, lambda: jnp.sqrt(total), scaled)
 
 
 def unit_axes(ndim: int) -> tuple[int, ...]:

@@ -183,6 +183,17 @@ def increment(count: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- the kernel rule and masks
+def cond(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Any) -> Any:
+  """``lax.cond``, except that a concrete ``pred`` (eager use) picks its branch in Python.
+
+  An eager ``lax.cond`` of freshly made closures is traced and compiled again on every call
+  (seconds for a large tree); choosing the branch here costs nothing and gives the same value.
+  """
+  if isinstance(pred, jax.core.Tracer):
+    return jax.lax.cond(pred, true_fn, false_fn, *operands)
+  return true_fn(*operands) if bool(pred) else false_fn(*operands)
+
+
 def is_kernel_ndim(ndim: int) -> bool:
   """The kernel rule: an array with ``ndim >= 2`` is a kernel (Dense ``(in, out)``, Conv, ...)."""
   return ndim >= 2

@@ -62,7 +62,7 @@ def _all_finite(tree: Any, norm: jax.Array) -> jax.Array:
   def check(_):
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-  return jax.lax.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
+  return _tree.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
 
 
 # Primitives that make re-running the inner update costly or observable: matrix work, loops,
@@ -184,7 +184,7 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
     if every == 1:
       measured = measure(None)
     else:
-      measured = jax.lax.cond(state.count % every == 0, measure, keep, None)
+      measured = _tree.cond(state.count % every == 0, measure, keep, None)
     grad_norm, update_norm, param_norm, nonfinite = measured
     measured_first = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
     if main is None:

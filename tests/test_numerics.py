@@ -21,7 +21,7 @@ import optax
 import pytest
 
 from helpers import grad_stream, nested_params, run_scan, state_signature
-from jaxopt_practices import adaptive, clipping, initializers, momentum, regularization, schedules
+from jaxopt_practices import adaptive, clipping, initializers, momentum, monitor, regularization, schedules
 
 torch = pytest.importorskip("torch")
 
@@ -276,8 +276,10 @@ def test_orthogonal_float64_is_orthogonal_to_double_precision(x64):
 
 # ----------------------------------------------------------------------------- 6. eager compiles
 @pytest.mark.parametrize("make", [lambda: clipping.clip_by_global_norm(1.0),
-                                  lambda: clipping.skip_nonfinite(optax.sgd(0.1), max_consecutive=3)],
-                         ids=["clip_by_global_norm", "skip_nonfinite"])
+                                  lambda: clipping.skip_nonfinite(optax.sgd(0.1), max_consecutive=3),
+                                  lambda: monitor.track(adaptive.adamw(1e-3)),
+                                  lambda: monitor.track(momentum.sgd(0.1, momentum=0.9), every=2)],
+                         ids=["clip_by_global_norm", "skip_nonfinite", "monitor_track", "monitor_track_every_2"])
 def test_eager_updates_compile_nothing_after_the_first_call(make):
   tree = {f"w{i}": jnp.full((3, i % 4 + 1), 0.5 + i) for i in range(40)}
   huge = jax.tree.map(lambda x: x * 1e30, tree)  # the overflow-safe two-pass branch of the norm
@@ -341,8 +343,6 @@ def test_skipped_step_keeps_negative_zero_params_bitwise(jit):
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_monitor_norms_of_complex_leaves_count_the_imaginary_part(jit):
   """grad / update / param norms of complex leaves are the norms of their real pairs."""
-  from jaxopt_practices import monitor
-
   params = {"a": jnp.array([1.0 + 2.0j, -3.0j], jnp.complex64), "b": jnp.array([0.5, -1.5], jnp.float32)}
   grads = {"a": jnp.array([3.0 - 4.0j, 2.0 + 1.0j], jnp.complex64), "b": jnp.array([1.0, 2.0], jnp.float32)}
   tx = monitor.track(momentum.sgd(0.1))
