@@ -139,7 +139,7 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
   steps (the re-run arithmetic compiles to a scalar loop inside a reduction), so
   ``track(adamw)`` is about 2-2.5x ``adamw`` there; ``every=k`` runs the pass under a
   ``lax.cond`` on updates ``0, k, 2k, ...`` only, the other steps run the plain inner
-  update and keep the last values (``every=10``: about 1.1x ``adamw`` on CPU, see
+  update and keep the last values (``every=10``: about 1.2x ``adamw`` on CPU, see
   ``benchmarks/README.md``). ``count`` and ``learning_rate`` are exact on every step.
 
   Args:
