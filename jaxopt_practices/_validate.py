@@ -96,7 +96,8 @@ def check_number(
   too_high = high is not None and (x >= high if high_open else x > high)
   if too_low or too_high:
     hint = ""
-    if jnp.issubdtype(getattr(value, "dtype", np.float32), jnp.floating) and jnp.dtype(value.dtype).itemsize < 4:
+    dtype = jnp.dtype(getattr(value, "dtype", np.float32))
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
       hint = (f" A {value.dtype} {name} is usually optax.inject_hyperparams casting it to the params' dtype"
               " (0.999 rounds to 1 in bfloat16); pass hyperparam_dtype=jnp.float32 to keep it exact.")
     raise ValueError(f"{name} must be in {allowed}, got {name} = {value!r}.{hint}")

@@ -110,7 +110,7 @@ def _split(cfg):
 def _check(make_ours, opt_cls, cfg, seed):
   torch_kwargs, lr, scheduled = _split(cfg)
   p0, grads = _stream(seed)
-  ours = run_scan(makerun_scan(_schedule(lr) if scheduled else lr, torch_kwargs), p0, grads)
+  ours = run_scan(make_ours(_schedule(lr) if scheduled else lr, torch_kwargs), p0, grads)
   theirs = _torch(opt_cls, dict(lr=lr, **torch_kwargs), p0, grads, _decay if scheduled else None)
   _assert_parity(ours, theirs)
 
