@@ -25,6 +25,7 @@ def quick_report(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tour")  # one worker runs the tour once for both
 def test_tour_quick_writes_report_and_plots(quick_report):
   report = (quick_report / "report.md").read_text()
   for png in ["loss_curves.png", "lr_curves.png", "lr_range_test.png", "activation_std.png"]:
@@ -40,6 +41,7 @@ def test_tour_quick_writes_report_and_plots(quick_report):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tour")  # one worker runs the tour once for both
 def test_tour_report_has_mean_std_columns_and_readings(quick_report):
   lines = (quick_report / "report.md").read_text().splitlines()
   header = next(line for line in lines if line.startswith("| scenario |"))
