@@ -37,13 +37,8 @@ VAL_LOSSES = [1.0, 2.0, 3.0]  # rising: reductions after the 2nd and 3rd epoch
 UPDATES_PER_EPOCH = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  """XLA's optimizations cost most of the compile time of these tiny programs; skip them here."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# Tiny programs: XLA's optimizations cost most of their compile time (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _tx():

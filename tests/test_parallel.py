@@ -102,13 +102,8 @@ def _shards_identical(tree):
         np.testing.assert_array_equal(np.asarray(s.data), first, err_msg=f"copy on {s.device} differs")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  """XLA's optimizations cost most of the compile time of these tiny programs; skip them here."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# Tiny programs: XLA's optimizations cost most of their compile time (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(scope="module")
