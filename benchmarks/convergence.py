@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import convergence_models as cm  # noqa: E402
+import readme_block  # noqa: E402
 from jaxopt_practices import adaptive, clipping, initializers, momentum, schedules  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
@@ -310,17 +311,6 @@ def markdown(rows: list, findings: list, timings: dict, total: float, load: floa
   return "\n".join(lines)
 
 
-def write_readme(block: str) -> None:
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  begin, end = "<!-- convergence:begin -->", "<!-- convergence:end -->"
-  if begin in text and end in text:
-    text = text[: text.index(begin) + len(begin)] + "\n" + block + "\n" + text[text.index(end):]
-  else:
-    text += f"\n## Convergence\n\n{begin}\n{block}\n{end}\n"
-  readme.write_text(text)
-
-
 def main(argv: list[str]) -> None:
   global SEEDS, SMOKE
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -363,7 +353,7 @@ def main(argv: list[str]) -> None:
   result = {"seeds": list(SEEDS), "platform": jax.devices()[0].platform, "jax": jax.__version__,
             "load_average_at_start": load, "total_wall_s": total, "timings": timings, "findings": findings, "rows": rows}
   (HERE / "results" / "convergence.json").write_text(json.dumps(result, indent=1) + "\n")
-  write_readme(block)
+  readme_block.replace_block(HERE / "README.md", "convergence", block, "Convergence")
   print(block)
   print(f"{total:.0f} s")
 

@@ -39,7 +39,8 @@ import optax
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from jaxopt_practices import adaptive, lr_finder, momentum
+import readme_block
+from jaxopt_practices import adaptive, lr_finder, momentum, tour
 
 HERE = pathlib.Path(__file__).parent
 SEEDS = (0, 1, 2)
@@ -98,13 +99,6 @@ def data():
   return train_test_split(x, y.astype(np.int32), test_size=0.2, random_state=0, stratify=y)
 
 
-def batch_indices(seed: int, n: int, steps: int) -> np.ndarray:
-  """``(steps, BATCH)`` indices: epochs of a fresh permutation each, drawn by ``seed``."""
-  rng = np.random.default_rng(seed)
-  order = np.concatenate([rng.permutation(n) for _ in range(steps * BATCH // n + 1)])
-  return order[: steps * BATCH].reshape(steps, BATCH)
-
-
 def make_trainer(model, make_optimizer, xtr, ytr, xte, yte):
   """``train(lrs, params, idx) -> (test_accuracy, losses)``, vmapped over all three, compiled once."""
   xtr, ytr, xte, yte = map(jnp.asarray, (xtr, ytr, xte, yte))
@@ -150,7 +144,7 @@ def suggestions(model, make_optimizer, xtr, ytr, seeds):
   stacked = init_params(model, xtr, seeds)
   for k, seed in enumerate(seeds):
     params = jax.tree.map(lambda leaf, k=k: leaf[k], stacked)
-    idx = batch_indices(seed, len(xtr), 100)
+    idx = tour.seed_batches(seed, len(xtr), 100, BATCH)
     batches = [(xtr[i], ytr[i]) for i in idx]
 
     def loss_fn(p, batch):
@@ -169,7 +163,7 @@ def run_case(model, make_optimizer, splits, seeds, steps, grid):
   lrs = [lr for lr in grid for _ in seeds] + [s[name] for name in names for s in sugg]
   seed_of = [seed for _ in range(len(grid) + len(names)) for seed in seeds]
   params = init_params(model, xtr, seed_of)
-  idx = jnp.asarray(np.stack([batch_indices(seed, len(xtr), steps) for seed in seed_of]))
+  idx = jnp.asarray(np.stack([tour.seed_batches(seed, len(xtr), steps, BATCH) for seed in seed_of]))
   train = make_trainer(model, make_optimizer, xtr, ytr, xte, yte)
   acc, losses = jax.device_get(train(jnp.asarray(lrs, jnp.float32), params, idx))
   acc = np.asarray(acc).reshape(-1, len(seeds))
@@ -206,18 +200,6 @@ def table(rows: list[dict], seeds: int) -> list[str]:
   return lines
 
 
-def write_readme(block: str) -> None:
-  """Replaces the text between the ``lr_suggestions`` markers of ``benchmarks/README.md``."""
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  begin, end = "<!-- lr_suggestions:begin -->", "<!-- lr_suggestions:end -->"
-  if begin in text and end in text:
-    text = text[: text.index(begin) + len(begin)] + "\n" + block + "\n" + text[text.index(end):]
-  else:
-    text += f"\n## LR range test suggestions (digits)\n\n{begin}\n{block}\n{end}\n"
-  readme.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--smoke", action="store_true", help="1 seed, 40 steps, 3 grid lrs; writes nothing")
@@ -248,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
           "total_s": total, "platform": jax.devices()[0].platform}
   (HERE / "results").mkdir(exist_ok=True)
   (HERE / "results" / "lr_suggestions.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-  write_readme(block)
+  readme_block.replace_block(HERE / "README.md", "lr_suggestions", block,
+                             "LR range test suggestions (digits)")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import readme_block
 from jaxopt_practices import adaptive, clipping, momentum
 
 try:
@@ -367,13 +368,7 @@ def write_readme(path: pathlib.Path, records, total_s, note):
       f"Device: `{records[0]['device']}`; jax {jax.__version__}, optax {optax.__version__}; "
       f"total run {total_s:.0f} s. {note}".strip(),
       "", *rows, *_overhead_table(records), "", *tgt])
-  text = path.read_text() if path.exists() else "# Benchmarks\n"
-  begin, end = "<!-- step_time:begin -->", "<!-- step_time:end -->"
-  if begin in text and end in text:
-    text = text[: text.index(begin) + len(begin)] + "\n" + block + "\n" + text[text.index(end):]
-  else:
-    text += f"\n{begin}\n{block}\n{end}\n"
-  path.write_text(text)
+  readme_block.replace_block(path, "step_time", block)
 
 
 if __name__ == "__main__":
