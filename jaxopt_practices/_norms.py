@@ -53,6 +53,12 @@ def _squares(x: Any, dtype: Any) -> jax.Array:
   return jnp.square(x.astype(dtype))
 
 
+def _plain_sum_is_safe(total: jax.Array) -> jax.Array:
+  """Whether a plain sum of squares gives the norm as is: finite (no overflow, no NaN) and
+  above ``2**-100`` (no entries lost to underflow); else the scaled two-pass norm is needed."""
+  return jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
+
+
 def _sum_of_squares(leaves: list, dtype: Any) -> jax.Array:
   total = jnp.zeros([], dtype)
   for x in leaves:
@@ -87,7 +93,7 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
   concrete = _validate.known_value(norm_type)
   if concrete == 2.0 and axis_name is None:
     total = _sum_of_squares(leaves, dtype)
-    safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, dtype))
+    safe = _plain_sum_is_safe(total)
 
     def plain(_):
       return jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)
@@ -199,7 +205,7 @@ def norm_from_sum(total: jax.Array, tree_fn: Any) -> jax.Array:
       return jnp.zeros([], total.dtype)
     return _scaled_parts(leaves, 2.0, 2.0, None, total.dtype)[0]
 
-  safe = jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
+  safe = _plain_sum_is_safe(total)
   return _tree.cond(safe, lambda: jnp.sqrt(total), scaled)
 
 
