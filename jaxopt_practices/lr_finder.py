@@ -1,7 +1,8 @@
 """Practice 2b — the learning-rate range test (Smith 2017; fastai's and torch-lr-finder's "LR finder").
 
 Train for a few steps while the learning rate sweeps from tiny to huge, record the loss,
-and read a good learning rate off the curve, as fastai does (2.4+): ``valley`` (the default),
+and read a good learning rate off the curve, as fastai does (2.4+): ``valley`` (the default;
+fastai's rule, made robust to the batch noise of the smoothed loss),
 ``minimum`` (the lr of the lowest smoothed loss, / 10) and ``steep`` (the steepest descent),
 all read from the trimmed sweep.
 The sweep runs one compiled step with the learning rate as a traced input, so it compiles
@@ -50,6 +51,8 @@ class LRRangeTestResult:
     mode: the sweep's spacing, ``"exp"`` or ``"linear"``.
     suggested_by: the name of the suggestion in ``suggestion``.
     window: ``(start, stop)``, the trimmed sweep the suggestions are read from.
+    noise: the estimated std of the batch noise in ``smoothed_losses`` over the window
+      (see :func:`lr_range_test`); ``valley`` ignores drops smaller than ``valley_tolerance * noise``.
   """
 
   lrs: np.ndarray
@@ -61,6 +64,7 @@ class LRRangeTestResult:
   mode: str = "exp"
   suggested_by: str = "valley"
   window: tuple[int, int] = (0, 0)
+  noise: float = 0.0
 
   def plot(self, ax: Any = None) -> Any:
     """Plots the raw and smoothed losses against the lr, shades the trimmed sweep and marks the three
@@ -142,6 +146,7 @@ def lr_range_test(
     progress: bool = True,
     wrt: Any = None,
     suggestion: str = "valley",
+    valley_tolerance: float = 1.0,
 ) -> LRRangeTestResult:
   r"""Runs an LR range test: trains while sweeping the lr and records the loss.
 
@@ -163,10 +168,19 @@ def lr_range_test(
   or stopped too early to leave :data:`MIN_WINDOW` points after that trim is read whole
   instead, without the point that ended it. In that window of :math:`s`:
 
-  - ``"valley"`` (the default): fastai's valley. Take the longest strictly decreasing
-    subsequence of :math:`s`, ending at index :math:`e` after :math:`L` points, and
-    :math:`b = e - L`; the suggestion is the lr at :math:`b + \lfloor (e-b)/3 \rfloor +
-    \lfloor (e-b)/6 \rfloor`, a little before the middle of that decreasing run.
+  - ``"valley"`` (the default): fastai's valley, made robust to batch noise. Take the longest
+    subsequence of :math:`s` in which each point is more than :math:`\delta` below the one
+    before it, ending at index :math:`e` after :math:`L` points, and :math:`b = e - L`; the
+    suggestion is the lr at :math:`b + \lfloor (e-b)/3 \rfloor + \lfloor (e-b)/6 \rfloor`,
+    a little before the middle of that decreasing run. :math:`\delta` is ``valley_tolerance``
+    times ``result.noise``, :math:`\hat\sigma_s = \hat\sigma \sqrt{\alpha / (2 - \alpha)}`,
+    the std that the batch noise keeps in :math:`s` (:math:`\alpha` = ``smoothing``), with
+    :math:`\hat\sigma` = 1.4826 MAD of the raw losses' second differences in the window
+    :math:`/\sqrt 6`. fastai takes :math:`\delta = 0` (``valley_tolerance=0`` reproduces it
+    exactly): then, on the flat start of a sweep, the smoothed loss wanders by a few
+    :math:`\hat\sigma_s` and a decreasing subsequence threads through that noise, so the
+    "valley" grows leftwards over lrs that do not train and its middle lands up to 16
+    times too low (``benchmarks/README.md`` measures what that costs in test accuracy).
   - ``"minimum"``: the lr of the lowest :math:`s`, divided by 10.
   - ``"steep"``: :math:`\eta_i` for the most negative :math:`s_{i+1} - s_i` (the steepest
     descent, per step of the sweep: per unit of :math:`\log\eta` in ``"exp"`` mode).
@@ -210,6 +224,8 @@ def lr_range_test(
       as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``); only with a Module.
     suggestion: which of :data:`SUGGESTIONS` (``"valley"``, ``"minimum"``, ``"steep"``)
       ``result.suggestion`` holds; ``result.suggestions`` holds all three.
+    valley_tolerance: ``>= 0``, the drop, in units of the smoothed loss's noise std, that
+      extends a valley (0: fastai's valley exactly).
 
   Returns:
     An :class:`LRRangeTestResult`.
@@ -244,6 +260,7 @@ def lr_range_test(
   _validate.check_choice("suggestion", suggestion, SUGGESTIONS)
   _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
                    diverge_threshold, progress, wrt)
+  _validate.check_number("valley_tolerance", valley_tolerance, low=0.0)
   tx0 = make_optimizer(start_lr)
   if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
     raise ValueError(f"make_optimizer(lr) must return an optax.GradientTransformation, got {tx0!r}.")
@@ -258,10 +275,12 @@ def lr_range_test(
   if not math.isfinite(smoothed_arr[0]):
     raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
   window = _lr_suggest.window(smoothed_arr, num_steps, stopped)
-  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window)
+  noise = _lr_suggest.smoothed_noise(losses_arr, window, smoothing)
+  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window, valley_tolerance * noise)
   return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
                            suggestion=suggestions[suggestion], suggestions=suggestions,
-                           stopped_early=stopped, mode=mode, suggested_by=suggestion, window=window)
+                           stopped_early=stopped, mode=mode, suggested_by=suggestion, window=window,
+                           noise=noise)
 
 
 def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: Any, end_lr: Any, num_steps: Any,
