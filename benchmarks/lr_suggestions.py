@@ -6,8 +6,8 @@
 For each case (a model and an optimizer) and each of its seeds (init and batch order):
 
 1. run ``lr_finder.lr_range_test`` with its defaults (1e-7 -> 10 over 100 steps, batch 64)
-   on that seed's initial params and batches, and again with ``valley_tolerance=0`` (fastai's
-   own valley, for comparison);
+   on that seed's initial params and batches, and read fastai's own valley off the same sweep
+   (``result.valley(0.0)``, for comparison);
 2. train from the same params with a constant learning rate at each of the four suggestions
    (``valley``, the default; fastai's valley; ``minimum``; ``steep``) and at each lr of a log
    grid (1e-4 ... 1, half a decade apart), ``STEPS`` steps of batch 64;
@@ -168,8 +168,7 @@ def suggestions(model, make_optimizer, xtr, ytr, seeds):
       return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, batch[0]), batch[1]).mean()
 
     res = lr_finder.lr_range_test(loss_fn, params, batches, make_optimizer, progress=False)
-    fastai = lr_finder.lr_range_test(loss_fn, params, batches, make_optimizer, progress=False, valley_tolerance=0.0)
-    out.append({**res.suggestions, "fastai valley": fastai.suggestion, "noise": res.noise})
+    out.append({**res.suggestions, "fastai valley": res.valley(0.0), "noise": res.noise})
   return out
 
 

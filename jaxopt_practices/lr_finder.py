@@ -96,6 +96,11 @@ class LRRangeTestResult:
     ax.figure.tight_layout()
     return ax.figure
 
+  def valley(self, valley_tolerance: float) -> float:
+    """``valley`` re-read from this sweep with another ``valley_tolerance`` (0: fastai's rule), no new sweep."""
+    _validate.check_number("valley_tolerance", valley_tolerance, low=0.0)
+    return _lr_suggest.suggest(self.lrs, self.smoothed_losses, self.window, valley_tolerance * self.noise)["valley"]
+
 
 _LABELS = {"valley": "valley", "minimum": "minimum/10", "steep": "steep"}
 

@@ -319,6 +319,18 @@ def test_valley_skips_the_settling_start(seed):
   assert at(fastai) <= 62 and 70 <= at(default) <= 85, (at(fastai), at(default))
 
 
+def test_valley_reread_matches_a_new_sweep(digits):
+  """``result.valley(t)`` on a recorded sweep is the valley a sweep with ``valley_tolerance=t`` returns."""
+  make = lambda lr: momentum.sgd(lr, momentum=0.9)
+  res = lr_finder.lr_range_test(CountingLoss(), _params(), digits[:-1], make, progress=False)
+  assert res.valley(1.0) == res.suggestions["valley"]
+  for t in (0.0, 3.0):
+    again = lr_finder.lr_range_test(CountingLoss(), _params(), digits[:-1], make, progress=False, valley_tolerance=t)
+    assert res.valley(t) == again.suggestion
+  with pytest.raises(ValueError, match="valley_tolerance"):
+    res.valley(-1.0)
+
+
 def test_default_valley_trains_where_fastais_lags(digits):
   """On digits with SGD momentum (1e-7 -> 10 in 100 steps), fastai's valley sits where the loss is
   still settling; 150 steps at the default valley reach less than half its training loss."""
