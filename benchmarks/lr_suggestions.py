@@ -1,6 +1,6 @@
 """Do the LR range test's suggestions train? Small models on scikit-learn's digits.
 
-    python benchmarks/lr_suggestions.py            # ~20 minutes on 2 CPU cores
+    python benchmarks/lr_suggestions.py            # ~5 minutes on 2 CPU cores
     python benchmarks/lr_suggestions.py --smoke    # seconds: checks that it runs, writes nothing
 
 For each case (a model and an optimizer) and each of its seeds (init and batch order):
@@ -44,6 +44,7 @@ import optax
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+import convergence_models
 import readme_block
 from jaxopt_practices import adaptive, lr_finder, momentum, tour
 
@@ -115,28 +116,17 @@ def data():
   return train_test_split(x, y.astype(np.int32), test_size=0.2, random_state=0, stratify=y)
 
 
-def make_trainer(model, make_optimizer, xtr, ytr, xte, yte):
-  """``train(lrs, params, idx) -> (test_accuracy, losses)``, vmapped over all three, compiled once."""
-  xtr, ytr, xte, yte = map(jnp.asarray, (xtr, ytr, xte, yte))
+def train(model, make_optimizer, splits, lrs, params, idx):
+  """Every run at once (``convergence_models.train_runs``: one compiled, vmapped scan); returns the
+  test accuracies and the per-step train losses, one row per run."""
+  xtr, xte, ytr, yte = map(jnp.asarray, splits)
 
-  def loss_fn(params, ids):
-    logits = model.apply({"params": params}, xtr[ids])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, ytr[ids]).mean()
+  def loss_fn(p, ids):
+    return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, xtr[ids]), ytr[ids]).mean()
 
-  def train_one(lr, params, idx):
-    tx = make_optimizer(lr)
-
-    def step(carry, ids):
-      p, s = carry
-      loss, g = jax.value_and_grad(loss_fn)(p, ids)
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), idx)
-    accuracy = jnp.mean(jnp.argmax(model.apply({"params": params}, xte), -1) == yte)
-    return accuracy, losses
-
-  return jax.jit(jax.vmap(train_one))
+  final, losses, _ = convergence_models.train_runs(loss_fn, make_optimizer, params, lrs, idx)
+  accuracy = jax.jit(jax.vmap(lambda p: jnp.mean(jnp.argmax(model.apply({"params": p}, xte), -1) == yte)))
+  return np.asarray(accuracy(final)), losses
 
 
 def diverged(losses: np.ndarray) -> np.ndarray:
@@ -174,17 +164,15 @@ def suggestions(model, make_optimizer, xtr, ytr, seeds):
 
 def run_case(model, make_optimizer, splits, seeds, steps, grid):
   """One model and optimizer: suggestions per seed, then every run in one vmapped call."""
-  xtr, xte, ytr, yte = splits
+  xtr, _, ytr, _ = splits
   sugg = suggestions(model, make_optimizer, xtr, ytr, seeds)
   names = list(NAMES)
   lrs = [lr for lr in grid for _ in seeds] + [s[name] for name in names for s in sugg]
   seed_of = [seed for _ in range(len(grid) + len(names)) for seed in seeds]
   params = init_params(model, xtr, seed_of)
   idx = jnp.asarray(np.stack([tour.seed_batches(seed, len(xtr), steps, BATCH) for seed in seed_of]))
-  train = make_trainer(model, make_optimizer, xtr, ytr, xte, yte)
-  acc, losses = jax.device_get(train(jnp.asarray(lrs, jnp.float32), params, idx))
-  acc = np.asarray(acc).reshape(-1, len(seeds))
-  losses = np.asarray(losses)
+  acc, losses = train(model, make_optimizer, splits, jnp.asarray(lrs, jnp.float32), params, idx)
+  acc = acc.reshape(-1, len(seeds))
   div = diverged(losses).reshape(-1, len(seeds))
   final = losses[:, -max(1, steps // 10):].mean(1).reshape(-1, len(seeds))
   g = len(grid)
