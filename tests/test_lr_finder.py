@@ -262,6 +262,14 @@ def _fastai_reference(lrs, losses, num_steps):
   return {"valley": valley, "minimum": lrs[np.argmin(losses)] / 10, "steep": lrs[np.argmin(grads)]}
 
 
+def _prescribed(values, smoothing, start_lr=1e-6, **kw):
+  """An LR range test whose batch losses are ``values`` (the loss is the batch itself), ``start_lr`` -> 1."""
+  loss_fn = lambda p, batch: jnp.sum(0.0 * p) + batch
+  return lr_finder.lr_range_test(loss_fn, jnp.zeros(1), [jnp.float32(v) for v in values], optax.sgd,
+                                 start_lr=start_lr, end_lr=1.0, num_steps=len(values), smoothing=smoothing,
+                                 diverge_threshold=1e30, progress=False, **kw)
+
+
 @pytest.mark.parametrize("curve", ["u_shape", "noisy_u", "random_walk"])
 def test_suggestions_match_fastai_on_prescribed_curves(curve):
   """With ``smoothing=1`` the smoothed loss is the batch value itself, so any curve can be prescribed;
@@ -270,22 +278,11 @@ def test_suggestions_match_fastai_on_prescribed_curves(curve):
   t = np.linspace(-1.0, 1.0, 60)
   values = {"u_shape": 3.0 + t**2 - 0.5 * t, "noisy_u": 3.0 + t**2 + 0.1 * rng.normal(size=60),
             "random_walk": 10.0 + np.cumsum(rng.normal(size=60))}[curve]
-  loss_fn = lambda p, batch: jnp.sum(0.0 * p) + batch
-  res = lr_finder.lr_range_test(loss_fn, jnp.zeros(1), [jnp.float32(v) for v in values], optax.sgd,
-                                start_lr=1e-4, end_lr=1.0, num_steps=60, smoothing=1.0,
-                                diverge_threshold=1e30, progress=False, valley_tolerance=0.0)
+  res = _prescribed(values, 1.0, start_lr=1e-4, valley_tolerance=0.0)
   assert not res.stopped_early and res.window == (6, 55)
   expected = _fastai_reference(res.lrs, res.smoothed_losses, 60)
   for name in lr_finder.SUGGESTIONS:
     assert res.suggestions[name] == pytest.approx(expected[name], rel=1e-12), name
-
-
-def _prescribed(values, smoothing, **kw):
-  """An LR range test whose batch losses are ``values`` (the loss is the batch itself), 1e-6 -> 1."""
-  loss_fn = lambda p, batch: jnp.sum(0.0 * p) + batch
-  return lr_finder.lr_range_test(loss_fn, jnp.zeros(1), [jnp.float32(v) for v in values], optax.sgd,
-                                 start_lr=1e-6, end_lr=1.0, num_steps=len(values), smoothing=smoothing,
-                                 diverge_threshold=1e30, progress=False, **kw)
 
 
 @pytest.mark.parametrize("smoothing", [1.0, 0.05])
