@@ -40,10 +40,11 @@ def warmup(schedule: float | optax.Schedule, warmup_steps: int, start_value: flo
     shift: whether the schedule starts at ``count = W`` (``True``) or at 0 (``False``).
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the warmup ramp, then ``schedule``.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a negative ``schedule`` or ``start_value``, a ``warmup_steps`` that is not a
+      step count ``>= 0``, or a ``shift`` that is not a bool.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -201,7 +202,7 @@ def per_epoch(schedule: float | optax.Schedule, steps_per_epoch: int) -> optax.S
     An ``optax.Schedule`` of the update count.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a negative ``schedule`` or a ``steps_per_epoch`` that is not a count ``>= 1``.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -230,7 +231,7 @@ def multiply(*factors: float | optax.Schedule) -> optax.Schedule:
       (an ``optax.Schedule``), traceable with a traced count.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the product of the factors at each count.
 
   Raises:
     ValueError: for no factor or a bad one.

@@ -43,10 +43,11 @@ def cosine_annealing(init_value: float, t_max: int, eta_min: float = 0.0, k_deca
     k_decay: timm's :math:`k > 0` (1: PyTorch's cosine; above 1 the lr stays high for longer).
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the cosine, then ``eta_min``.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a negative ``init_value`` or ``eta_min``, a ``t_max`` that is not a count
+      ``>= 1`` or a ``k_decay <= 0``.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -150,10 +151,11 @@ def cosine_warm_restarts(init_value: float, t_0: int, t_mult: float = 1, eta_min
     cycle_limit: :math:`L \ge 1` cycles, then ``eta_min`` for good; ``None``: no limit.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the cosine cycles, then ``eta_min`` past ``cycle_limit``.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a ``t_mult < 1`` (or one so close to 1 that over 2**20 cycles start below
+      2**31), a ``cycle_limit`` or ``t_0`` below 1, or any other argument out of its range.
 
   Example:
     >>> from jaxopt_practices import schedules

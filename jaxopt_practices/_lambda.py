@@ -36,10 +36,11 @@ def linear(value: float, start_factor: float = 1.0 / 3.0, end_factor: float = 1.
     total_steps: :math:`T \ge 1`, PyTorch's ``total_iters``.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the linearly changing factor times ``value``.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a negative ``value``, factors outside PyTorch's ranges or a
+      ``total_steps`` that is not a count ``>= 1``.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -74,7 +75,7 @@ def lambda_lr(value: float, fn: Callable[[Any], Any]) -> optax.Schedule:
     fn: :math:`\lambda`, a callable ``count -> factor``.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: ``value * fn(count)``.
 
   Raises:
     ValueError: for a negative ``value`` or a ``fn`` that is not callable.
@@ -107,7 +108,7 @@ def multiplicative(value: float, fn: Callable[[int], float], total_steps: int) -
     total_steps: :math:`T \ge 0`, the steps that multiply.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule`` reading the table of products.
 
   Raises:
     ValueError: for an argument out of its range or a factor ``fn(e)`` that is not a finite

@@ -186,10 +186,11 @@ def polynomial_decay(init_value: float, total_steps: int, power: float = 1.0,
     end_value: :math:`\eta_{end} \ge 0`, the value from ``T`` on (above ``init_value``: a rise).
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the polynomial, then ``end_value``.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a negative ``init_value``, ``power`` or ``end_value``, or a ``total_steps``
+      that is not a count ``>= 1``.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -254,10 +255,11 @@ def inverse_sqrt(peak_value: float, warmup_steps: int, timescale: int | None = N
     timescale: :math:`\tau \ge 1` steps, or ``None`` for :math:`\tau = W`.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule``: the ramp, then the inverse square root.
 
   Raises:
-    ValueError: for an argument out of its range.
+    ValueError: for a negative ``peak_value``, or a ``warmup_steps`` or ``timescale`` that is
+      not a step count in its range.
 
   Example:
     >>> from jaxopt_practices import schedules
