@@ -67,8 +67,9 @@ def lambda_lr(value: float, fn: Callable[[Any], Any]) -> optax.Schedule:
   .. math:: \eta_t = \eta \, \lambda(t)
 
   PyTorch's ``LambdaLR(optimizer, lr_lambda=fn)`` with ``value`` the optimizer's lr. ``fn``
-  receives the count as an int32 array (traced under ``jit``), so it is written with
-  ``jnp`` (``lambda t: 0.95 ** t`` works as it is); its value is cast to the schedules' dtype.
+  receives the count as an int32 array (traced under ``jit``; PyTorch's int epoch), so it is
+  written with array operations: ``lambda t: 0.95 ** t``, or ``0.95 ** t.astype(float)`` under
+  ``jax_numpy_dtype_promotion="strict"``. Its value is cast to the schedules' dtype.
 
   Args:
     value: :math:`\eta \ge 0`.
