@@ -224,7 +224,9 @@ def multiply(*factors: float | optax.Schedule) -> optax.Schedule:
   ≙ ``torch ChainedScheduler`` of multiplicative schedulers (``ConstantLR``, ``LinearLR``,
   ``ExponentialLR``, ``StepLR``, ...: each multiplies the lr by its factor), with one factor
   holding the base lr; big_vision's cooldown is a factor
-  ``lambda t: jnp.minimum(1.0, (total_steps - t) / cooldown_steps)``.
+  ``lambda t: jnp.minimum(1.0, (total_steps - t).astype(float) / cooldown_steps)`` (callables
+  get the int32 count; ``astype(float)`` divides in float64 under x64, where int32 / int
+  would round to float32).
 
   Args:
     *factors: at least one; each a float ``>= 0`` or a callable ``count -> value``

@@ -115,7 +115,7 @@ SCHEDULES = {
     "inverse_sqrt_timescale": lambda: schedules.inverse_sqrt(0.1, 5, timescale=7),
     "swa_lr": lambda: schedules.swa_lr(schedules.cosine_annealing(0.1, 20), 0.05, 10, 3),
     "per_epoch": lambda: schedules.per_epoch(schedules.cosine_annealing(0.1, 5), 4),
-    "multiply": lambda: schedules.multiply(schedules.linear(0.1), lambda t: jnp.minimum(1.0, (30 - t) / 10), 0.5),
+    "multiply": lambda: schedules.multiply(schedules.linear(0.1), lambda t: jnp.minimum(1.0, (30 - t).astype(float) / 10), 0.5),
     "linear": lambda: schedules.linear(0.1, 0.25, 1.0, 8),
     "lambda_lr": lambda: schedules.lambda_lr(0.1, lambda t: 0.95**t.astype(float)),
     "multiplicative": lambda: schedules.multiplicative(0.1, lambda e: 0.9, 10),
@@ -216,3 +216,216 @@ def test_scale_by_learning_rate_records_and_applies_the_float64_lr(x64):
     assert float(u[0]) == -float(sched(t))  # no float32 rounding on the way
   u32, _ = tx.update(jnp.ones(2, jnp.float32), state)
   assert u32.dtype == jnp.float32
+
+
+# ------------------------------------------------------------------ per epoch ≙ scheduler.step() once per epoch
+PER_EPOCH = {  # ours, torch's scheduler, steps per epoch, epochs
+    "cosine": (lambda: schedules.per_epoch(schedules.cosine_annealing(0.1, 6), 5),
+               lambda o: lr_scheduler.CosineAnnealingLR(o, 6), 5, 7),
+    "multistep": (lambda: schedules.per_epoch(schedules.multistep_decay(0.1, [2, 4], 0.1), 7.0),
+                  lambda o: lr_scheduler.MultiStepLR(o, [2, 4], 0.1), 7, 6),
+    "torchvision_warmup_cosine": (
+        lambda: schedules.per_epoch(schedules.warmup(schedules.cosine_annealing(0.1, 8), 2, 0.001), 6),
+        lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.01, 1.0, 2),
+                                                lr_scheduler.CosineAnnealingLR(o, 8)], [2]), 6, 10),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(PER_EPOCH))
+def test_per_epoch_matches_torch_stepped_once_per_epoch(name, wide):
+  ours, theirs, spe, epochs = PER_EPOCH[name]
+  ref = torch_lrs(theirs, spe * epochs, 0.1, steps_per_epoch=spe)
+  with jax.enable_x64(wide):
+    np.testing.assert_allclose(values(ours(), spe * epochs), ref, rtol=1e-12 if wide else 1e-6, atol=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_recipe_schedule_steps_per_epoch_is_torchvisions_loop(x64):
+  """torchvision's references: SGD, LinearLR warmup + CosineAnnealingLR, scheduler.step() per epoch."""
+  spe, epochs = 4, 9
+  tx = recipe.build({"optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+                     "schedule": {"name": "cosine_annealing", "t_max": 7, "steps_per_epoch": spe},
+                     "warmup": {"steps": 2, "start_value": 0.001}})
+  rng = np.random.default_rng(2)
+  p0 = [rng.standard_normal((3, 2)), rng.standard_normal(4)]
+  grads = [[rng.standard_normal(p.shape) for p in p0] for _ in range(spe * epochs)]
+  ours = run_scan(tx, p0, grads)
+  params = [torch.nn.Parameter(torch.tensor(p.copy())) for p in p0]
+  opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+  sched = lr_scheduler.SequentialLR(opt, [lr_scheduler.LinearLR(opt, 0.01, 1.0, 2),
+                                          lr_scheduler.CosineAnnealingLR(opt, 7)], [2])
+  for epoch in range(epochs):
+    for g in grads[epoch * spe:(epoch + 1) * spe]:
+      for p, gi in zip(params, g):
+        p.grad = torch.tensor(gi)
+      opt.step()
+    sched.step()
+  for a, b in zip(ours, params):
+    np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-12, atol=1e-14)
+  with pytest.raises(ValueError, match="steps_per_epoch"):
+    recipe.build({"schedule": {"name": "cosine_annealing", "t_max": 7, "steps_per_epoch": 0}})
+
+
+# ------------------------------------------------------------------ timm's CosineLRScheduler
+TIMM = {  # timm's kwargs (base lr 0.1), ours, counts
+    "k_decay_warmup_no_prefix": (
+        dict(t_initial=50, lr_min=1e-3, warmup_t=5, warmup_lr_init=1e-4, k_decay=2.0),
+        lambda: schedules.warmup(schedules.cosine_annealing(0.1, 50, 1e-3, k_decay=2.0), 5, 1e-4, shift=False), 80),
+    "cycle_mul_1.5_decay_limit_prefix": (
+        dict(t_initial=10, lr_min=1e-3, cycle_mul=1.5, cycle_decay=0.5, cycle_limit=4, warmup_t=3, warmup_prefix=True),
+        lambda: schedules.warmup(schedules.cosine_warm_restarts(0.1, 10, 1.5, 1e-3, cycle_decay=0.5, cycle_limit=4),
+                                 3, shift=True), 130),
+    "cycle_mul_2.0_k_decay_limit": (
+        dict(t_initial=7, cycle_mul=2.0, k_decay=0.5, cycle_limit=3),
+        lambda: schedules.cosine_warm_restarts(0.1, 7, 2.0, k_decay=0.5, cycle_limit=3), 70),
+    "cycle_decay_warmup": (
+        dict(t_initial=9, lr_min=1e-4, cycle_decay=0.8, cycle_limit=5, warmup_t=4, warmup_lr_init=1e-3),
+        lambda: schedules.warmup(schedules.cosine_warm_restarts(0.1, 9, 1, 1e-4, cycle_decay=0.8, cycle_limit=5),
+                                 4, 1e-3, shift=False), 60),
+    "cycle_mul_1.3_unlimited": (
+        dict(t_initial=6, cycle_mul=1.3, k_decay=1.5, cycle_limit=10**9),
+        lambda: schedules.cosine_warm_restarts(0.1, 6, 1.3, k_decay=1.5), 200),
+}
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_cosine_lr_scheduler_formula(name, wide):
+  kw, ours, n = TIMM[name]
+  ref = np.asarray([timm_cosine_lr(t, 0.1, **kw) for t in range(n)])
+  with jax.enable_x64(wide):
+    np.testing.assert_allclose(values(ours(), n), ref, rtol=1e-12 if wide else 2e-6, atol=1e-15 if wide else 1e-9)
+
+
+def test_timm_t_in_epochs_is_per_epoch(x64):
+  kw = dict(t_initial=12, lr_min=1e-4, warmup_t=2, warmup_lr_init=1e-3, k_decay=1.5)
+  sched = schedules.per_epoch(schedules.warmup(schedules.cosine_annealing(0.1, 12, 1e-4, k_decay=1.5), 2, 1e-3,
+                                               shift=False), 25)
+  ref = [timm_cosine_lr(t // 25, 0.1, **kw) for t in range(400)]  # lr_scheduler.step(epoch + 1) after each epoch
+  np.testing.assert_allclose(values(sched, 400), ref, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------ big_vision's create_learning_rate_schedule
+BIG_VISION = {  # big_vision's config (total_steps=100, base=0.1), ours
+    "rsqrt_timescale": (dict(decay_type="rsqrt", warmup_steps=10, timescale=25),
+                        lambda: schedules.inverse_sqrt(0.1, 10, timescale=25)),
+    "rsqrt_no_warmup": (dict(decay_type="rsqrt", timescale=30), lambda: schedules.inverse_sqrt(0.1, 0, timescale=30.0)),
+    "linear_end": (dict(decay_type="linear", warmup_steps=10, linear_end=0.01),
+                   lambda: schedules.warmup(schedules.polynomial_decay(0.1, 90, end_value=0.01), 10)),
+    "polynomial_end": (dict(decay_type="polynomial", power=2.0, end=0.02),
+                       lambda: schedules.polynomial_decay(0.1, 100, 2.0, 0.02)),
+    "cosine_cooldown": (dict(decay_type="cosine", warmup_steps=10, cooldown_steps=20),
+                        lambda: schedules.multiply(schedules.warmup(schedules.cosine_annealing(0.1, 90), 10),
+                                                   lambda t: jnp.minimum(1.0, (100 - t).astype(float) / 20))),
+    "stair_warmup": (dict(decay_type="stair", warmup_steps=10, steps=[30, 60], mults=[0.1, 0.01]),
+                     lambda: schedules.warmup(schedules.multistep_decay(0.1, [30, 60], 0.1), 10, shift=False)),
+}
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(BIG_VISION))
+def test_big_vision_schedule_formula(name, wide):
+  kw, ours = BIG_VISION[name]
+  ref = np.asarray([big_vision_lr(t, 100, 0.1, **kw) for t in range(100)])
+  with jax.enable_x64(wide):
+    np.testing.assert_allclose(values(ours(), 100), ref, rtol=1e-12 if wide else 2e-6, atol=1e-15 if wide else 1e-9)
+
+
+# ------------------------------------------------------------------ LinearLR, LambdaLR, MultiplicativeLR, ChainedScheduler
+TORCH_NEW = {  # ours, torch's scheduler, lr, steps
+    "linear_defaults": (lambda: schedules.linear(0.1), lambda o: lr_scheduler.LinearLR(o), 0.1, 20),
+    "linear_up": (lambda: schedules.linear(0.5, 0.25, 0.75, 30), lambda o: lr_scheduler.LinearLR(o, 0.25, 0.75, 30),
+                  0.5, 50),
+    "linear_down": (lambda: schedules.linear(0.2, 1.0, 0.1, 40.0), lambda o: lr_scheduler.LinearLR(o, 1.0, 0.1, 40),
+                    0.2, 60),
+    "lambda_exp": (lambda: schedules.lambda_lr(0.1, lambda t: 0.95 ** t.astype(float)),
+                   lambda o: lr_scheduler.LambdaLR(o, lambda e: 0.95**e), 0.1, 200),
+    "lambda_stair": (lambda: schedules.lambda_lr(0.3, lambda t: 0.5 ** (t // 7).astype(float)),
+                     lambda o: lr_scheduler.LambdaLR(o, lambda e: 0.5 ** (e // 7)), 0.3, 60),
+    "multiplicative": (lambda: schedules.multiplicative(0.1, lambda e: 0.95 if e % 3 else 1.02, 80),
+                       lambda o: lr_scheduler.MultiplicativeLR(o, lambda e: 0.95 if e % 3 else 1.02), 0.1, 81),
+    "chained_constant_exponential": (
+        lambda: schedules.multiply(schedules.constant(1.0, 0.1, 2), schedules.exponential_decay(0.1, 0.9)),
+        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(o, 0.1, 2), lr_scheduler.ExponentialLR(o, 0.9)]),
+        0.1, 50),
+    "chained_linear_step": (
+        lambda: schedules.multiply(schedules.linear(1.0, 0.5, 1.0, 10), schedules.step_decay(0.2, 7, 0.5)),
+        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.LinearLR(o, 0.5, 1.0, 10), lr_scheduler.StepLR(o, 7, 0.5)]),
+        0.2, 60),
+}
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(TORCH_NEW))
+def test_torch_factor_schedulers(name, wide):
+  ours, theirs, lr, n = TORCH_NEW[name]
+  ref = torch_lrs(theirs, n, lr)
+  with jax.enable_x64(wide):
+    np.testing.assert_allclose(values(ours(), n), ref, rtol=1e-12 if wide else 2e-6, atol=1e-15 if wide else 1e-9)
+
+
+def test_multiplicative_calls_fn_on_the_host_once_per_epoch_then_holds():
+  calls = []
+  sched = schedules.multiplicative(1.0, lambda e: calls.append(e) or 0.5, total_steps=4)
+  assert calls == [1, 2, 3, 4]
+  np.testing.assert_array_equal(values(sched, 8), [1.0, 0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0625, 0.0625])
+  assert calls == [1, 2, 3, 4]  # evaluating the schedule calls nothing
+
+
+# ------------------------------------------------------------------ jit, retrace, pmap, inject_hyperparams, step counts
+NEW = ["polynomial_end", "cosine_k", "sgdr_timm", "warmup_noshift", "inverse_sqrt_timescale", "per_epoch", "multiply",
+       "linear", "lambda_lr", "multiplicative"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_schedules_jit_no_retrace_pmap_counts(name):
+  sched = SCHEDULES[name]()
+  chex.clear_trace_counter()
+  jitted = jax.jit(chex.assert_max_traces(n=1)(sched))
+  for t in [0, 1, 5, 17, 33, 2**24 + 1, 2**31 - 1]:
+    assert float(jitted(jnp.int32(t))) == pytest.approx(float(sched(t)), rel=1e-6, abs=1e-12)
+  assert float(jitted(jnp.int32(-3))) == float(sched(0))  # a traced negative count clamps
+  with pytest.raises(ValueError, match="count"):
+    sched(-1)
+  n = jax.local_device_count()
+  np.testing.assert_allclose(np.asarray(jax.pmap(sched)(jnp.arange(n, dtype=jnp.int32))),
+                             np.asarray(jax.vmap(sched)(jnp.arange(n, dtype=jnp.int32))), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_schedules_in_inject_hyperparams(name):
+  sched = SCHEDULES[name]()
+  tx = optax.inject_hyperparams(momentum.sgd)(learning_rate=sched)
+  params = jnp.ones(3)
+  state, update = tx.init(params), jax.jit(tx.update)
+  for t in range(4):
+    u, state = update(jnp.ones(3), state, params)
+    np.testing.assert_allclose(np.asarray(state.hyperparams["learning_rate"]), float(sched(t)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(u), -float(sched(t)), rtol=1e-6)
+
+
+STEP_ARGS = [  # new step-count arguments: 110.0 == 110, 110.5 raises naming it
+    (schedules.per_epoch, dict(schedule=schedules.cosine_annealing(0.1, 5)), "steps_per_epoch"),
+    (schedules.linear, dict(value=0.1), "total_steps"),
+    (schedules.multiplicative, dict(value=0.1, fn=lambda e: 0.99), "total_steps"),
+    (schedules.inverse_sqrt, dict(peak_value=0.1, warmup_steps=10), "timescale"),
+    (schedules.cosine_warm_restarts, dict(init_value=0.1, t_0=3, t_mult=1.5), "cycle_limit"),
+]
+
+
+@pytest.mark.parametrize("factory,kwargs,arg", STEP_ARGS, ids=[f"{f.__name__}-{a}" for f, _, a in STEP_ARGS])
+def test_new_step_counts_take_integral_floats(factory, kwargs, arg):
+  as_int, as_float = factory(**kwargs, **{arg: 110}), factory(**kwargs, **{arg: 110.0})
+  np.testing.assert_array_equal(values(as_float, 400), values(as_int, 400))
+  with pytest.raises(ValueError, match=f"{arg} must be an integer.*got {arg} = 110.5"):
+    factory(**kwargs, **{arg: 110.5})
+
+
+def test_t_mult_is_a_multiplier():
+  with pytest.raises(ValueError, match="t_mult must be a cycle-length multiplier >= 1.*got t_mult = 0.9"):
+    schedules.cosine_warm_restarts(0.1, 5, 0.9)
+  sched = schedules.cosine_warm_restarts(1.0, 4, 1.5)  # cycles start at 0, 4, 10, 19, 32.5
+  assert [float(sched(t)) for t in (0, 4, 10, 19)] == [1.0, 1.0, 1.0, 1.0]
+  assert float(sched(33)) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / 20.25)), rel=1e-6)
