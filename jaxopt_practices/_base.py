@@ -34,8 +34,7 @@ ScalarOrSchedule = float | jax.Array | optax.Schedule
 class ScaleByLearningRateState(NamedTuple):
   """Updates applied so far (the schedule's ``count``) and the last learning rate applied.
 
-  ``learning_rate`` is what ``monitor.stats`` reports (times any plateau scale): float32, or
-  float64 under ``jax_enable_x64``, as the schedules return.
+  ``learning_rate`` is what ``monitor.stats`` reports (times any plateau scale).
   """
   count: jax.Array
   learning_rate: jax.Array
@@ -75,8 +74,7 @@ def scale_by_learning_rate(
   _validate.check_bool("flip_sign", flip_sign)
   sign = -1.0 if flip_sign else 1.0
 
-  def lr_at(count, dtype=None):
-    dtype = jnp.result_type(float) if dtype is None else dtype  # recorded: float64 under x64, else float32
+  def lr_at(count, dtype=jnp.float32):
     lr = _tree.as_scalar(learning_rate, count, dtype)
     if not _validate.is_zero(lr_decay):
       lr = lr / (1.0 + count.astype(dtype) * jnp.asarray(lr_decay, dtype))

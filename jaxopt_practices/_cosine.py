@@ -108,11 +108,11 @@ def _cycles(t_0: int, t_mult: float, limit: int | None) -> tuple[list[int], np.n
   return bounds, frac, lengths, len_int
 
 
-def _phase(t: jax.Array, t_0: int, t_mult: float, limit: int | None):
+def _phase(t: jax.Array, t_0: int, t_mult: float, limit: int | None, cycles: tuple | None):
   """``(i, k, rem, n)`` at int32 ``t``: cycle index (``limit`` past the last), steps into it, left, its length."""
-  if t_mult == 1.0:
+  if cycles is None:  # t_mult = 1
     return t // t_0, t % t_0, t_0 - t % t_0, t_0
-  bounds, frac, lengths, len_int = _cycles(t_0, t_mult, limit)
+  bounds, frac, lengths, len_int = cycles
   i = jnp.searchsorted(jnp.asarray(bounds[1:-1], jnp.int32), t, side="right")
   if limit is not None and bounds[-1] <= INT32_MAX:
     i = jnp.where(t >= bounds[-1], limit, i)
@@ -178,11 +178,10 @@ def cosine_warm_restarts(init_value: float, t_0: int, t_mult: float = 1, eta_min
   _validate.check_number("cycle_decay", cycle_decay, low=0.0)
   limit = None if cycle_limit is None else _validate.check_steps("cycle_limit", cycle_limit, low=1)
   k_decay, cycle_decay = float(k_decay), float(cycle_decay)
-  if t_mult != 1.0:
-    _cycles(t_0, t_mult, limit)  # refuses a t_mult with too many cycles now, not at the first call
+  cycles = None if t_mult == 1.0 else _cycles(t_0, t_mult, limit)  # once, here (and refused here)
 
   def schedule(count):
-    i, k, rem, n = _phase(as_count(count), t_0, t_mult, limit)
+    i, k, rem, n = _phase(as_count(count), t_0, t_mult, limit, cycles)
     if cycle_decay == 1.0:
       out = fl(eta_min) + fl(init_value - eta_min) * cos_weight(k, rem, n, k_decay)
     else:
