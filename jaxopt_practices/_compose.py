@@ -259,6 +259,6 @@ def multiply(*factors: float | optax.Schedule) -> optax.Schedule:
     out = inner[0](t)
     for f in inner[1:]:
       out = out * f(t)
-    return out
+    return jnp.broadcast_to(out, t.shape)
 
   return schedule

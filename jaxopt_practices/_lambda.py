@@ -83,13 +83,17 @@ def lambda_lr(value: float, fn: Callable[[Any], Any]) -> optax.Schedule:
 
   Example:
     >>> from jaxopt_practices import schedules
-    >>> sched = schedules.lambda_lr(0.1, lambda t: 1.0 / (1.0 + t))
+    >>> sched = schedules.lambda_lr(0.1, lambda t: 1.0 / (1.0 + t.astype(float)))
     >>> print([round(float(sched(t)), 4) for t in range(3)])
     [0.1, 0.05, 0.0333]
   """
   _validate.check_number("value", value, low=0.0)
   fn = _validate.check_callable("fn", fn)
-  return lambda count: fl(value) * fl(fn(as_count(count)))
+  def schedule(count):
+    t = as_count(count)
+    return fl(value) * jnp.broadcast_to(fl(fn(t)), t.shape)  # shaped like count even for a constant fn
+
+  return schedule
 
 
 def multiplicative(value: float, fn: Callable[[int], float], total_steps: int) -> optax.Schedule:

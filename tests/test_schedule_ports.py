@@ -428,3 +428,16 @@ def test_t_mult_is_a_multiplier():
   sched = schedules.cosine_warm_restarts(1.0, 4, 1.5)  # cycles start at 0, 4, 10, 19, 32.5
   assert [float(sched(t)) for t in (0, 4, 10, 19)] == [1.0, 1.0, 1.0, 1.0]
   assert float(sched(33)) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / 20.25)), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_schedules_are_shaped_like_count(name):
+  sched = SCHEDULES[name]()
+  assert sched(3).shape == () and sched(jnp.zeros((2, 3), jnp.int32)).shape == (2, 3)
+
+
+def test_constant_callables_are_shaped_like_count():
+  count = jnp.zeros((2, 3), jnp.int32)
+  assert schedules.lambda_lr(0.1, lambda t: 1.0)(count).shape == (2, 3)
+  assert schedules.multiply(lambda t: 0.5, lambda t: 2.0)(count).shape == (2, 3)
+  np.testing.assert_array_equal(np.asarray(schedules.multiply(lambda t: 0.5, 0.2)(count)), np.full((2, 3), 0.1, np.float32))
