@@ -17,9 +17,10 @@ overflow up to ``2**31 - 1`` or in that float dtype; cosine phases are evaluated
 Step-count arguments (``step_size``, ``milestones``, ``total_steps``, ``t_max``, ``t_0``,
 ``warmup_steps``, ...) take integers or integral floats such as ``110.0`` (from epoch
 arithmetic such as ``warmup_epochs * steps_per_epoch``); ``110.5`` raises ``ValueError``.
-Schedules built from other schedules (``warmup``, ``sequential``, ``swa_lr``) take a float
-wherever they take a schedule. The decays take any ``gamma >= 0`` as PyTorch does: above 1 the
-value grows, and ``gamma = 0`` gives 0 from the first decay on (PyTorch's value too).
+Schedules built from other schedules (``warmup``, ``sequential``, ``swa_lr``, ``per_epoch``,
+``multiply``) take a float wherever they take a schedule. The decays take any ``gamma >= 0`` as
+PyTorch does: above 1 the value grows, and ``gamma = 0`` gives 0 from the first decay on
+(PyTorch's value too).
 """
 
 from __future__ import annotations
