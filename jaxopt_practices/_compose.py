@@ -1,4 +1,4 @@
-"""Schedules built from other schedules: ``warmup``, ``sequential`` (SequentialLR) and ``swa_lr`` (SWALR).
+"""Schedules built from other schedules: ``warmup``, ``sequential``, ``swa_lr``, ``per_epoch``, ``multiply``.
 
 Public through ``jaxopt_practices.schedules``; the conventions of that module hold here. Each
 takes a float wherever it takes a schedule (a constant), evaluates every inner schedule at a
@@ -14,42 +14,63 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_practices import _validate
-from jaxopt_practices._sched_math import F32, as_count, as_schedule, f32, half_cos
+from jaxopt_practices._sched_math import as_count, as_schedule, fl, half_cos, real
 
-__all__ = ["warmup", "sequential", "swa_lr"]
+__all__ = ["warmup", "sequential", "swa_lr", "per_epoch", "multiply"]
 
 
-def warmup(schedule: float | optax.Schedule, warmup_steps: int, start_value: float = 0.0) -> optax.Schedule:
+def warmup(schedule: float | optax.Schedule, warmup_steps: int, start_value: float = 0.0,
+           shift: bool = True) -> optax.Schedule:
   r"""Linear warmup from ``start_value`` to ``schedule(0)`` in front of any schedule or float.
 
-  .. math:: \eta_t = v_0 + (s(0) - v_0)\, t / W \ (t < W), \qquad \eta_t = s(t - W) \ (t \ge W)
+  .. math:: \eta_t = v_0 + (s(0) - v_0)\, t / W \ (t < W), \qquad
+    \eta_t = s(t - W) \ (t \ge W,\ \texttt{shift}) \quad\text{or}\quad s(t) \ (t \ge W,\ \text{not } \texttt{shift})
 
-  Equivalent to ``torch SequentialLR([LinearLR, scheduler], milestones=[W])`` with LinearLR
-  going from ``start_value`` to the base lr.
+  With ``shift=True`` the schedule starts after the warmup: ``torch SequentialLR([LinearLR,
+  scheduler], milestones=[W])`` with LinearLR going from ``start_value`` to the base lr, and
+  timm's ``warmup_prefix=True``. With ``shift=False`` the warmup replaces the schedule's first
+  ``W`` steps and the schedule keeps its own clock: timm's default ``warmup_prefix=False``
+  (``CosineLRScheduler(warmup_t=W, warmup_lr_init=start_value)``) and big_vision's warmup on
+  an absolute (stair) schedule.
 
   Args:
     schedule: a float (constant after warmup) or an ``optax.Schedule``.
     warmup_steps: :math:`W \ge 0` (0: no warmup).
     start_value: :math:`v_0 \ge 0`.
+    shift: whether the schedule starts at ``count = W`` (``True``) or at 0 (``False``).
+
+  Returns:
+    An ``optax.Schedule``: the warmup ramp, then ``schedule``.
+
+  Raises:
+    ValueError: for a negative ``schedule`` or ``start_value``, a ``warmup_steps`` that is not a
+      step count ``>= 0``, or a ``shift`` that is not a bool.
 
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.warmup(schedules.exponential_decay(1.0, 0.5), warmup_steps=2)
     >>> print([float(sched(t)) for t in range(5)])
     [0.0, 0.5, 1.0, 0.5, 0.25]
+    >>> timm = schedules.warmup(schedules.exponential_decay(1.0, 0.5), warmup_steps=2, shift=False)
+    >>> print([float(timm(t)) for t in range(5)])
+    [0.0, 0.5, 0.25, 0.125, 0.0625]
+
+  References:
+    timm ``timm/scheduler/cosine_lr.py`` (``warmup_t``, ``warmup_lr_init``, ``warmup_prefix``).
   """
   _validate.check_number("schedule", schedule, low=0.0, allow_schedule=True)
   warmup_steps = _validate.check_steps("warmup_steps", warmup_steps)
   _validate.check_number("start_value", start_value, low=0.0)
+  _validate.check_bool("shift", shift)
   inner = as_schedule(schedule)
 
   def sched(count):
     t = as_count(count)
-    after = inner(jnp.maximum(t - warmup_steps, 0))
+    after = inner(jnp.maximum(t - warmup_steps, 0) if shift else t)
     if warmup_steps == 0:
       return after
     peak = inner(jnp.zeros_like(t))
-    ramp = f32(start_value) + (peak - f32(start_value)) * (t.astype(F32) / F32(warmup_steps))
+    ramp = fl(start_value) + (peak - fl(start_value)) * (t.astype(real()) / fl(warmup_steps))
     return jnp.where(t < warmup_steps, ramp, after)
 
   return sched
@@ -157,8 +178,87 @@ def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anne
     t = as_count(count)
     start = inner(jnp.full_like(t, swa_start))
     k = jnp.clip(t - swa_start, 0, n)
-    weight = half_cos(k, n - k, n) if anneal_strategy == "cos" else (n - k).astype(F32) / F32(n)
-    annealed = f32(swa_lr) + (start - f32(swa_lr)) * weight
+    weight = half_cos(k, n - k, n) if anneal_strategy == "cos" else (n - k).astype(real()) / fl(n)
+    annealed = fl(swa_lr) + (start - fl(swa_lr)) * weight
     return jnp.where(t <= swa_start, inner(t), annealed)
 
   return sched
+
+
+def per_epoch(schedule: float | optax.Schedule, steps_per_epoch: int) -> optax.Schedule:
+  r"""``schedule`` stepped once per epoch: ``schedule(count // steps_per_epoch)``.
+
+  .. math:: \eta_t = s(\lfloor t / E \rfloor)
+
+  PyTorch's ``scheduler.step()`` called once per epoch (torchvision's reference scripts) and
+  timm's ``t_in_epochs=True`` (its default): the lr is a staircase in updates, and ``schedule``'s
+  step arguments (``t_max``, ``warmup_steps``, ``milestones``, ...) count epochs.
+
+  Args:
+    schedule: a schedule of the epoch (or a float).
+    steps_per_epoch: :math:`E \ge 1` updates per epoch.
+
+  Returns:
+    An ``optax.Schedule`` of the update count.
+
+  Raises:
+    ValueError: for a negative ``schedule`` or a ``steps_per_epoch`` that is not a count ``>= 1``.
+
+  Example:
+    >>> from jaxopt_practices import schedules
+    >>> sched = schedules.per_epoch(schedules.step_decay(1.0, step_size=1, gamma=0.5), steps_per_epoch=2)
+    >>> print([float(sched(t)) for t in range(5)])
+    [1.0, 1.0, 0.5, 0.5, 0.25]
+  """
+  _validate.check_number("schedule", schedule, low=0.0, allow_schedule=True)
+  steps_per_epoch = _validate.check_steps("steps_per_epoch", steps_per_epoch, low=1)
+  inner = as_schedule(schedule)
+  return lambda count: inner(as_count(count) // steps_per_epoch)
+
+
+def multiply(*factors: float | optax.Schedule) -> optax.Schedule:
+  r"""The pointwise product of schedules, floats and callables of the count.
+
+  .. math:: \eta_t = \prod_i f_i(t)
+
+  ≙ ``torch ChainedScheduler`` of multiplicative schedulers (``ConstantLR``, ``LinearLR``,
+  ``ExponentialLR``, ``StepLR``, ...: each multiplies the lr by its factor), with one factor
+  holding the base lr; big_vision's cooldown is a factor
+  ``lambda t: jnp.minimum(1.0, (total_steps - t).astype(float) / cooldown_steps)`` (callables
+  get the int32 count; ``astype(float)`` divides in float64 under x64, where int32 / int
+  would round to float32).
+
+  Args:
+    *factors: at least one; each a float ``>= 0`` or a callable ``count -> value``
+      (an ``optax.Schedule``), traceable with a traced count.
+
+  Returns:
+    An ``optax.Schedule``: the product of the factors at each count.
+
+  Raises:
+    ValueError: for no factor or a bad one.
+
+  Example:
+    >>> from jaxopt_practices import schedules
+    >>> sched = schedules.multiply(0.1, schedules.constant(1.0, factor=0.5, total_steps=2),
+    ...                            schedules.exponential_decay(1.0, 0.5))
+    >>> print([round(float(sched(t)), 4) for t in range(4)])
+    [0.05, 0.025, 0.025, 0.0125]
+
+  References:
+    big_vision ``big_vision/utils.py`` (``create_learning_rate_schedule``, ``cooldown_steps``).
+  """
+  if not factors:
+    raise ValueError("multiply needs at least one factor (a float or a schedule), got factors = ().")
+  for f in factors:
+    _validate.check_number("factors", f, low=0.0, allow_schedule=True)
+  inner = [as_schedule(f) for f in factors]
+
+  def schedule(count):
+    t = as_count(count)
+    out = inner[0](t)
+    for f in inner[1:]:
+      out = out * f(t)
+    return jnp.broadcast_to(out, t.shape)
+
+  return schedule

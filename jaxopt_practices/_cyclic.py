@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_practices import _validate
-from jaxopt_practices._sched_math import F32, INT32_MAX, as_count, f32, gamma_power, half_cos
+from jaxopt_practices._sched_math import INT32_MAX, as_count, fl, gamma_power, half_cos, real
 
 __all__ = ["cyclical", "cyclical_momentum", "one_cycle", "one_cycle_momentum"]
 
@@ -35,13 +35,13 @@ def _cycle_position(count: Any, up: int, down: int, mode: str, gamma: float) -> 
   t = as_count(count)
   total = up + down
   pos = t % total
-  rising = pos.astype(F32) / F32(up)
-  falling = (total - pos).astype(F32) / F32(max(down, 1))
+  rising = pos.astype(real()) / fl(up)
+  falling = (total - pos).astype(real()) / fl(max(down, 1))
   frac = jnp.where(pos <= up, rising, falling)
   if mode == "triangular":
     amp = jnp.ones_like(frac)
   elif mode == "triangular2":  # 1 / 2**(cycle - 1) with cycle = t // total + 1
-    amp = jnp.exp2(-(t // total).astype(F32))
+    amp = jnp.exp2(-(t // total).astype(real()))
   else:  # exp_range: gamma**t
     amp = gamma_power(gamma, t)
   return frac, amp
@@ -88,7 +88,7 @@ def cyclical(
 
   def schedule(count):
     frac, amp = _cycle_position(count, up, down, mode, gamma)
-    return f32(base_lr) + F32(max_lr - base_lr) * frac * amp
+    return fl(base_lr) + fl(max_lr - base_lr) * frac * amp
 
   return schedule
 
@@ -125,7 +125,7 @@ def cyclical_momentum(
 
   def schedule(count):
     frac, amp = _cycle_position(count, up, down, mode, gamma)
-    return f32(max_momentum) - F32(max_momentum - base_momentum) * frac * amp
+    return fl(max_momentum) - fl(max_momentum - base_momentum) * frac * amp
 
   return schedule
 
@@ -168,25 +168,25 @@ def _one_cycle(total_steps: int, pct_start: float, anneal_strategy: str, three_p
 
   def schedule(count):
     t = as_count(count)
-    out = jnp.zeros(t.shape, F32)
+    out = jnp.zeros(t.shape, real())
     done = jnp.zeros(t.shape, bool)
     for i, (s, e) in enumerate(zip(starts, ends)):
       last = i == len(ends) - 1
       here = ~done if last else (~done & (t <= math.floor(e)))
       width = e - s
       if width > 0:
-        pct = jnp.clip((t.astype(F32) - F32(s)) / F32(width), 0.0, 1.0)
+        pct = jnp.clip((t.astype(real()) - fl(s)) / fl(width), 0.0, 1.0)
         e_int = math.floor(e)
-        rem = ((e_int - t).astype(F32) + F32(e - e_int)) / F32(width)
+        rem = ((e_int - t).astype(real()) + fl(e - e_int)) / fl(width)
         rem = jnp.clip(rem, 0.0, 1.0)
       else:  # a phase of zero length (PyTorch divides by zero): its start value
-        pct, rem = jnp.zeros(t.shape, F32), jnp.ones(t.shape, F32)
+        pct, rem = jnp.zeros(t.shape, real()), jnp.ones(t.shape, real())
       start, end = values[i], values[i + 1]
       if anneal_strategy == "cos":
         weight = half_cos(pct, rem, 1.0)  # weight of `start`
       else:
         weight = rem
-      val = f32(end) + F32(start - end) * weight
+      val = fl(end) + fl(start - end) * weight
       out = jnp.where(here, val, out)
       done = done | here
     return out

@@ -20,6 +20,10 @@ With ``"learning_rate": "optimizer"`` (the default, PyTorch's and optax's AdamW 
 it follows the optimizer's scheduled learning rate and the plateau scale; with
 ``"learning_rate": None`` it is ``rate`` per step whatever the learning rate.
 
+``schedule.steps_per_epoch`` steps the schedule once per epoch (torchvision's
+``scheduler.step()`` per epoch, timm's ``t_in_epochs``): the schedule's and the warmup's steps
+then count epochs (``schedules.per_epoch(warmup(schedule), steps_per_epoch)``).
+
 Parameter groups (PyTorch ``param_groups``, big_vision's ``lr_mults`` / ``wd_mults``): the
 top-level keys ``lr_mults`` and ``wd_mults`` are lists of ``[regex, multiplier]`` matched
 against each leaf's "/"-joined path (``groups.paths``; the first match wins, unmatched leaves
@@ -65,7 +69,7 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "multistep_decay": schedules.multistep_decay, "exponential_decay": schedules.exponential_decay,
     "polynomial_decay": schedules.polynomial_decay, "cosine_annealing": schedules.cosine_annealing,
     "cosine_warm_restarts": schedules.cosine_warm_restarts, "cyclical": schedules.cyclical,
-    "one_cycle": schedules.one_cycle, "inverse_sqrt": schedules.inverse_sqrt,
+    "one_cycle": schedules.one_cycle, "inverse_sqrt": schedules.inverse_sqrt, "linear": schedules.linear,
 }
 MOMENTUM_SCHEDULES = {"one_cycle_momentum": schedules.one_cycle_momentum,
                       "cyclical_momentum": schedules.cyclical_momentum}
@@ -73,7 +77,7 @@ CLIPS = {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_
          "agc": clipping.adaptive_grad_clip}
 AVERAGING = {"ema": regularization.ema, "swa": regularization.swa}
 # The schedule argument that receives the optimizer's learning_rate (the peak value).
-_PEAK = {"constant": "value", "one_cycle": "max_lr", "cyclical": "max_lr", "inverse_sqrt": "peak_value"}
+_PEAK = {"constant": "value", "linear": "value", "one_cycle": "max_lr", "cyclical": "max_lr", "inverse_sqrt": "peak_value"}
 _MULTS = ("lr_mults", "wd_mults")  # the config keys that are lists of [regex, multiplier], not sections
 
 
@@ -142,7 +146,7 @@ class Section:
     return {**self.optional, **spec}
 
 
-_WARMUP = Section(required=("steps",), optional={"start_value": 0.0})
+_WARMUP = Section(required=("steps",), optional={"start_value": 0.0, "shift": True})
 _WEIGHT_DECAY = Section(required=("rate",), optional={"mask": "auto", "learning_rate": "optimizer"})
 
 
@@ -159,7 +163,7 @@ class Recipe:
   """
   optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "sgd", "learning_rate": 0.1})
   schedule: dict | None = None
-  warmup: dict | None = None            # {"steps": int, "start_value": float = 0.0}
+  warmup: dict | None = None            # {"steps": int, "start_value": float = 0.0, "shift": bool = True}
   momentum_schedule: dict | None = None  # fed to sgd/rmsprop `momentum` or adam/adamw `b1`
   plateau: dict | None = None
   clip: dict | None = None
@@ -242,16 +246,19 @@ def _optimizer(r: Recipe) -> tuple[Callable, dict[str, Any], float]:
 
 
 def _learning_rate(r: Recipe, lr: float) -> float | optax.Schedule:
-  """The optimizer's ``learning_rate``: the schedule (peak ``lr``) behind the warmup, or ``lr``."""
+  """The optimizer's ``learning_rate``: the schedule (peak ``lr``) behind the warmup (per epoch), or ``lr``."""
   sched: float | optax.Schedule = lr
+  steps_per_epoch = None
   if r.schedule is not None:
     name, factory, rest = _choose("schedule", SCHEDULES, r.schedule)
+    if "steps_per_epoch" not in inspect.signature(factory).parameters:  # one_cycle's own argument stays its own
+      steps_per_epoch = rest.pop("steps_per_epoch", None)
     sched = factory(**Section.of(factory, defaults={_PEAK.get(name, "init_value"): lr}).check(
         f"schedule ({name})", rest))
   if r.warmup is not None:
     kw = _WARMUP.check("warmup", r.warmup)
-    sched = schedules.warmup(sched, kw["steps"], kw["start_value"])
-  return sched
+    sched = schedules.warmup(sched, kw["steps"], kw["start_value"], kw["shift"])
+  return sched if steps_per_epoch is None else schedules.per_epoch(sched, steps_per_epoch)
 
 
 def _weight_decay(r: Recipe, learning_rate: float | optax.Schedule) -> tuple[optax.GradientTransformation, bool]:

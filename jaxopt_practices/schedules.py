@@ -7,17 +7,20 @@ once after every ``optimizer.step()`` (i.e. PyTorch's ``last_epoch = t``).
 
 ``count`` may be a Python int (a negative one raises ``ValueError``) or an integer array,
 traced or not, of any shape (negative entries clamp to 0); one compiled function serves every
-count. All arithmetic that can grow with ``count`` is done in int32 without overflow up to
-``2**31 - 1`` or in float32; cosine phases are evaluated as :math:`\\cos^2` / :math:`\\sin^2`
-of the distance to the nearer end, so values close to ``eta_min`` keep float32 relative
-accuracy. Results are float32 arrays shaped like ``count``.
+count. Schedules compute and return float32, or float64 under ``jax_enable_x64`` (so a
+float64 port follows torch float64 to round-off with a schedule too; float32 results are the
+same either way). All arithmetic that can grow with ``count`` is done in int32 without
+overflow up to ``2**31 - 1`` or in that float dtype; cosine phases are evaluated as
+:math:`\\cos^2` / :math:`\\sin^2` of the distance to the nearer end, so values close to
+``eta_min`` keep their relative accuracy. Results are arrays shaped like ``count``.
 
 Step-count arguments (``step_size``, ``milestones``, ``total_steps``, ``t_max``, ``t_0``,
 ``warmup_steps``, ...) take integers or integral floats such as ``110.0`` (from epoch
 arithmetic such as ``warmup_epochs * steps_per_epoch``); ``110.5`` raises ``ValueError``.
-Schedules built from other schedules (``warmup``, ``sequential``, ``swa_lr``) take a float
-wherever they take a schedule. The decays take any ``gamma >= 0`` as PyTorch does: above 1 the
-value grows, and ``gamma = 0`` gives 0 from the first decay on (PyTorch's value too).
+Schedules built from other schedules (``warmup``, ``sequential``, ``swa_lr``, ``per_epoch``,
+``multiply``) take a float wherever they take a schedule. The decays take any ``gamma >= 0`` as
+PyTorch does: above 1 the value grows, and ``gamma = 0`` gives 0 from the first decay on
+(PyTorch's value too).
 """
 
 from __future__ import annotations
@@ -34,19 +37,27 @@ import optax
 from jaxopt_practices import _validate
 from jaxopt_practices._base import ScaleByLearningRateState as ScaleByLearningRateState
 from jaxopt_practices._base import scale_by_learning_rate as scale_by_learning_rate
+from jaxopt_practices._compose import multiply as multiply
+from jaxopt_practices._compose import per_epoch as per_epoch
+from jaxopt_practices._compose import sequential as sequential
+from jaxopt_practices._compose import swa_lr as swa_lr
+from jaxopt_practices._compose import warmup as warmup
+from jaxopt_practices._cosine import cosine_annealing as cosine_annealing
+from jaxopt_practices._cosine import cosine_warm_restarts as cosine_warm_restarts
 from jaxopt_practices._cyclic import cyclical as cyclical
 from jaxopt_practices._cyclic import cyclical_momentum as cyclical_momentum
 from jaxopt_practices._cyclic import one_cycle as one_cycle
 from jaxopt_practices._cyclic import one_cycle_momentum as one_cycle_momentum
-from jaxopt_practices._compose import sequential as sequential
-from jaxopt_practices._compose import swa_lr as swa_lr
-from jaxopt_practices._compose import warmup as warmup
-from jaxopt_practices._sched_math import F32, INT32_MAX, as_count, f32, gamma_power, half_cos
+from jaxopt_practices._lambda import lambda_lr as lambda_lr
+from jaxopt_practices._lambda import linear as linear
+from jaxopt_practices._lambda import multiplicative as multiplicative
+from jaxopt_practices._sched_math import as_count, fl, gamma_power, real
 
 __all__ = [
     "constant", "step_decay", "multistep_decay", "exponential_decay", "polynomial_decay", "cosine_annealing",
     "cosine_warm_restarts", "cyclical", "cyclical_momentum", "one_cycle", "one_cycle_momentum", "warmup",
     "sequential", "inverse_sqrt", "swa_lr", "plot", "scale_by_learning_rate", "ScaleByLearningRateState",
+    "per_epoch", "multiply", "linear", "lambda_lr", "multiplicative",
 ]
 
 
@@ -81,7 +92,7 @@ def constant(value: float, factor: float = 1.0, total_steps: int = 0) -> optax.S
   _validate.check_number("factor", factor, low=0.0, high=1.0)
   total_steps = _validate.check_steps("total_steps", total_steps)
   low = float(value) * float(factor)
-  return lambda count: jnp.where(as_count(count) < total_steps, f32(low), f32(value))
+  return lambda count: jnp.where(as_count(count) < total_steps, fl(low), fl(value))
 
 
 def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> optax.Schedule:
@@ -103,7 +114,7 @@ def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> optax.S
   _validate.check_number("init_value", init_value, low=0.0)
   step_size = _validate.check_steps("step_size", step_size, low=1)
   _check_gamma(gamma)
-  return lambda count: f32(init_value) * gamma_power(gamma, as_count(count) // step_size)
+  return lambda count: fl(init_value) * gamma_power(gamma, as_count(count) // step_size)
 
 
 def multistep_decay(init_value: float, milestones: Sequence[int], gamma: float = 0.1) -> optax.Schedule:
@@ -133,7 +144,7 @@ def multistep_decay(init_value: float, milestones: Sequence[int], gamma: float =
   def schedule(count):
     t = as_count(count)
     n = jnp.sum(t[..., None] >= jnp.asarray(marks).reshape((1,) * t.ndim + marks.shape), axis=-1)
-    return f32(init_value) * gamma_power(gamma, n)
+    return fl(init_value) * gamma_power(gamma, n)
 
   return schedule
 
@@ -155,125 +166,63 @@ def exponential_decay(init_value: float, gamma: float) -> optax.Schedule:
   """
   _validate.check_number("init_value", init_value, low=0.0)
   _check_gamma(gamma)
-  return lambda count: f32(init_value) * gamma_power(gamma, as_count(count))
+  return lambda count: fl(init_value) * gamma_power(gamma, as_count(count))
 
 
-def polynomial_decay(init_value: float, total_steps: int, power: float = 1.0) -> optax.Schedule:
-  r"""Polynomial decay to 0 over ``total_steps`` ≙ ``torch PolynomialLR`` (held at 0 after).
+def polynomial_decay(init_value: float, total_steps: int, power: float = 1.0,
+                     end_value: float = 0.0) -> optax.Schedule:
+  r"""Polynomial decay to ``end_value`` over ``total_steps`` ≙ ``torch PolynomialLR`` (held after).
 
-  .. math:: \eta_t = \eta_0 \, (1 - \min(t, T)/T)^{p}
+  .. math:: \eta_t = (\eta_0 - \eta_{end}) \, (1 - \min(t, T)/T)^{p} + \eta_{end}
+
+  With ``end_value = 0`` this is PyTorch's ``PolynomialLR(total_iters=T, power=p)``; with
+  ``end_value`` it is big_vision's ``decay_type="linear"`` / ``"polynomial"`` schedule with
+  ``linear_end`` (or ``end``) :math:`= \eta_{end}` (put big_vision's warmup in front with
+  ``schedules.warmup(..., warmup_steps)`` and ``T = total_steps - warmup_steps``).
 
   Args:
     init_value: :math:`\eta_0 \ge 0`.
     total_steps: :math:`T \ge 1`, PyTorch's ``total_iters``.
     power: :math:`p \ge 0`.
+    end_value: :math:`\eta_{end} \ge 0`, the value from ``T`` on (above ``init_value``: a rise).
+
+  Returns:
+    An ``optax.Schedule``: the polynomial, then ``end_value``.
+
+  Raises:
+    ValueError: for a negative ``init_value``, ``power`` or ``end_value``, or a ``total_steps``
+      that is not a count ``>= 1``.
 
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.polynomial_decay(1.0, total_steps=4, power=2.0)
     >>> print(sched(2), sched(10))
     0.25 0.0
+    >>> print(schedules.polynomial_decay(1.0, total_steps=4, end_value=0.2)(2))
+    0.6
+
+  References:
+    big_vision ``big_vision/utils.py`` (``create_learning_rate_schedule``).
   """
   _validate.check_number("init_value", init_value, low=0.0)
   total_steps = _validate.check_steps("total_steps", total_steps, low=1)
   _validate.check_number("power", power, low=0.0)
+  _validate.check_number("end_value", end_value, low=0.0)
 
   def schedule(count):
-    left = (total_steps - jnp.minimum(as_count(count), total_steps)).astype(F32)
+    left = (total_steps - jnp.minimum(as_count(count), total_steps)).astype(real())
     # Barriers keep XLA from turning the division into a multiplication by 1/T, or init * (left / T)
     # into (init * left) / T, under jit: the value is the same in and out of jit, and exact at 0.
-    frac = left / jax.lax.optimization_barrier(F32(total_steps))
-    ratio = frac ** int(power) if float(power).is_integer() else jnp.power(frac, F32(power))
-    return f32(init_value) * jax.lax.optimization_barrier(ratio)
+    frac = left / jax.lax.optimization_barrier(fl(total_steps))
+    ratio = frac ** int(power) if float(power).is_integer() else jnp.power(frac, fl(power))
+    if end_value == 0.0:
+      return fl(init_value) * jax.lax.optimization_barrier(ratio)
+    return fl(end_value) + fl(init_value - end_value) * jax.lax.optimization_barrier(ratio)
 
   return schedule
 
 
-def cosine_annealing(init_value: float, t_max: int, eta_min: float = 0.0) -> optax.Schedule:
-  r"""Cosine annealing ≙ ``torch CosineAnnealingLR`` for :math:`t \le T`, held at ``eta_min`` after.
-
-  .. math:: \eta_t = \eta_{\min} + (\eta_0 - \eta_{\min}) \tfrac{1}{2}(1 + \cos(\pi \min(t, T)/T))
-
-  PyTorch keeps following the cosine back up after ``T_max``; we hold ``eta_min`` (use
-  :func:`cosine_warm_restarts` for restarts).
-
-  Args:
-    init_value: :math:`\eta_0 \ge 0`.
-    t_max: :math:`T \ge 1`.
-    eta_min: floor :math:`\eta_{\min} \ge 0`.
-
-  Example:
-    >>> from jaxopt_practices import schedules
-    >>> sched = schedules.cosine_annealing(1.0, t_max=4)
-    >>> print([round(float(sched(t)), 4) for t in range(6)])
-    [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
-  """
-  _validate.check_number("init_value", init_value, low=0.0)
-  t_max = _validate.check_steps("t_max", t_max, low=1)
-  _validate.check_number("eta_min", eta_min, low=0.0)
-
-  def schedule(count):
-    k = jnp.minimum(as_count(count), t_max)
-    return f32(eta_min) + F32(init_value - eta_min) * half_cos(k, t_max - k, t_max)
-
-  return schedule
-
-
-def cosine_warm_restarts(init_value: float, t_0: int, t_mult: int = 1, eta_min: float = 0.0) -> optax.Schedule:
-  r"""SGDR: cosine annealing with warm restarts ≙ ``torch CosineAnnealingWarmRestarts``.
-
-  Cycle :math:`i` lasts :math:`T_i = T_0 m^i` steps; with :math:`t_{cur}` the steps since
-  the last restart,
-
-  .. math:: \eta_t = \eta_{\min} + (\eta_0 - \eta_{\min}) \tfrac{1}{2}(1 + \cos(\pi t_{cur}/T_i)).
-
-  Restarts are unbounded; the cycle boundaries are precomputed in Python integers, so
-  nothing overflows up to ``count = 2**31 - 1``.
-
-  Args:
-    init_value: :math:`\eta_0 \ge 0` (the value right after each restart).
-    t_0: :math:`T_0 \ge 1`, length of the first cycle.
-    t_mult: integer :math:`m \ge 1`, growth of the cycle length.
-    eta_min: :math:`\eta_{\min} \ge 0`.
-
-  Example:
-    >>> from jaxopt_practices import schedules
-    >>> sched = schedules.cosine_warm_restarts(1.0, t_0=2, t_mult=2)
-    >>> print([round(float(sched(t)), 4) for t in range(7)])
-    [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0]
-
-  References:
-    Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts, 2017.
-  """
-  _validate.check_number("init_value", init_value, low=0.0)
-  t_0 = _validate.check_steps("t_0", t_0, low=1)
-  t_mult = _validate.check_steps("t_mult", t_mult, low=1, high=None)
-  _validate.check_number("eta_min", eta_min, low=0.0)
-  starts, lengths = [0], [t_0]
-  if t_mult > 1:
-    while starts[-1] + lengths[-1] <= INT32_MAX:
-      starts.append(starts[-1] + lengths[-1])
-      lengths.append(lengths[-1] * t_mult)
-  starts_arr = np.asarray(starts, np.int32)
-  len_int = np.asarray([min(n, INT32_MAX) for n in lengths], np.int32)
-  len_f32 = np.asarray([float(n) for n in lengths], np.float32)
-
-  def schedule(count):
-    t = as_count(count)
-    if t_mult == 1:
-      k, rem, n = t % t_0, t_0 - t % t_0, t_0
-    else:
-      bounds = jnp.asarray(starts_arr[1:]).reshape((1,) * t.ndim + (len(starts) - 1,))
-      i = jnp.sum(t[..., None] >= bounds, axis=-1)
-      k = t - jnp.asarray(starts_arr)[i]
-      rem, n = jnp.asarray(len_int)[i] - k, jnp.asarray(len_f32)[i]
-    return f32(eta_min) + F32(init_value - eta_min) * half_cos(k, rem, n)
-
-  return schedule
-
-
-
-def inverse_sqrt(peak_value: float, warmup_steps: int) -> optax.Schedule:
+def inverse_sqrt(peak_value: float, warmup_steps: int, timescale: int | None = None) -> optax.Schedule:
   r"""The Transformer / fairseq / lm1b "rsqrt" schedule: linear warmup, then inverse square root.
 
   .. math:: \eta_t = \eta_{peak}\, t / W \ (t < W), \qquad
@@ -294,28 +243,51 @@ def inverse_sqrt(peak_value: float, warmup_steps: int) -> optax.Schedule:
   T5's ``rsqrt_decay`` has no ramp: :math:`1/\sqrt{\max(t, W)}`, constant before ``W`` and
   equal to this schedule with ``peak_value = W**-0.5`` from ``W`` on.
 
+  With a ``timescale`` :math:`\tau`, the decay is big_vision's ``decay_type="rsqrt"``
+  (``timescale`` :math:`= \tau`, ``warmup_steps`` :math:`= W`, ``lr`` :math:`= \eta_{peak}`):
+
+  .. math:: \eta_t = \eta_{peak} / \sqrt{1 + (t - W)/\tau} \quad (t \ge W)
+
+  which is the formula above for :math:`\tau = W` (the default, ``timescale=None``).
+
   Args:
     peak_value: :math:`\eta_{peak} \ge 0`, the value at ``count = W``.
-    warmup_steps: :math:`W \ge 1`.
+    warmup_steps: :math:`W \ge 1` (``>= 0`` with a ``timescale``).
+    timescale: :math:`\tau \ge 1` steps, or ``None`` for :math:`\tau = W`.
+
+  Returns:
+    An ``optax.Schedule``: the ramp, then the inverse square root.
+
+  Raises:
+    ValueError: for a negative ``peak_value``, or a ``warmup_steps`` or ``timescale`` that is
+      not a step count in its range.
 
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.inverse_sqrt(1.0, warmup_steps=4)
     >>> print([round(float(sched(t)), 4) for t in (0, 1, 4, 9, 16)])
     [0.0, 0.25, 1.0, 0.6667, 0.5]
+    >>> big_vision = schedules.inverse_sqrt(1.0, warmup_steps=4, timescale=12)
+    >>> print(round(float(big_vision(40)), 4))
+    0.5
 
   References:
     Vaswani et al, Attention Is All You Need, 2017; Ott et al, fairseq: A Fast, Extensible
-    Toolkit for Sequence Modeling, 2019.
+    Toolkit for Sequence Modeling, 2019; big_vision ``big_vision/utils.py``
+    (``create_learning_rate_schedule``).
   """
   _validate.check_number("peak_value", peak_value, low=0.0)
-  warmup_steps = _validate.check_steps("warmup_steps", warmup_steps, low=1)
+  warmup_steps = _validate.check_steps("warmup_steps", warmup_steps, low=1 if timescale is None else 0)
+  tau = None if timescale is None else _validate.check_steps("timescale", timescale, low=1)
   scale = float(peak_value) * math.sqrt(warmup_steps)  # in double precision
 
   def schedule(count):
     t = as_count(count)
-    ramp = f32(peak_value) * (t.astype(F32) / F32(warmup_steps))
-    decay = F32(scale) / jnp.sqrt(jnp.maximum(t, 1).astype(F32))
+    ramp = fl(peak_value) * (t.astype(real()) / fl(max(warmup_steps, 1)))
+    if tau is None:
+      decay = fl(scale) / jnp.sqrt(jnp.maximum(t, 1).astype(real()))
+    else:
+      decay = fl(peak_value) / jnp.sqrt(fl(1.0) + jnp.maximum(t - warmup_steps, 0).astype(real()) / fl(tau))
     return jnp.where(t < warmup_steps, ramp, decay)
 
   return schedule

@@ -127,7 +127,7 @@ def test_missing_required_key_names_section_key_and_what_is_required(config, key
 
 UNKNOWN = [  # sections written out by hand list their keys too
     ({"optimizer": SGD, "warmup": {"steps": 3, "start": 0.0}},
-     "unknown argument(s) ['start'] for warmup; valid arguments are ['steps', 'start_value']"),
+     "unknown argument(s) ['start'] for warmup; valid arguments are ['steps', 'start_value', 'shift']"),
     ({"optimizer": SGD, "weight_decay": {"rate": 0.1, "follows_lr": True}},
      "unknown argument(s) ['follows_lr'] for weight_decay; valid arguments are ['rate', 'mask', 'learning_rate']"),
     ({"optimizer": SGD, "skip_nonfinite": {"inner": None}},
@@ -143,9 +143,10 @@ def test_unknown_key_lists_the_valid_ones(config, match):
 
 def test_section_of_a_factory_reads_its_signature():
   section = recipe.Section.of(schedules.cosine_annealing)
-  assert section == recipe.Section(required=("init_value", "t_max"), optional={"eta_min": 0.0})
+  assert section == recipe.Section(required=("init_value", "t_max"), optional={"eta_min": 0.0, "k_decay": 1.0})
   peak = recipe.Section.of(schedules.cosine_annealing, defaults={"init_value": 0.5})
-  assert peak.check("schedule", {"t_max": 10}) == {"init_value": 0.5, "eta_min": 0.0, "t_max": 10}
+  assert peak.check("schedule", {"t_max": 10}) == {"init_value": 0.5, "eta_min": 0.0, "k_decay": 1.0,
+                                                     "t_max": 10}
   opt = recipe.Section.of(momentum.sgd, required=("learning_rate",), skip=("weight_decay",))
   assert opt.required == ("learning_rate",) and "weight_decay" not in opt.optional
 

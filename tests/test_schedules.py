@@ -339,6 +339,16 @@ ALL = {
                                         0.01], [1000, 2**31 - 2]),
     "swa_lr": schedules.swa_lr(schedules.cosine_annealing(0.1, 2**30), 0.05, 2**30 - 5, 10),
     "swa_lr_late": schedules.swa_lr(0.1, 0.0, 2**31 - 3, 10, "linear"),
+    # v0.3: timm's cosine options, per-epoch stepping, torch's factor schedulers, big_vision's options
+    "cosine_k": schedules.cosine_annealing(0.1, 2**31 - 1, 0.0, k_decay=0.5),
+    "sgdr_float_mult": schedules.cosine_warm_restarts(0.1, 3, 1.5, 0.01, k_decay=2.0, cycle_decay=0.9),
+    "sgdr_limit": schedules.cosine_warm_restarts(0.1, 7, 2, cycle_limit=5),
+    "per_epoch": schedules.per_epoch(schedules.cosine_annealing(0.1, 1000), 2**20),
+    "linear": schedules.linear(0.1, 0.1, 1.0, 2**31 - 1),
+    "multiplicative": schedules.multiplicative(0.1, lambda e: 0.99, 1000),
+    "inverse_sqrt_timescale": schedules.inverse_sqrt(0.1, 2**30, timescale=2**31 - 1),
+    "polynomial_end": schedules.polynomial_decay(0.1, 2**31 - 1, 0.5, end_value=0.01),
+    "warmup_noshift": schedules.warmup(schedules.cosine_warm_restarts(0.1, 10, 2), 2**30, 0.0, shift=False),
 }
 BOUNDS = {"one_cycle_momentum": (0.85, 0.95), "cyclical_momentum": (0.8, 0.9)}
 
