@@ -10,6 +10,7 @@ real pairs, as torch does (``view_as_real``).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -183,6 +184,24 @@ class ScaleByRadamState(NamedTuple):
   nu: optax.Updates
 
 
+def _sma_lengths(b2: float, t: jax.Array, bc2: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+  r"""RAdam's :math:`\rho_\infty` and :math:`\rho_t`, free of the cancellation in :math:`\rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`.
+
+  With :math:`L = -\log\beta_2` and :math:`y = tL`, :math:`\rho_t = (\rho_\infty - 2/L) + (2/L)\,h(y)`,
+  :math:`h(y) = 1 - y/\mathrm{expm1}(y)` (its Taylor series below 0.1); the constants are taken in
+  double precision, as torch's Python floats, so float32 leaves get torch's :math:`\rho_t` to
+  float32 round-off (the direct formula loses 1e-4 of it near the threshold).
+  """
+  if not (isinstance(b2, (int, float)) and 0.0 < b2 < 1.0):  # an injected array (or 0): the direct formula
+    rho_inf = 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
+    return rho_inf, rho_inf - 2.0 * t * (1.0 - bc2) / bc2
+  rho_inf, two_over_log = 2.0 / (1.0 - b2) - 1.0, -2.0 / math.log(b2)
+  y = t * jnp.asarray(-math.log(b2), dtype)
+  series = y / 2.0 - y**2 / 12.0 + y**4 / 720.0 - y**6 / 30240.0 + y**8 / 1209600.0
+  h = jnp.where(y < 0.1, series, 1.0 - y / jnp.expm1(y))
+  return jnp.asarray(rho_inf, dtype), jnp.asarray(rho_inf - two_over_log, dtype) + jnp.asarray(two_over_log, dtype) * h
+
+
 def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
   r"""RAdam's rectified scaling, as in ``torch.optim.RAdam``, without the learning rate.
 
@@ -228,9 +247,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> opt
   def make(count, dtype):
     t = count.astype(dtype) + 1.0
     bc1, bc2 = _tree.bias_correction(b1, t, dtype), _tree.bias_correction(b2, t, dtype)
-    known = isinstance(b2, (int, float))  # a Python number: rho_inf in double precision, as torch
-    rho_inf = jnp.asarray(2.0 / (1.0 - b2) - 1.0, dtype) if known else 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
-    rho = rho_inf - 2.0 * t * (1.0 - bc2) / bc2
+    rho_inf, rho = _sma_lengths(b2, t, bc2, dtype)
     rect = jnp.sqrt(jnp.maximum((rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho), 0.0))
     return bc1, jnp.sqrt(bc2), rect, rho > 5.0
 
