@@ -1,11 +1,10 @@
 """NAdam, RAdam and Adamax as in ``torch.optim`` 2.x (re-exported by ``adaptive``).
 
-Each is a ``scale_by_*`` building block (its state right above it) and the full optimizer, a
-literal ``optax.chain`` of public pieces: coupled ``regularization.l2_penalty``, the scaling,
-``schedules.scale_by_learning_rate``, and for ``decoupled_weight_decay=True`` the AdamW decay
-``regularization.decoupled_weight_decay(..., learning_rate=lr)`` instead of the L2 step.
-Moments are float32 (or wider) whatever the gradient dtype; complex leaves are optimized as
-real pairs, as torch does (``view_as_real``).
+Each is a ``scale_by_*`` block (its state right above it) and the full optimizer, an
+``optax.chain`` of public pieces: ``regularization.l2_penalty``, the scaling and
+``schedules.scale_by_learning_rate``, or with ``decoupled_weight_decay=True`` AdamW's
+``regularization.decoupled_weight_decay(..., learning_rate=lr)`` last instead of the L2 step.
+Moments are float32 (or wider); complex leaves are optimized as real pairs, as torch does.
 """
 
 from __future__ import annotations
@@ -100,8 +99,7 @@ def scale_by_nadam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   wide = jax.dtypes.canonicalize_dtype(jnp.float64)  # torch's Python doubles (float32 without x64)
 
   def mu_at(t, dtype):
-    return jnp.asarray(b1, dtype) * (1.0 - 0.5 * jnp.power(jnp.asarray(0.96, dtype), t * jnp.asarray(momentum_decay,
-                                                                                                       dtype)))
+    return jnp.asarray(b1, dtype) * (1.0 - 0.5 * jnp.asarray(0.96, dtype) ** (t * jnp.asarray(momentum_decay, dtype)))
 
   def init_fn(params):
     return ScaleByNadamState(count=jnp.zeros([], jnp.int32), mu_product=jnp.ones([], jnp.float32),
@@ -139,12 +137,10 @@ def nadam(learning_rate: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0
 
   .. math:: \theta_t = \theta_{t-1} - \eta_t u_t
 
-  with :math:`u_t` from :func:`scale_by_nadam` (of the gradient plus :math:`\lambda\theta_{t-1}`
-  unless decoupled; decoupled: :math:`\theta` is first multiplied by :math:`1 - \eta_t\lambda`, as
-  :func:`adamw`). The chain is ``[l2_penalty(weight_decay, mask)], scale_by_nadam(...),
-  scale_by_learning_rate(learning_rate)``, or with ``decoupled_weight_decay``
-  ``scale_by_nadam(...), scale_by_learning_rate(learning_rate),
-  decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate)``.
+  with :math:`u_t` from :func:`scale_by_nadam` of :math:`g_t + \lambda\theta_{t-1}`: the chain
+  ``[l2_penalty(weight_decay, mask)], scale_by_nadam(...), scale_by_learning_rate(learning_rate)``;
+  decoupled (:func:`adamw`'s :math:`\theta \leftarrow \theta(1 - \eta_t\lambda)`): ``scale_by_nadam(...),
+  scale_by_learning_rate(lr), decoupled_weight_decay(weight_decay, mask, learning_rate=lr)``.
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
@@ -172,8 +168,8 @@ def nadam(learning_rate: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0
     Dozat, Incorporating Nesterov Momentum into Adam, 2016;
     Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
   """
-  return _with_decay(scale_by_nadam(b1, b2, eps, momentum_decay), learning_rate, weight_decay, decoupled_weight_decay,
-                     mask)
+  core = scale_by_nadam(b1, b2, eps, momentum_decay)
+  return _with_decay(core, learning_rate, weight_decay, decoupled_weight_decay, mask)
 
 
 # ----------------------------------------------------------------------------- RAdam
@@ -185,12 +181,11 @@ class ScaleByRadamState(NamedTuple):
 
 
 def _sma_lengths(b2: float, t: jax.Array, bc2: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-  r"""RAdam's :math:`\rho_\infty` and :math:`\rho_t`, free of the cancellation in :math:`\rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`.
+  r"""RAdam's :math:`\rho_\infty, \rho_t` without the cancellation of :math:`\rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`.
 
-  With :math:`L = -\log\beta_2` and :math:`y = tL`, :math:`\rho_t = (\rho_\infty - 2/L) + (2/L)\,h(y)`,
-  :math:`h(y) = 1 - y/\mathrm{expm1}(y)` (its Taylor series below 0.1); the constants are taken in
-  double precision, as torch's Python floats, so float32 leaves get torch's :math:`\rho_t` to
-  float32 round-off (the direct formula loses 1e-4 of it near the threshold).
+  :math:`\rho_t = (\rho_\infty - 2/L) + (2/L)(1 - y/\mathrm{expm1}(y))`, :math:`L = -\log\beta_2`,
+  :math:`y = tL` (a Taylor series below 0.1), constants in double precision as torch's floats: float32
+  leaves get torch's :math:`\rho_t` to round-off (the direct formula loses 1e-4 near the threshold).
   """
   if not (isinstance(b2, (int, float)) and 0.0 < b2 < 1.0):  # an injected array (or 0): the direct formula
     rho_inf = 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
