@@ -143,8 +143,8 @@ def scale_by_rprop(learning_rate: float = 1e-2, etas: tuple[float, float] = (0.5
     u_t = \mathrm{sign}(p_t)\, \delta_t
 
   The learning rate only sets the initial step size (torch's ``lr``); it is not a schedule.
-  Differs from ``optax.scale_by_rprop`` only in clipping :math:`\delta` also when
-  :math:`s = 0`, and in keeping the step sizes in float32 under bfloat16 gradients.
+  Differs from ``optax.scale_by_rprop`` (0.2.8), which returns the *previous* step's
+  :math:`u_{t-1}` (one step late: its first update is 0) and skips the clip when :math:`s = 0`.
 
   Args:
     learning_rate: the initial step size :math:`\eta \ge 0`.
@@ -185,7 +185,7 @@ def scale_by_rprop(learning_rate: float = 1e-2, etas: tuple[float, float] = (0.5
   def one(g, prev, step):
     dtype = step.dtype
     g = g.astype(dtype)
-    s = jnp.sign(g * prev)
+    s = g * prev  # torch compares sign(g * prev); comparing the product is the same, NaN included, and cheaper
     factor = jnp.where(s > 0, jnp.asarray(eta_plus, dtype), jnp.where(s < 0, jnp.asarray(eta_minus, dtype),
                                                                        jnp.where(s == 0, jnp.ones([], dtype), s)))
     step = jnp.clip(step * factor, jnp.asarray(step_min, dtype), jnp.asarray(step_max, dtype))

@@ -162,3 +162,13 @@ def test_decoupled_weight_decay_is_adamws_decay_step(name):
     u, state = tx.update(jnp.zeros(2), state, p)
     p = optax.apply_updates(p, u)
   np.testing.assert_allclose(np.asarray(p), np.array([1.0, -2.0]) * 0.95**3, rtol=1e-6)
+
+
+def test_rprop_steps_at_once_unlike_optax():
+  """optax.rprop (0.2.8) applies the previous step's update, one step late; torch and this step at once."""
+  g = jnp.array([1.0, -2.0])
+  ours, theirs = adaptive.rprop(0.1), optax.rprop(0.1)
+  u_ours, _ = ours.update(g, ours.init(jnp.zeros(2)))
+  u_theirs, _ = theirs.update(g, theirs.init(jnp.zeros(2)))
+  np.testing.assert_allclose(np.asarray(u_ours), [-0.1, 0.1], rtol=1e-6)
+  np.testing.assert_array_equal(np.abs(np.asarray(u_theirs)), [0.0, 0.0])
