@@ -189,8 +189,8 @@ def scale_by_rprop(learning_rate: float = 1e-2, etas: tuple[float, float] = (0.5
     factor = jnp.where(s > 0, jnp.asarray(eta_plus, dtype), jnp.where(s < 0, jnp.asarray(eta_minus, dtype),
                                                                        jnp.where(s == 0, jnp.ones([], dtype), s)))
     step = jnp.clip(step * factor, jnp.asarray(step_min, dtype), jnp.asarray(step_max, dtype))
-    g = jnp.where(s < 0, jnp.zeros([], dtype), g)
-    return jnp.sign(g) * step, g, step
+    zero = jnp.zeros([], dtype)  # sign(where(.)) spelled where(sign(.)): the step then reads no new buffer (no copies)
+    return jnp.where(s < 0, zero, jnp.sign(g)) * step, jnp.where(s < 0, zero, g), step
 
   def update_fn(updates, state, params=None):
     _validate.check_state("adaptive.scale_by_rprop", state, ScaleByRpropState)
