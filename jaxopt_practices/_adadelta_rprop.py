@@ -189,7 +189,7 @@ def scale_by_rprop(learning_rate: float = 1e-2, etas: tuple[float, float] = (0.5
     factor = jnp.where(s > 0, jnp.asarray(eta_plus, dtype), jnp.where(s < 0, jnp.asarray(eta_minus, dtype),
                                                                        jnp.where(s == 0, jnp.ones([], dtype), s)))
     step = jnp.clip(step * factor, jnp.asarray(step_min, dtype), jnp.asarray(step_max, dtype))
-    zero = jnp.zeros([], dtype)  # sign(where(.)) spelled where(sign(.)): the step then reads no new buffer (no copies)
+    zero = jnp.zeros([], dtype)  # sign(where(.)) as where(sign(.)): the update reads no freshly written buffer
     return jnp.where(s < 0, zero, jnp.sign(g)) * step, jnp.where(s < 0, zero, g), step
 
   def update_fn(updates, state, params=None):
