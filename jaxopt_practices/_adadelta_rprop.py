@@ -8,7 +8,7 @@ whatever the gradient dtype; complex leaves are optimized as real pairs, as torc
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +124,7 @@ class ScaleByRpropState(NamedTuple):
   step_size: optax.Updates
 
 
-def _check_pair(name: str, value, what: str) -> tuple[float, float]:
+def _check_pair(name: str, value: Any, what: str) -> tuple[float, float]:
   if not isinstance(value, (tuple, list)) or len(value) != 2:
     raise ValueError(f"{name} must be a pair {what}, got {name} = {value!r}.")
   return value[0], value[1]
