@@ -5,6 +5,7 @@ Run on its own (it wants the whole machine)::
     python benchmarks/step_time.py            # full run, < 10 min on 2 CPU cores
     python benchmarks/step_time.py --skip-50m --skip-5000   # quicker
     python benchmarks/step_time.py --smoke    # tiny sizes, a few seconds (a check that it runs)
+    python benchmarks/step_time.py --only new-optimizers   # issue 23's rows (with torch), merged in
 
 Every measurement runs in this one process and ours / optax are *interleaved* (alternating
 rounds, best round kept), so both see the same machine state. Every step is jitted with
@@ -25,6 +26,7 @@ import pathlib
 import platform
 import resource
 import statistics
+import sys
 import time
 
 import jax
@@ -33,6 +35,7 @@ import numpy as np
 import optax
 
 import readme_block
+import step_time_more
 from jaxopt_practices import adaptive, clipping, momentum
 
 try:
@@ -217,6 +220,8 @@ def main(argv=None):
                   help="only rewrite the README table from --out (TOTAL_S: the run's duration)")
   ap.add_argument("--overhead-only", action="store_true",
                   help="only the clip / monitor rows against AdamW (issue 13), merged into --out and the README")
+  ap.add_argument("--only", choices=["new-optimizers"], default=None,
+                  help="only NAdam/RAdam/Adamax/Adadelta/Rprop vs optax and torch (step_time_more.py), merged in")
   args = ap.parse_args(argv)
   if args.out is None and not args.smoke:
     args.out = str(HERE / "results" / "step_time.json")
@@ -225,6 +230,8 @@ def main(argv=None):
     return
   if args.overhead_only:
     return overhead_only(args)
+  if args.only == "new-optimizers":
+    return new_optimizers_only(args)
 
   sizes = {"10M": 10_000_000, "50M": 50_000_000}
   trees = {"500x20k": (500, 20_000), "5000x2k": (5_000, 2_000)}
@@ -258,6 +265,7 @@ def main(argv=None):
 
   # 2. Adam on trees: ours per leaf, ours on the flat buffer, optax per leaf
   base = next(iter(sizes))
+  records += step_time_more.rows(sizes[base], base, args.rounds, steps[base], triads[base], sys.modules[__name__])
   for label, (leaves, size) in trees.items():
     p, g = _tree(leaves, size)
     fp, fg = jnp.concatenate(list(p.values())), jnp.concatenate(list(g.values()))
@@ -294,13 +302,25 @@ def overhead_only(args) -> None:
   t0 = time.perf_counter()
   roof = triad_ms(n, args.rounds, steps) * 7 / 3
   new = overhead_rows(n, label, args.rounds + 2, steps, roof)
-  total = time.perf_counter() - t0
+  _merge(args, new, tuple(OVERHEAD), time.perf_counter() - t0)
+
+
+def new_optimizers_only(args) -> None:
+  """Runs only the issue-23 rows (10M, or 10k with --smoke) and merges them into --out and the README."""
+  label, n, steps = ("10k", 10_000, 5) if args.smoke else ("10M", 10_000_000, 10)
+  t0 = time.perf_counter()
+  new = step_time_more.rows(n, label, args.rounds, steps, triad_ms(n, args.rounds, steps), sys.modules[__name__])
+  _merge(args, new, (), time.perf_counter() - t0)
+
+
+def _merge(args, new, drop_prefixes, total) -> None:
+  """Replaces the rows named in ``new`` (and those starting with ``drop_prefixes``) in --out and the README."""
   if args.smoke:
     return
   out = pathlib.Path(args.out)
   old = json.loads(out.read_text()) if out.exists() else []
   names = {r["case"] for r in new}
-  keep = [r for r in old if r["case"] not in names and not r["case"].startswith(tuple(OVERHEAD))]
+  keep = [r for r in old if r["case"] not in names and not (drop_prefixes and r["case"].startswith(drop_prefixes))]
   out.write_text(json.dumps(keep + new, indent=1) + "\n")
   print(f"merged {len(new)} rows into {out} ({total:.0f} s)")
   write_readme(pathlib.Path(args.readme), keep + new, total, args.note)
@@ -362,12 +382,12 @@ def write_readme(path: pathlib.Path, records, total_s, note):
     rows.append(f"| {r['case']} | {fmt(r['ours_ms'])} | {fmt(r['optax_ms'])} | {fmt(ratio)} | {fmt(r['roofline_ms'])} | "
                 f"{fmt(r['compile_ours_s'])} | {fmt(r['compile_optax_s'])} |")
   tgt = ["| target | measured | met |", "|---|---:|:---:|"]
-  for what, val, ok in _targets(records):
+  for what, val, ok in _targets(records) + step_time_more.targets(records):
     tgt.append(f"| {what} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
   block = "\n".join([
       f"Device: `{records[0]['device']}`; jax {jax.__version__}, optax {optax.__version__}; "
       f"total run {total_s:.0f} s. {note}".strip(),
-      "", *rows, *_overhead_table(records), "", *tgt])
+      "", *rows, *_overhead_table(records), *step_time_more.table(records), "", *tgt])
   readme_block.replace_block(path, "step_time", block)
 
 

@@ -103,6 +103,11 @@ def check_number(
     raise ValueError(f"{name} must be in {allowed}, got {name} = {value!r}.{hint}")
 
 
+def check_decay(name: str, value: Any, allow_schedule: bool = False) -> None:
+  """Raises ``ValueError`` unless ``value`` is a decay rate (a beta, alpha, momentum) in ``[0, 1)``."""
+  check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
   """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``.
 

@@ -1,4 +1,4 @@
-"""Practice 5 — adaptive methods: Adagrad, RMSprop, Adam, AdamW and AMSGrad.
+"""Practice 5 — adaptive methods: Adagrad, RMSprop, Adam, AdamW, AMSGrad, NAdam, RAdam, Adamax, Adadelta, Rprop.
 
 The algorithms and defaults are PyTorch 2.x's (``torch.optim.Adagrad``, ``RMSprop``,
 ``Adam``, ``AdamW``); each docstring says where ``optax``'s version differs. The moments
@@ -17,22 +17,25 @@ import optax
 from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
+from jaxopt_practices._adadelta_rprop import ScaleByAdadeltaState as ScaleByAdadeltaState, adadelta as adadelta
+from jaxopt_practices._adadelta_rprop import ScaleByRpropState as ScaleByRpropState, rprop as rprop
+from jaxopt_practices._adadelta_rprop import scale_by_adadelta as scale_by_adadelta, scale_by_rprop as scale_by_rprop
+from jaxopt_practices._adam_variants import ScaleByAdamaxState as ScaleByAdamaxState, adamax as adamax
+from jaxopt_practices._adam_variants import ScaleByNadamState as ScaleByNadamState, nadam as nadam
+from jaxopt_practices._adam_variants import ScaleByRadamState as ScaleByRadamState, radam as radam
+from jaxopt_practices._adam_variants import scale_by_adamax as scale_by_adamax, scale_by_nadam as scale_by_nadam
+from jaxopt_practices._adam_variants import scale_by_radam as scale_by_radam
 
 __all__ = [
     "ScaleByAdagradState", "scale_by_adagrad", "adagrad",
     "ScaleByRmspropState", "scale_by_rmsprop", "rmsprop",
     "ScaleByAdamState", "scale_by_adam", "adam", "adamw",
+    "ScaleByNadamState", "scale_by_nadam", "nadam", "ScaleByRadamState", "scale_by_radam", "radam",
+    "ScaleByAdamaxState", "scale_by_adamax", "adamax", "ScaleByAdadeltaState", "scale_by_adadelta", "adadelta",
+    "ScaleByRpropState", "scale_by_rprop", "rprop",
 ]
 
 ScalarOrSchedule = _base.ScalarOrSchedule
-
-
-def _check_eps(eps: float) -> None:
-  _validate.check_number("eps", eps, low=0.0)
-
-
-def _check_decay(name: str, value: ScalarOrSchedule, allow_schedule: bool = False) -> None:
-  _validate.check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
 
 
 # ----------------------------------------------------------------------------- Adagrad
@@ -61,7 +64,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
     [1.]
   """
   _validate.check_number("initial_accumulator_value", initial_accumulator_value, low=0.0)
-  _check_eps(eps)
+  _validate.check_number("eps", eps, low=0.0)
 
   def init_fn(params):
     return ScaleByAdagradState(sum_of_squares=_tree.full_acc(params, initial_accumulator_value))
@@ -159,9 +162,9 @@ def scale_by_rmsprop(
     >>> print(u)
     [2.]
   """
-  _check_decay("alpha", alpha)
-  _check_eps(eps)
-  _check_decay("momentum", 0.0 if momentum is None else momentum, allow_schedule=True)
+  _validate.check_decay("alpha", alpha)
+  _validate.check_number("eps", eps, low=0.0)
+  _validate.check_decay("momentum", 0.0 if momentum is None else momentum, allow_schedule=True)
   _validate.check_bool("centered", centered)
   use_momentum = momentum is not None
 
@@ -277,9 +280,9 @@ def scale_by_adam(
     Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015;
     Reddi et al, On the Convergence of Adam and Beyond, 2018.
   """
-  _check_decay("b1", b1, allow_schedule=True)
-  _check_decay("b2", b2)
-  _check_eps(eps)
+  _validate.check_decay("b1", b1, allow_schedule=True)
+  _validate.check_decay("b2", b2)
+  _validate.check_number("eps", eps, low=0.0)
   _validate.check_bool("amsgrad", amsgrad)
 
   def init_fn(params):

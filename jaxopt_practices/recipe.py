@@ -62,7 +62,8 @@ __all__ = ["Recipe", "Section", "build", "preset", "OPTIMIZERS", "SCHEDULES", "M
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": momentum.sgd, "adagrad": adaptive.adagrad, "rmsprop": adaptive.rmsprop,
-    "adam": adaptive.adam, "adamw": adaptive.adamw,
+    "adam": adaptive.adam, "adamw": adaptive.adamw, "nadam": adaptive.nadam, "radam": adaptive.radam,
+    "adamax": adaptive.adamax, "adadelta": adaptive.adadelta, "rprop": adaptive.rprop,
 }
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": schedules.constant, "step_decay": schedules.step_decay,

@@ -25,3 +25,15 @@ CASES = [
     ContractCase("adamw", adaptive.adamw, dict(learning_rate=1e-2, weight_decay=0.1, mask="auto")),
     ContractCase("adamw_schedule_amsgrad", adaptive.adamw, dict(learning_rate=_sched, amsgrad=True)),
 ]
+
+# issue 23: torch's NAdam, RAdam, Adamax, Adadelta, Rprop (each full optimizer covers its scale_by_* block)
+CASES += [
+    ContractCase("nadam_wd", adaptive.nadam, dict(learning_rate=1e-2, weight_decay=1e-2, momentum_decay=0.01)),
+    ContractCase("nadam_decoupled_schedule", adaptive.nadam, dict(learning_rate=_sched, weight_decay=0.1,
+                                                                  decoupled_weight_decay=True)),
+    ContractCase("radam_decoupled", adaptive.radam, dict(learning_rate=1e-2, b2=0.9, weight_decay=0.1,
+                                                         decoupled_weight_decay=True)),
+    ContractCase("adamax_wd", adaptive.adamax, dict(learning_rate=1e-2, weight_decay=1e-2)),
+    ContractCase("adadelta_schedule_wd", adaptive.adadelta, dict(learning_rate=_sched, rho=0.8, weight_decay=1e-3)),
+    ContractCase("rprop", adaptive.rprop, dict(learning_rate=1e-2, etas=(0.4, 1.5), step_sizes=(1e-4, 1.0))),
+]

@@ -263,3 +263,30 @@ def test_bad_group_config_raises(config, match):
 def test_bad_preset_name():
   with pytest.raises(ValueError, match=r"preset name must be one of \['fastai-one-cycle'"):
     recipe.preset("bert")
+
+
+NEW_OPTIMIZERS = [  # issue 23, JSON-style options (lists, not tuples)
+    ("nadam", {"learning_rate": 0.01, "momentum_decay": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("radam", {"learning_rate": 0.01, "b2": 0.99, "weight_decay": 0.01}),
+    ("adamax", {"learning_rate": 0.01, "eps": 1e-3}),
+    ("adadelta", {"learning_rate": 0.5, "rho": 0.8}),
+    ("rprop", {"learning_rate": 0.01, "etas": [0.4, 1.5], "step_sizes": [1e-4, 1.0]}),
+]
+
+
+@pytest.mark.parametrize("name,options", NEW_OPTIMIZERS, ids=[n for n, _ in NEW_OPTIMIZERS])
+def test_new_optimizers_by_name_are_the_factories(name, options):
+  from jaxopt_practices import adaptive
+  config = {"optimizer": {"name": name, **options}}
+  assert json.loads(json.dumps(config)) == config
+  a, _ = _run(recipe.build(config))
+  b, _ = _run(getattr(adaptive, name)(**options))
+  chex.assert_trees_all_equal(a, b)
+  assert not np.allclose(np.asarray(a[-1]["kernel"]), np.asarray(PARAMS["kernel"]))
+
+
+def test_rprop_rejects_a_learning_rate_schedule():
+  """Rprop's learning rate is its initial step size: a schedule section is an error, naming it."""
+  with pytest.raises(ValueError, match="learning_rate must be a number"):
+    recipe.build({"optimizer": {"name": "rprop", "learning_rate": 0.01},
+                  "schedule": {"name": "cosine_annealing", "t_max": 10}})

@@ -75,6 +75,8 @@ CONFIGS = {
     "adamw": lambda: adaptive.adamw(1e-2, mask="auto", amsgrad=True),
     "rmsprop": lambda: adaptive.rmsprop(1e-2, momentum=0.5, centered=True),
     "adagrad": lambda: adaptive.adagrad(0.1, lr_decay=0.01),
+    "nadam_decoupled": lambda: adaptive.nadam(1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    "rprop": lambda: adaptive.rprop(1e-2),
     "clip_chain": lambda: optax.chain(clipping.clip_by_value(2.0), clipping.clip_by_global_norm(1.0),
                                       clipping.adaptive_grad_clip(0.5), momentum.sgd(0.1)),
     "skip_nonfinite": lambda: clipping.skip_nonfinite(adaptive.adam(1e-2), max_consecutive=3),
@@ -174,6 +176,7 @@ ZEROS = [
     (adaptive.scale_by_rmsprop, dict(momentum=0.0)),
     (adaptive.adam, dict(learning_rate=1e-2, weight_decay=0.0)),
     (adaptive.adagrad, dict(learning_rate=0.1, weight_decay=0)),
+    (adaptive.nadam, dict(learning_rate=1e-2, weight_decay=0.0, decoupled_weight_decay=True)),
 ]
 
 

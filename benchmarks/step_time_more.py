@@ -1,0 +1,99 @@
+"""Step-time rows of issue 23's optimizers: ours against optax's counterpart and torch's CPU implementation.
+
+Run through ``step_time.py`` (``python benchmarks/step_time.py --only new-optimizers``, or as
+part of the full run). For each of NAdam, RAdam, Adamax, Adadelta and Rprop, on the same flat
+10M float32 buffer as the other ``*_flat_10M`` rows: our donated jitted step, optax's, and
+``torch.optim.<Class>.step()`` on one 10M ``torch.nn.Parameter`` (torch's defaults:
+``foreach=None``, which is the single-tensor path for CPU tensors), interleaved round by
+round in one process, best round kept. Same hyperparameters in all three.
+
+optax's counterparts are not all the same algorithm (the table says so):
+``optax.nadam`` is Adam with Dozat's Nesterov term (no ``momentum_decay`` / ``mu_product``);
+``optax.radam`` puts eps on the bias-corrected root and rectifies at ``rho_t >= 5``;
+``optax.rprop`` applies the previous step's update (one step late, so its step needs no new
+step size); Adamax and Adadelta are torch's algorithm.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+import optax
+
+from jaxopt_practices import adaptive
+
+# arrays read + written per step by the minimal implementation (params, grads, two state buffers)
+TRAFFIC = {"nadam": 7, "radam": 7, "adamax": 7, "adadelta": 7, "rprop": 7}
+# name: (ours, optax's counterpart, torch class name, torch kwargs, whether optax runs the same algorithm)
+NEW = {
+    "nadam": (lambda: adaptive.nadam(2e-3), lambda: optax.nadam(2e-3), "NAdam", dict(lr=2e-3),
+              "optax.nadam is Adam + Nesterov (Dozat), not torch's NAdam: no momentum_decay"),
+    "radam": (lambda: adaptive.radam(1e-3), lambda: optax.radam(1e-3), "RAdam", dict(lr=1e-3),
+              "optax.radam: eps on the bias-corrected root, threshold >= 5"),
+    "adamax": (lambda: adaptive.adamax(2e-3), lambda: optax.adamax(2e-3), "Adamax", dict(lr=2e-3), "same algorithm"),
+    "adadelta": (lambda: adaptive.adadelta(1.0), lambda: optax.adadelta(1.0), "Adadelta", dict(lr=1.0),
+                 "same algorithm"),
+    "rprop": (lambda: adaptive.rprop(1e-2), lambda: optax.rprop(1e-2), "Rprop", dict(lr=1e-2),
+              "optax.rprop applies the previous step's update (one step late), so it reads less"),
+}
+
+
+class TorchBench:
+  """``opt.step()`` of a torch optimizer on one flat parameter with a fixed gradient (CPU)."""
+
+  def __init__(self, cls_name: str, kwargs: dict, params: jax.Array, grads: jax.Array):
+    import torch
+
+    t0 = time.perf_counter()
+    self.param = torch.nn.Parameter(torch.from_numpy(np.array(params)))
+    self.param.grad = torch.from_numpy(np.array(grads))
+    self.opt = getattr(torch.optim, cls_name)([self.param], **kwargs)
+    self.compile_s = time.perf_counter() - t0
+    self.run(2)  # warm up: allocates the state
+
+  def run(self, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+      self.opt.step()
+    return (time.perf_counter() - t0) * 1e3 / n
+
+
+def rows(n: int, label: str, rounds: int, steps: int, triad: float, st) -> list[dict]:
+  """One record per optimizer: ours vs optax (``optax_ms``) with ``torch_ms`` beside them.
+
+  ``st`` is the ``step_time`` module (its ``Bench``, ``interleaved``, ``record`` and ``_flat``).
+  """
+  p, g = st._flat(n)
+  records = []
+  for name, (ours, theirs, torch_cls, torch_kw, same) in NEW.items():
+    b_ours, b_opt = st.Bench(ours(), p, g), st.Bench(theirs(), p, g)
+    b_torch = TorchBench(torch_cls, torch_kw, p, g)
+    o, t, pt = st.interleaved([b_ours, b_opt, b_torch], rounds, steps)
+    roof = triad * TRAFFIC[name] / 3
+    records.append(st.record(f"{name}_flat_{label}", o, t, roof, b_ours.compile_s, b_opt.compile_s,
+                             torch_ms=round(pt, 3), optax_semantics=same, bandwidth_fraction=round(roof / o, 3),
+                             note="issue 23: torch.optim on CPU (defaults, single-tensor path) in the same run"))
+    del b_ours, b_opt, b_torch
+  return records
+
+
+def table(records: list[dict]) -> list[str]:
+  """README lines for the rows that have a torch time."""
+  rows_ = [r for r in records if "torch_ms" in r]
+  if not rows_:
+    return []
+  out = ["| optimizer (flat 10M) | ours ms | optax ms | torch ms | ours / optax | ours / torch | optax's algorithm |",
+         "|---|---:|---:|---:|---:|---:|---|"]
+  for r in rows_:
+    out.append(f"| {r['case']} | {r['ours_ms']:.2f} | {r['optax_ms']:.2f} | {r['torch_ms']:.2f} | "
+               f"{r['ours_ms'] / r['optax_ms']:.2f}x | {r['ours_ms'] / r['torch_ms']:.2f}x | {r['optax_semantics']} |")
+  return ["", "Issue 23 rows: ours, optax and `torch.optim` (CPU, default settings) interleaved in one process, "
+          "best round.", "", *out]
+
+
+def targets(records: list[dict]) -> list[tuple[str, str, bool]]:
+  """The issue's ``ours <= 1.05x optax`` line for each row."""
+  return [(f"{r['case']}: ours <= 1.05x optax", f"{r['ours_ms'] / r['optax_ms']:.2f}x",
+           r["ours_ms"] <= 1.05 * r["optax_ms"]) for r in records if "torch_ms" in r]
