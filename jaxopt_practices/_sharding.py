@@ -25,7 +25,7 @@ from jaxopt_practices import _step
 from jaxopt_practices import _validate
 
 __all__ = [
-    "make_mesh", "replicated", "batch_sharding", "data_parallel_shardings", "fsdp_shardings",
+    "make_mesh", "replicated_sharding", "batch_sharding", "data_parallel_shardings", "fsdp_shardings",
     "opt_state_shardings", "shard", "init_sharded", "make_train_step",
 ]
 
@@ -98,8 +98,26 @@ def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None
   return Mesh(np.asarray(devices, dtype=object).reshape(shape), axis_names)
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  """The fully replicated sharding on ``mesh`` (``PartitionSpec()``)."""
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """The fully replicated sharding on ``mesh`` (``PartitionSpec()``): every device holds the whole array.
+
+  A sharding, as :func:`batch_sharding`; it copies nothing (``parallel.replicate`` copies a
+  pytree onto the devices for ``pmap``).
+
+  Args:
+    mesh: the device mesh.
+
+  Returns:
+    ``NamedSharding(mesh, PartitionSpec())``.
+
+  Raises:
+    ValueError: if ``mesh`` is not a ``jax.sharding.Mesh``.
+
+  Example:
+    >>> from jaxopt_practices import parallel
+    >>> print(parallel.replicated_sharding(parallel.make_mesh(("data",))).spec)
+    P()
+  """
   return NamedSharding(check_mesh(mesh), P())
 
 
@@ -111,7 +129,7 @@ def batch_sharding(mesh: Mesh, axis: str | Sequence[str] = "data") -> NamedShard
 
 def data_parallel_shardings(params: Any, mesh: Mesh) -> Any:
   """Pure data parallelism: every parameter replicated on every device of ``mesh``."""
-  sharding = replicated(mesh)
+  sharding = replicated_sharding(mesh)
   return jax.tree.map(lambda _: sharding, params)
 
 
@@ -149,9 +167,9 @@ def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 
     shape = tuple(jnp.shape(x))
     candidates = [(d, i) for i, d in enumerate(shape) if d % size == 0 and d >= size]
     if not candidates or int(np.prod(shape)) < min_size:
-      return replicated(mesh)
+      return replicated_sharding(mesh)
     dim = max(candidates, key=lambda c: (c[0], -c[1]))[1]
-    spec = [None] * len(shape)
+    spec: list[str | None] = [None] * len(shape)
     spec[dim] = axis
     return NamedSharding(mesh, P(*spec))
 
@@ -202,7 +220,7 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
     if not first or not isinstance(first[0], NamedSharding):
       raise ValueError("params_shardings must be a non-empty pytree of NamedSharding when default is None, "
                        f"got params_shardings = {params_shardings!r:.200}.")
-    default = replicated(first[0].mesh)
+    default = replicated_sharding(check_mesh(first[0].mesh))
   elif not isinstance(default, jax.sharding.Sharding):
     raise ValueError(f"default must be a jax.sharding.Sharding or None, got default = {default!r}.")
   params_sh = jax.tree.map(lambda _, s: s, params, params_shardings,
@@ -302,7 +320,7 @@ def make_train_step(
   check_mesh_axes("batch_axis", batch_axis, check_mesh(mesh))
   check_shardings("params_shardings", params_shardings)
   step = _step.train_step(loss_fn, tx, has_aux=has_aux, value_from_loss=value_from_loss)
-  b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated(mesh)
+  b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated_sharding(mesh)
   cache: dict[Any, Callable] = {}
 
   def compiled(params, opt_state, batch, extra_args):

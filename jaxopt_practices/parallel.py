@@ -43,6 +43,7 @@ copies all buffers). For trees with thousands of leaves see :mod:`jaxopt_practic
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,13 +62,13 @@ from jaxopt_practices._sharding import init_sharded as init_sharded
 from jaxopt_practices._sharding import make_mesh as make_mesh
 from jaxopt_practices._sharding import make_train_step as make_train_step
 from jaxopt_practices._sharding import opt_state_shardings as opt_state_shardings
-from jaxopt_practices._sharding import replicated as replicated
+from jaxopt_practices._sharding import replicated_sharding as replicated_sharding
 from jaxopt_practices._sharding import shard as shard
 
 __all__ = [
-    "replicate", "unreplicate", "assert_replicated", "pmap_train_step", "make_mesh", "replicated", "batch_sharding",
-    "data_parallel_shardings", "fsdp_shardings", "opt_state_shardings", "shard", "init_sharded",
-    "make_train_step",
+    "replicate", "unreplicate", "assert_replicated", "pmap_train_step", "make_mesh", "replicated_sharding",
+    "batch_sharding", "data_parallel_shardings", "fsdp_shardings", "opt_state_shardings", "shard", "init_sharded",
+    "make_train_step", "replicated",
 ]
 
 
@@ -109,6 +110,12 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
 def unreplicate(tree: Any) -> Any:
   """The copy on the first device of a replicated pytree (the inverse of :func:`replicate`).
 
+  Args:
+    tree: a pytree whose leaves have a leading replica axis (``pmap``'s layout).
+
+  Returns:
+    The pytree of ``leaf[0]``.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import parallel
@@ -116,6 +123,29 @@ def unreplicate(tree: Any) -> Any:
     [0 1 2]
   """
   return jax.tree.map(lambda x: x[0], tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Deprecated alias of :func:`replicated_sharding` (it returns a sharding; :func:`replicate` copies data).
+
+  Args:
+    mesh: the device mesh.
+
+  Returns:
+    ``replicated_sharding(mesh)``, after a ``DeprecationWarning``.
+
+  Example:
+    >>> import warnings
+    >>> from jaxopt_practices import parallel
+    >>> with warnings.catch_warnings(record=True):
+    ...   warnings.simplefilter("always")
+    ...   print(parallel.replicated(parallel.make_mesh(("data",))).spec)
+    P()
+  """
+  warnings.warn("parallel.replicated is deprecated and will be removed in the next release: use "
+                "parallel.replicated_sharding (a sharding; parallel.replicate copies data).", DeprecationWarning,
+                stacklevel=2)
+  return replicated_sharding(mesh)
 
 
 def _copies(leaf: Any) -> list[np.ndarray]:
