@@ -145,13 +145,13 @@ def train(name: str, setup: str, tx: optax.GradientTransformation, data, *, step
 
   def scan(params, state, idx):
     def body(carry, ids):
-      params, state, loss = core(*carry, ids, {})
+      params, state, loss = core(carry[0], carry[1], ids, {})
       return (params, state), (loss, monitor.current_learning_rate(state))
     return jax.lax.scan(body, (params, state), idx)
 
   def accuracies(params, state):
     final = eval_params(params, state) if eval_params else params
-    acc = lambda x, y: jnp.mean(jnp.argmax(model.apply({"params": final}, x), -1) == y)
+    acc = lambda x, y: jnp.mean(jnp.argmax(jnp.asarray(model.apply({"params": final}, x)), -1) == y)
     return acc(x_te, y_te), acc(x_tr, y_tr)
 
   start = time.perf_counter()

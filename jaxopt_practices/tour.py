@@ -23,25 +23,28 @@ and the PNG plots.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import optax
 
 from jaxopt_practices import (adaptive, clipping, initializers, lr_finder, momentum, plateau, recipe, regularization,
                               schedules)
 from jaxopt_practices import _tour_report
-from jaxopt_practices._tour_core import (BATCH, DEPTH, WIDTH, MLP, PostLNMLP, RunResult, Scenario, cross_entropy,
-                                         init_params, load_digits, reading, seed_batches, train)
+from jaxopt_practices._tour_core import (BATCH, DEPTH, MLP, WIDTH, PostLNMLP, cross_entropy, init_params,
+                                         seed_batches, train)
+from jaxopt_practices._tour_core import RunResult as RunResult
+from jaxopt_practices._tour_core import Scenario as Scenario
+from jaxopt_practices._tour_core import load_digits as load_digits
+from jaxopt_practices._tour_core import reading as reading
 
-__all__ = [
-    "BATCH", "DEPTH", "WIDTH", "MLP", "PostLNMLP", "RunResult", "Scenario", "cross_entropy", "init_params",
-    "load_digits", "reading", "seed_batches", "train", "warmup_scenario", "plateau_scenario", "init_scenario",
-    "momentum_scenario", "adaptive_scenario", "clipping_scenario", "regularization_scenario", "recipe_scenario",
-    "SCENARIOS", "run_experiments", "write_report",
-]
+# The public API: run the scenarios, read and write their results. The demo's models, batch
+# size and training loop (MLP, BATCH, train, ...) are internals of jaxopt_practices._tour_core.
+__all__ = ["SCENARIOS", "run_experiments", "write_report", "Scenario", "RunResult", "reading", "load_digits"]
 
 
 def warmup_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
@@ -83,12 +86,17 @@ def plateau_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
             steps=long, pass_loss=True, **common))
 
 
+def _apply(model: nn.Module, params: Any, x: jax.Array) -> Any:
+  """``model``'s output for ``params`` (a linen ``apply_fn``)."""
+  return model.apply({"params": params}, x)
+
+
 def init_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """3: a 20-layer plain ReLU MLP with the default (LeCun) init vs He init, plain SGD 0.05."""
   default, he = MLP(depth=20), MLP(depth=20, kernel_init=initializers.he_normal())
   x = data[0][:256]
   extras["init_reports"] = {
-      name: initializers.init_report(lambda p, x, m=m: m.apply({"params": p}, x),
+      name: initializers.init_report(functools.partial(_apply, m),
                                      jax.tree.map(lambda leaf: leaf[0], init_params(m, x, common["seeds"][:1])), x)
       for name, m in [("default (LeCun normal)", default), ("he_normal", he)]}
   return Scenario(
