@@ -74,6 +74,14 @@ def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None
     shape: the mesh shape (default: all devices along the first axis, 1 along the others).
     devices: the devices, in order.
 
+  Returns:
+    A ``jax.sharding.Mesh`` of ``shape`` with ``axis_names``.
+
+  Raises:
+    ValueError: if ``axis_names`` is not a non-empty sequence of strings, ``devices`` is not
+      a non-empty sequence of devices, or ``shape`` does not have one entry per axis name
+      multiplying to the number of devices.
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import parallel
@@ -122,13 +130,47 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, axis: str | Sequence[str] = "data") -> NamedSharding:
-  """Shards the leading (batch) axis of every batch leaf along mesh ``axis``."""
+  """Shards the leading (batch) axis of every batch leaf along mesh ``axis``.
+
+  Args:
+    mesh: the device mesh.
+    axis: the mesh axis (or axes) the batch dimension is split over.
+
+  Returns:
+    ``NamedSharding(mesh, PartitionSpec(axis))``.
+
+  Raises:
+    ValueError: if ``mesh`` is not a ``Mesh`` or ``axis`` names no axis of it.
+
+  Example:
+    >>> from jaxopt_practices import parallel
+    >>> print(parallel.batch_sharding(parallel.make_mesh(("data",)), "data").spec)
+    P('data',)
+  """
   check_mesh_axes("axis", axis, check_mesh(mesh))
   return NamedSharding(mesh, P(axis))
 
 
 def data_parallel_shardings(params: Any, mesh: Mesh) -> Any:
-  """Pure data parallelism: every parameter replicated on every device of ``mesh``."""
+  """Pure data parallelism: every parameter replicated on every device of ``mesh``.
+
+  Args:
+    params: a pytree of arrays (or ``jax.ShapeDtypeStruct``).
+    mesh: the device mesh.
+
+  Returns:
+    A pytree shaped like ``params`` of :func:`replicated_sharding` ``(mesh)``.
+
+  Raises:
+    ValueError: if ``mesh`` is not a ``jax.sharding.Mesh``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import parallel
+    >>> sh = parallel.data_parallel_shardings({"w": jnp.zeros((2, 3))}, parallel.make_mesh(("data",)))
+    >>> print(sh["w"].spec)
+    P()
+  """
   sharding = replicated_sharding(mesh)
   return jax.tree.map(lambda _: sharding, params)
 
@@ -149,12 +191,16 @@ def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 
   Returns:
     A pytree of ``NamedSharding`` shaped like ``params``.
 
+  Raises:
+    ValueError: if ``mesh`` is not a ``Mesh``, ``axis`` is not one of its axes or
+      ``min_size`` is not an integer ``>= 0``.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxopt_practices import parallel
     >>> mesh = parallel.make_mesh(("data",))
     >>> n = jax.device_count()
-    >>> sh = parallel.fsdp_shardings({"w": jnp.zeros((3, 2 * n)), "b": jnp.zeros(3)}, mesh)
+    >>> sh = parallel.fsdp_shardings({"w": jnp.zeros((3, 8 * n)), "b": jnp.zeros(3)}, mesh, min_size=4)
     >>> print(sh["w"].spec, sh["b"].spec)
     P(None, 'data') P()
   """
@@ -203,11 +249,15 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
   Returns:
     A pytree of shardings shaped like ``opt_state``.
 
+  Raises:
+    ValueError: if ``default`` is None and ``params_shardings`` holds no ``NamedSharding``,
+      or ``default`` is not a sharding.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from jaxopt_practices import parallel
     >>> mesh = parallel.make_mesh(("data",))
-    >>> params = {"w": jnp.zeros((jax.device_count(), 2))}
+    >>> params = {"w": jnp.zeros((8 * jax.device_count(), 2))}
     >>> p_sh = parallel.fsdp_shardings(params, mesh)
     >>> state = jax.eval_shape(optax.adam(1e-3).init, params)
     >>> s_sh = parallel.opt_state_shardings(state, params, p_sh)
@@ -241,7 +291,23 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
 
 
 def shard(tree: Any, shardings: Any) -> Any:
-  """``jax.device_put`` of every leaf with its sharding (works across processes too)."""
+  """``jax.device_put`` of every leaf with its sharding (works across processes too).
+
+  Args:
+    tree: a pytree of host or device arrays, the same global value on every process.
+    shardings: a pytree of ``jax.sharding.Sharding`` shaped like ``tree``.
+
+  Returns:
+    ``tree`` as ``jax.Array`` leaves laid out by ``shardings``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxopt_practices import parallel
+    >>> mesh = parallel.make_mesh(("data",))
+    >>> x = parallel.shard(jnp.zeros((jax.device_count(), 2)), parallel.batch_sharding(mesh))
+    >>> print(x.sharding.spec)
+    P('data',)
+  """
   return jax.tree.map(lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx: np.asarray(x)[idx])
                       if jax.process_count() > 1 else jax.device_put(x, s), tree, shardings)
 
@@ -252,8 +318,27 @@ def init_sharded(tx: optax.GradientTransformation, params: Any, params_shardings
   The state is created by a jitted ``tx.init`` whose ``out_shardings`` come from
   :func:`opt_state_shardings`, so no device ever holds the whole state.
 
+  Args:
+    tx: the optimizer.
+    params: the params (host or device arrays).
+    params_shardings: a pytree of shardings shaped like ``params`` (e.g. from
+      :func:`fsdp_shardings`).
+
   Returns:
     ``(params, opt_state)`` as sharded ``jax.Array`` pytrees.
+
+  Raises:
+    ValueError: if ``tx`` is not a gradient transformation or ``params_shardings`` is not a
+      non-empty pytree of shardings.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from jaxopt_practices import parallel
+    >>> mesh = parallel.make_mesh(("data",))
+    >>> params = {"w": jnp.zeros((8 * jax.device_count(), 3))}
+    >>> params, state = parallel.init_sharded(optax.adam(1e-3), params, parallel.fsdp_shardings(params, mesh))
+    >>> print(state[0].mu["w"].sharding.spec)
+    P('data', None)
   """
   _validate.check_transform("tx", tx)
   check_shardings("params_shardings", params_shardings)
@@ -298,6 +383,11 @@ def make_train_step(
   Returns:
     ``step(params, opt_state, batch, **extra_args) -> (params, opt_state, loss)``; use
     :func:`init_sharded` for the first ``params, opt_state``.
+
+  Raises:
+    ValueError: if ``loss_fn`` is not callable, ``tx`` is not a gradient transformation,
+      ``mesh`` is not a ``Mesh``, ``batch_axis`` names no axis of it, ``params_shardings``
+      is not a pytree of shardings or a flag is not a bool.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax

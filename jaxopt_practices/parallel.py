@@ -89,6 +89,10 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
   Returns:
     The replicated pytree (each leaf a sharded ``jax.Array`` of shape ``(n, *shape)``).
 
+  Raises:
+    ValueError: if ``devices`` is not a non-empty sequence of ``jax.Device`` or
+      ``axis_name`` is not a non-empty string.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxopt_practices import parallel
@@ -252,6 +256,10 @@ def pmap_train_step(
     is ``(loss, aux)`` with ``has_aux``), where params and state are replicated (see
     :func:`replicate` with the same ``axis_name``), ``batch`` has a leading device axis, and ``extra_args`` (e.g.
     ``value=``) are broadcast to every device and forwarded to ``tx.update``.
+
+  Raises:
+    ValueError: if ``loss_fn`` is not callable, ``tx`` is not a gradient transformation,
+      a flag is not a bool or ``axis_name`` is not a non-empty string.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
