@@ -52,17 +52,17 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxopt_practices import _sharding
+from jaxopt_practices import _mesh
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
-from jaxopt_practices._sharding import batch_sharding as batch_sharding
+from jaxopt_practices._mesh import batch_sharding as batch_sharding
+from jaxopt_practices._mesh import make_mesh as make_mesh
+from jaxopt_practices._mesh import replicated_sharding as replicated_sharding
 from jaxopt_practices._sharding import data_parallel_shardings as data_parallel_shardings
 from jaxopt_practices._sharding import fsdp_shardings as fsdp_shardings
 from jaxopt_practices._sharding import init_sharded as init_sharded
-from jaxopt_practices._sharding import make_mesh as make_mesh
 from jaxopt_practices._sharding import make_train_step as make_train_step
 from jaxopt_practices._sharding import opt_state_shardings as opt_state_shardings
-from jaxopt_practices._sharding import replicated_sharding as replicated_sharding
 from jaxopt_practices._sharding import shard as shard
 
 __all__ = [
@@ -100,7 +100,7 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
     >>> rep["w"].shape == (jax.local_device_count(), 3)
     True
   """
-  devices = _sharding.check_devices(jax.local_devices() if devices is None else devices)
+  devices = _mesh.check_devices(jax.local_devices() if devices is None else devices)
   _validate.check_axis_name(axis_name, optional=False)
   sharding = NamedSharding(Mesh(np.asarray(devices, dtype=object), (axis_name,)), P(axis_name))
 
