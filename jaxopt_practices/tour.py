@@ -35,6 +35,7 @@ import optax
 from jaxopt_practices import (adaptive, clipping, initializers, lr_finder, momentum, plateau, recipe, regularization,
                               schedules)
 from jaxopt_practices import _tour_report
+from jaxopt_practices import _validate
 from jaxopt_practices._tour_core import (BATCH, DEPTH, MLP, WIDTH, PostLNMLP, cross_entropy, init_params,
                                          seed_batches, train)
 from jaxopt_practices._tour_core import RunResult as RunResult
@@ -195,12 +196,20 @@ def run_experiments(steps: int, *, seed: int = 0, seeds: int = 3,
     ``(scenarios, extras)``: the :class:`Scenario` list with its readings filled in, and what
     the report needs besides (the LR range test, the init reports, the recipe's config, ...).
 
+  Raises:
+    ValueError: if ``steps`` is not a step count ``>= 20`` (integral floats such as ``150.0``
+      are fine), ``seeds`` is not an integer ``>= 1`` or ``seed`` is not an integer seed.
+
   Example:
     >>> from jaxopt_practices import tour
     >>> scenarios, extras = tour.run_experiments(150, seeds=1, progress=False)  # doctest: +SKIP
     >>> [s.name for s in scenarios][:2]  # doctest: +SKIP
     ['1 schedules', '2 lr finder + plateau']
   """
+  steps = _validate.check_steps("steps", steps, low=20)  # as the CLI's --steps
+  _validate.check_int("seeds", seeds, low=1)
+  _validate.check_seed("seed", seed)
+  _validate.check_bool("progress", progress)
   data = load_digits(seed)
   common = {"seeds": tuple(range(seed, seed + seeds)), "progress": progress}
   extras: dict[str, Any] = {"steps": steps, "seeds": seeds}
