@@ -146,10 +146,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
     ...   print(parallel.replicated(parallel.make_mesh(("data",))).spec)
     P()
   """
+  sharding = replicated_sharding(mesh)  # a bad mesh raises first, as with the new name
   warnings.warn("parallel.replicated is deprecated and will be removed in the next release: use "
                 "parallel.replicated_sharding (a sharding; parallel.replicate copies data).", DeprecationWarning,
                 stacklevel=2)
-  return replicated_sharding(mesh)
+  return sharding
 
 
 def _copies(leaf: Any) -> list[np.ndarray]:

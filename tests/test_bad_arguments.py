@@ -502,6 +502,7 @@ PARALLEL = [
     Row(parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, mesh=_mesh(), params_shardings="x"),
         "params_shardings"),
     Row(parallel.replicated_sharding, dict(mesh="mesh"), "mesh"),
+    Row(parallel.replicated, dict(mesh="mesh"), "mesh"),  # deprecated alias: the ValueError comes first
     Row(parallel.batch_sharding, dict(mesh="mesh"), "mesh"),
     Row(parallel.batch_sharding, lambda: dict(mesh=_mesh(), axis="model"), "axis"),
     Row(parallel.data_parallel_shardings, dict(params={"w": jnp.zeros(8)}, mesh="mesh"), "mesh"),
