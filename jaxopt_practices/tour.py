@@ -36,54 +36,55 @@ from jaxopt_practices import (adaptive, clipping, initializers, lr_finder, momen
                               schedules)
 from jaxopt_practices import _tour_report
 from jaxopt_practices import _validate
-from jaxopt_practices._tour_core import (BATCH, DEPTH, MLP, WIDTH, PostLNMLP, cross_entropy, init_params,
-                                         seed_batches, train)
+from jaxopt_practices import _tour_core as core
 from jaxopt_practices._tour_core import RunResult as RunResult
 from jaxopt_practices._tour_core import Scenario as Scenario
 from jaxopt_practices._tour_core import load_digits as load_digits
 from jaxopt_practices._tour_core import reading as reading
 
 # The public API: run the scenarios, read and write their results. The demo's models, batch
-# size and training loop (MLP, BATCH, train, ...) are internals of jaxopt_practices._tour_core.
+# size and training loop (core.MLP, core.BATCH, core.train, ...) stay in _tour_core, reached
+# through the module so that they do not become names of this one; the scenario builders
+# are private too (reach them through SCENARIOS).
 __all__ = ["SCENARIOS", "run_experiments", "write_report", "Scenario", "RunResult", "reading", "load_digits"]
 
 
-def warmup_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _warmup_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """1: Adam at a high peak on a post-LN residual MLP, with and without a 10% linear warmup."""
   del extras
-  peak, warm, model = 0.03, steps // 10, PostLNMLP()
+  peak, warm, model = 0.03, steps // 10, core.PostLNMLP()
   cosine = adaptive.adam(schedules.cosine_annealing(peak, t_max=steps))
   warmed = adaptive.adam(schedules.warmup(schedules.cosine_annealing(peak, t_max=steps - warm), warm))
   return Scenario(
       "1 schedules", f"post-LN residual MLP ({model.blocks} blocks of {model.width}), Adam, cosine decay from "
       f"a high peak lr ({peak})", "the first full-size Adam steps wreck the post-LN net; a linear warmup to the "
       "same peak trains it (Xiong et al. 2020 in miniature)", "test accuracy",
-      train("cosine, no warmup", f"cosine from {peak}", cosine, data, steps=steps, model=model, **common),
-      train("warmup + cosine", f"{warm}-step warmup to {peak}, then cosine", warmed, data, steps=steps,
+      core.train("cosine, no warmup", f"cosine from {peak}", cosine, data, steps=steps, model=model, **common),
+      core.train("warmup + cosine", f"{warm}-step warmup to {peak}, then cosine", warmed, data, steps=steps,
             model=model, **common))
 
 
 def _finder(data, seed: int, make_optimizer) -> lr_finder.LRRangeTestResult:
   """The LR range test (its defaults) on the seed's initial 6x64 MLP and batches."""
-  model = MLP()
-  params = jax.tree.map(lambda leaf: leaf[0], init_params(model, data[0], [seed]))
-  batches = [(data[0][i], data[1][i]) for i in seed_batches(seed, len(data[0]), 100, BATCH)]
-  return lr_finder.lr_range_test(lambda p, b: cross_entropy(model, p, *b), params, batches, make_optimizer,
+  model = core.MLP()
+  params = jax.tree.map(lambda leaf: leaf[0], core.init_params(model, data[0], [seed]))
+  batches = [(data[0][i], data[1][i]) for i in core.seed_batches(seed, len(data[0]), 100, core.BATCH)]
+  return lr_finder.lr_range_test(lambda p, b: core.cross_entropy(model, p, *b), params, batches, make_optimizer,
                                  progress=False)
 
 
-def plateau_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _plateau_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """2: Adam at the LR range test's ``steep`` suggestion for 2x the steps, with and without plateau cuts."""
   finder = extras["lr_range_test"] = _finder(data, common["seeds"][0], adaptive.adam)
-  lr, long, per_epoch = finder.suggestions["steep"], 2 * steps, len(data[0]) // BATCH
+  lr, long, per_epoch = finder.suggestions["steep"], 2 * steps, len(data[0]) // core.BATCH
   cut = plateau.reduce_on_plateau(factor=0.3, patience=2, accumulation_size=per_epoch)
   return Scenario(
       "2 lr finder + plateau", f"6x64 MLP, Adam at the LR range test's aggressive `steep` suggestion "
       f"({lr:.3g}; the default `valley` is {finder.suggestion:.3g}), {long} steps", "at a constant aggressive "
       "lr the loss stalls and climbs back; reduce_on_plateau (x0.3 after 2 epochs without progress) keeps it "
       "falling", "test accuracy",
-      train("constant lr", f"Adam {lr:.3g}", adaptive.adam(lr), data, steps=long, **common),
-      train("+ reduce_on_plateau", f"Adam {lr:.3g} + plateau", optax.chain(adaptive.adam(lr), cut), data,
+      core.train("constant lr", f"Adam {lr:.3g}", adaptive.adam(lr), data, steps=long, **common),
+      core.train("+ reduce_on_plateau", f"Adam {lr:.3g} + plateau", optax.chain(adaptive.adam(lr), cut), data,
             steps=long, pass_loss=True, **common))
 
 
@@ -92,61 +93,61 @@ def _apply(model: nn.Module, params: Any, x: jax.Array) -> Any:
   return model.apply({"params": params}, x)
 
 
-def init_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _init_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """3: a 20-layer plain ReLU MLP with the default (LeCun) init vs He init, plain SGD 0.05."""
-  default, he = MLP(depth=20), MLP(depth=20, kernel_init=initializers.he_normal())
+  default, he = core.MLP(depth=20), core.MLP(depth=20, kernel_init=initializers.he_normal())
   x = data[0][:256]
   extras["init_reports"] = {
       name: initializers.init_report(functools.partial(_apply, m),
-                                     jax.tree.map(lambda leaf: leaf[0], init_params(m, x, common["seeds"][:1])), x)
+                                     jax.tree.map(lambda leaf: leaf[0], core.init_params(m, x, common["seeds"][:1])), x)
       for name, m in [("default (LeCun normal)", default), ("he_normal", he)]}
   return Scenario(
       "3 initialization", "20-layer plain ReLU MLP (no normalization, no residuals), SGD 0.05",
       "with variance 1/fan_in the signal halves at every ReLU layer and the net barely trains; He's 2/fan_in "
       "keeps it (see activation_std.png)", "test accuracy",
-      train("default init", "LeCun normal (Flax default)", momentum.sgd(0.05), data, steps=steps, model=default,
+      core.train("default init", "LeCun normal (Flax default)", momentum.sgd(0.05), data, steps=steps, model=default,
             **common),
-      train("He init", "he_normal", momentum.sgd(0.05), data, steps=steps, model=he, **common))
+      core.train("He init", "he_normal", momentum.sgd(0.05), data, steps=steps, model=he, **common))
 
 
-def momentum_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _momentum_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """4: SGD 0.01 with and without Nesterov momentum 0.9 (a fitting regime: train loss)."""
   del extras
   return Scenario(
       "4 momentum", "6x64 MLP, SGD at a small lr (0.01), fixed step budget", "momentum 0.9 multiplies the "
       "effective step by ~10 along consistent directions: far lower train loss in the same steps",
       "final train loss",
-      train("SGD", "SGD 0.01", momentum.sgd(0.01), data, steps=steps, **common),
-      train("+ Nesterov momentum", "SGD 0.01, Nesterov 0.9", momentum.sgd(0.01, momentum=0.9, nesterov=True), data,
+      core.train("SGD", "SGD 0.01", momentum.sgd(0.01), data, steps=steps, **common),
+      core.train("+ Nesterov momentum", "SGD 0.01, Nesterov 0.9", momentum.sgd(0.01, momentum=0.9, nesterov=True), data,
             steps=steps, **common))
 
 
-def adaptive_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _adaptive_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """5: SGD + momentum 0.9 (lr 0.01) vs Adam (b1 0.9, lr 1e-3) on a 16-layer plain ReLU MLP."""
   del extras
-  model = MLP(depth=16)
+  model = core.MLP(depth=16)
   return Scenario(
       "5 adaptive", "16-layer plain ReLU MLP (default init): gradient scales differ by orders of magnitude "
       "between layers; each optimizer at its usual lr", "Adam's per-parameter normalization gives every "
       "layer a step of the same size; SGD's steps are tiny in the early layers", "final train loss",
-      train("SGD + momentum", "SGD 0.01, momentum 0.9", momentum.sgd(0.01, momentum=0.9), data, steps=steps,
+      core.train("SGD + momentum", "SGD 0.01, momentum 0.9", momentum.sgd(0.01, momentum=0.9), data, steps=steps,
             model=model, **common),
-      train("Adam", "Adam 1e-3 (b1 0.9)", adaptive.adam(1e-3), data, steps=steps, model=model, **common))
+      core.train("Adam", "Adam 1e-3 (b1 0.9)", adaptive.adam(1e-3), data, steps=steps, model=model, **common))
 
 
-def clipping_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _clipping_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """6: SGD + momentum at 0.2 (it blows up) with and without global-norm clipping at 1.0."""
   del extras
   sgd = momentum.sgd(0.2, momentum=0.9)
   return Scenario(
       "6 clipping", "6x64 MLP, SGD + momentum 0.9 at a high lr (0.2)", "a few large early gradients throw "
       "the unclipped run into a blow-up; clipping the global norm at 1.0 bounds every step", "test accuracy",
-      train("no clipping", "SGD 0.2, momentum 0.9", sgd, data, steps=steps, **common),
-      train("+ clip_by_global_norm(1.0)", "clipped", optax.chain(clipping.clip_by_global_norm(1.0), sgd), data,
+      core.train("no clipping", "SGD 0.2, momentum 0.9", sgd, data, steps=steps, **common),
+      core.train("+ clip_by_global_norm(1.0)", "clipped", optax.chain(clipping.clip_by_global_norm(1.0), sgd), data,
             steps=steps, **common))
 
 
-def regularization_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _regularization_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """7: 150 training images; SGD + momentum with and without decoupled weight decay + EMA."""
   del extras
   small = (data[0][:150], data[1][:150], data[2], data[3])
@@ -157,25 +158,25 @@ def regularization_scenario(data, steps: int, common: dict, extras: dict) -> Sce
       "7 regularization", "6x64 MLP on only 150 training images (the net fits them perfectly and overfits), "
       "SGD 0.05 + momentum 0.9", "decay (2e-3 per step, kernels only) + an EMA of the weights "
       f"({decay}) raise test accuracy and shrink the train - test gap", "test accuracy",
-      train("no regularization", "SGD", sgd, small, steps=steps, **common),
-      train("+ weight decay + EMA", "SGD + decay + EMA", tx, small, steps=steps,
+      core.train("no regularization", "SGD", sgd, small, steps=steps, **common),
+      core.train("+ weight decay + EMA", "SGD + decay + EMA", tx, small, steps=steps,
             eval_params=lambda p, s: regularization.ema_params(s), **common))
 
 
-def recipe_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
+def _recipe_scenario(data, steps: int, common: dict, extras: dict) -> Scenario:
   """8: plain SGD 0.05 vs ``recipe.build(preset("tour"))`` (every practice at once)."""
   config = extras["recipe"] = recipe.preset("tour", total_steps=steps)
   config["averaging"]["decay"] = round(1.0 - 5.0 / steps, 4)
   return Scenario(
-      "full recipe", f"{DEPTH}x{WIDTH} MLP, the whole training set", "every practice together against the "
+      "full recipe", f"{core.DEPTH}x{core.WIDTH} MLP, the whole training set", "every practice together against the "
       "plainest optimizer (not a one-practice comparison)", "test accuracy",
-      train("plain SGD", "SGD 0.05", momentum.sgd(0.05), data, steps=steps, **common),
-      train("full recipe", "recipe.build(preset('tour'))", recipe.build(config), data, steps=steps,
+      core.train("plain SGD", "SGD 0.05", momentum.sgd(0.05), data, steps=steps, **common),
+      core.train("full recipe", "recipe.build(preset('tour'))", recipe.build(config), data, steps=steps,
             eval_params=lambda p, s: regularization.ema_params(s), **common))
 
 
-SCENARIOS = (warmup_scenario, plateau_scenario, init_scenario, momentum_scenario, adaptive_scenario,
-             clipping_scenario, regularization_scenario, recipe_scenario)
+SCENARIOS = (_warmup_scenario, _plateau_scenario, _init_scenario, _momentum_scenario, _adaptive_scenario,
+             _clipping_scenario, _regularization_scenario, _recipe_scenario)
 
 
 def run_experiments(steps: int, *, seed: int = 0, seeds: int = 3,
