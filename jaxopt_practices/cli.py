@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from jaxopt_practices import _validate
+
 __all__ = ["DEFAULT_STEPS", "QUICK_STEPS", "DEFAULT_SEEDS", "build_parser", "main"]
 
 DEFAULT_STEPS = 600
@@ -27,15 +29,16 @@ def _out_dir(value: str) -> pathlib.Path:
 
 
 def _at_least(flag: str, low: int) -> Callable[[str], int]:
-  """An argparse ``type``: an integer ``>= low``, else a usage error naming ``flag``."""
+  """An argparse ``type``: an integer ``>= low``, else a usage error naming ``flag``.
+
+  Counts go through ``_validate.check_steps``, as everywhere in the package: an integral
+  float such as ``150.0`` is accepted, ``150.5`` is not.
+  """
   def parse(value: str) -> int:
     try:
-      number = int(value)
+      return _validate.check_steps(flag, float(value), low=low)
     except ValueError:
       raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {value!r}") from None
-    if number < low:
-      raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {number}")
-    return number
   return parse
 
 

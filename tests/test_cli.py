@@ -88,6 +88,7 @@ def test_bad_out_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("args,message", [(["tour", "--steps", "5"], "--steps must be an integer >= 20"),
                                           (["tour", "--steps", "many"], "--steps must be an integer >= 20"),
+                                          (["tour", "--steps", "150.5"], "--steps must be an integer >= 20"),
                                           (["tour", "--seeds", "0"], "--seeds must be an integer >= 1"),
                                           (["tour", "--seeds", "two"], "--seeds must be an integer >= 1"),
                                           (["tour", "--fast"], "unrecognized arguments: --fast"),
@@ -97,6 +98,11 @@ def test_bad_options_exit_with_usage(args, message, capsys):
     cli.main(args)
   assert info.value.code == 2
   assert message in capsys.readouterr().err
+
+
+def test_counts_accept_integral_floats():
+  args = cli.build_parser().parse_args(["tour", "--steps", "150.0", "--seeds", "2"])
+  assert (args.steps, args.seeds) == (150, 2) and isinstance(args.steps, int)
 
 
 def test_console_script_is_declared():
