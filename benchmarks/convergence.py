@@ -186,7 +186,8 @@ def exp_one_cycle(xtr, ytr, xte, yte):
   name = f"4 schedules, MLP 64-128-128-10, SGD+momentum, batch 64, {steps} steps"
   arms = {"constant 0.3": schedules.constant(peak), "constant 0.03": schedules.constant(peak / 10),
           "one_cycle max 0.3": schedules.one_cycle(peak, total_steps=steps),
-          "cyclical 0.03-0.3 (triangular2)": schedules.cyclical(peak / 10, peak, step_size_up=_n(50), mode="triangular2")}
+          "cyclical 0.03-0.3 (triangular2)": schedules.cyclical(peak / 10, peak, step_size_up=_n(50),
+                                                                mode="triangular2")}
   params = cm.stack([cm.mlp_init(jax.random.PRNGKey(s), [64, 128, 128, 10], initializers.he_normal())
                      for _ in arms for s in SEEDS])
   tables = np.stack([cm.lr_table(a, steps) for a in arms.values() for _ in SEEDS])
@@ -296,10 +297,12 @@ def markdown(rows: list, findings: list, timings: dict, total: float, load: floa
     test = _fmt(r["test"], 100.0, 1) + "%" if acc and r["test"] else _fmt(r["test"])
     head = "" if r["experiment"] == last else f"{r['experiment']} ({r['metric']})"
     last = r["experiment"]
-    lines.append(f"| {head} | {r['variant']} | {_fmt(r['final_train_loss'])} | {test} | {r['diverged_runs']}/{r['seeds']} |")
+    lines.append(f"| {head} | {r['variant']} | {_fmt(r['final_train_loss'])} | {test} | "
+                 f"{r['diverged_runs']}/{r['seeds']} |")
   extra = [r for r in rows if "loss_spikes" in r]
   if extra:
-    lines += ["", "Experiment 6 per run (seeds in order): finite losses above 1.0 after step 100 / first non-finite step / "
+    lines += ["", "Experiment 6 per run (seeds in order): finite losses above 1.0 after step 100 / "
+              "first non-finite step / "
               "largest finite pre-clip gradient norm of the arm:", ""]
     seq = lambda xs: ", ".join("–" if x is None else str(x) for x in xs)
     lines += [f"- {r['variant']}: {seq(r['loss_spikes'])} / {seq(r['first_nonfinite_step'])} / "
@@ -351,7 +354,8 @@ def main(argv: list[str]) -> None:
     return
   (HERE / "results").mkdir(exist_ok=True)
   result = {"seeds": list(SEEDS), "platform": jax.devices()[0].platform, "jax": jax.__version__,
-            "load_average_at_start": load, "total_wall_s": total, "timings": timings, "findings": findings, "rows": rows}
+            "load_average_at_start": load, "total_wall_s": total, "timings": timings, "findings": findings,
+            "rows": rows}
   (HERE / "results" / "convergence.json").write_text(json.dumps(result, indent=1) + "\n")
   readme_block.replace_block(HERE / "README.md", "convergence", block, "Convergence")
   print(block)

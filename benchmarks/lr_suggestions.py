@@ -46,7 +46,8 @@ from sklearn.model_selection import train_test_split
 
 import convergence_models
 import readme_block
-from jaxopt_practices import adaptive, lr_finder, momentum, tour
+from jaxopt_practices import adaptive, lr_finder, momentum
+from jaxopt_practices._tour_core import seed_batches
 
 HERE = pathlib.Path(__file__).parent
 FIRST_SEEDS, HELD_OUT_SEEDS = (0, 1, 2), (3, 4, 5)
@@ -103,7 +104,8 @@ MODELS = {"MLP 1x128": MLP(depth=1), "MLP 4x128": MLP(depth=4), "CNN 8-16": CNN(
 OPTIMIZERS = {"SGD momentum 0.9": lambda lr: momentum.sgd(lr, momentum=0.9), "Adam": lambda lr: adaptive.adam(lr),
               "SGD Nesterov 0.9": lambda lr: momentum.sgd(lr, momentum=0.9, nesterov=True),
               "RMSprop": lambda lr: adaptive.rmsprop(lr)}
-CASES = ([("first", m, o, FIRST_SEEDS) for m in ("MLP 1x128", "MLP 4x128", "CNN 8-16") for o in ("SGD momentum 0.9", "Adam")]
+CASES = ([("first", m, o, FIRST_SEEDS) for m in ("MLP 1x128", "MLP 4x128", "CNN 8-16")
+          for o in ("SGD momentum 0.9", "Adam")]
          + [("held-out", "MLP 2x256 tanh", o, HELD_OUT_SEEDS) for o in ("SGD momentum 0.9", "Adam", "RMSprop")]
          + [("held-out", "CNN 16-32", o, HELD_OUT_SEEDS) for o in ("SGD Nesterov 0.9", "Adam")])
 NAMES = ("valley", "fastai valley", "minimum", "steep")  # what is trained: the suggestions, and fastai's valley
@@ -151,7 +153,7 @@ def suggestions(model, make_optimizer, xtr, ytr, seeds):
   stacked = init_params(model, xtr, seeds)
   for k, seed in enumerate(seeds):
     params = jax.tree.map(lambda leaf, k=k: leaf[k], stacked)
-    idx = tour.seed_batches(seed, len(xtr), 100, BATCH)
+    idx = seed_batches(seed, len(xtr), 100, BATCH)
     batches = [(xtr[i], ytr[i]) for i in idx]
 
     def loss_fn(p, batch):
@@ -170,7 +172,7 @@ def run_case(model, make_optimizer, splits, seeds, steps, grid):
   lrs = [lr for lr in grid for _ in seeds] + [s[name] for name in names for s in sugg]
   seed_of = [seed for _ in range(len(grid) + len(names)) for seed in seeds]
   params = init_params(model, xtr, seed_of)
-  idx = jnp.asarray(np.stack([tour.seed_batches(seed, len(xtr), steps, BATCH) for seed in seed_of]))
+  idx = jnp.asarray(np.stack([seed_batches(seed, len(xtr), steps, BATCH) for seed in seed_of]))
   acc, losses = train(model, make_optimizer, splits, jnp.asarray(lrs, jnp.float32), params, idx)
   acc = acc.reshape(-1, len(seeds))
   div = diverged(losses).reshape(-1, len(seeds))
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table([row])[-1], f"{row['wall_time_s']:.0f} s", flush=True)
   total = time.perf_counter() - t0
   lines = table(rows)
-  block = (f"{len(cases[0][3])} seeds per case, {steps} steps of batch {BATCH} at a constant lr, test accuracy on 360 images "
+  block = (f"{len(cases[0][3])} seeds per case, {steps} steps of batch {BATCH} at a constant lr, "
+           "test accuracy on 360 images "
            f"(mean over seeds); grid {', '.join(f'{g:.2g}' for g in grid)}. Goal (within {GOAL_POINTS} points of "
            f"the grid's best, no divergence) met by {summary(rows)}. Total {total:.0f} s on "
            f"`{jax.devices()[0].platform}`.\n\n" + "\n".join(lines))

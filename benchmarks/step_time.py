@@ -31,7 +31,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import readme_block
@@ -379,7 +378,8 @@ def write_readme(path: pathlib.Path, records, total_s, note):
           "|---|---:|---:|---:|---:|---:|---:|"]
   for r in records:
     ratio = None if r["optax_ms"] is None else r["ours_ms"] / r["optax_ms"]
-    rows.append(f"| {r['case']} | {fmt(r['ours_ms'])} | {fmt(r['optax_ms'])} | {fmt(ratio)} | {fmt(r['roofline_ms'])} | "
+    rows.append(f"| {r['case']} | {fmt(r['ours_ms'])} | {fmt(r['optax_ms'])} | {fmt(ratio)} | "
+                f"{fmt(r['roofline_ms'])} | "
                 f"{fmt(r['compile_ours_s'])} | {fmt(r['compile_optax_s'])} |")
   tgt = ["| target | measured | met |", "|---|---:|:---:|"]
   for what, val, ok in _targets(records) + step_time_more.targets(records):

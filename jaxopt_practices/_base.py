@@ -18,7 +18,7 @@ reproducing PyTorch's AdamW to the bit.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ import optax
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
-ScalarOrSchedule = float | jax.Array | optax.Schedule
+ScalarOrSchedule: TypeAlias = float | jax.Array | optax.Schedule
 
 
 @_tree.learning_rate_factor(lambda s: s.learning_rate)

@@ -111,6 +111,12 @@ def compute_fans(shape: Sequence[int]) -> tuple[int, int]:
   ``(in * prod(spatial), out * prod(spatial))`` — PyTorch's
   ``_calculate_fan_in_and_fan_out`` on the transposed weight.
 
+  Args:
+    shape: the kernel's shape, a sequence of non-negative ints.
+
+  Returns:
+    ``(fan_in, fan_out)`` as Python ints.
+
   Raises:
     ValueError: when ``shape`` has fewer than 2 dimensions.
 

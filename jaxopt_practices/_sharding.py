@@ -23,26 +23,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
+from jaxopt_practices._mesh import check_mesh, check_mesh_axes, replicated_sharding
 
 __all__ = [
-    "make_mesh", "replicated", "batch_sharding", "data_parallel_shardings", "fsdp_shardings",
-    "opt_state_shardings", "shard", "init_sharded", "make_train_step",
+    "data_parallel_shardings", "fsdp_shardings", "opt_state_shardings", "shard", "init_sharded",
+    "make_train_step",
 ]
-
-
-def check_mesh(mesh: Any) -> Mesh:
-  """Raises ``ValueError`` unless ``mesh`` is a ``jax.sharding.Mesh``; returns it."""
-  if not isinstance(mesh, Mesh):
-    raise ValueError(f"mesh must be a jax.sharding.Mesh (e.g. parallel.make_mesh(('data',))), got mesh = {mesh!r}.")
-  return mesh
-
-
-def check_mesh_axes(name: str, axes: Any, mesh: Mesh) -> None:
-  """Raises ``ValueError`` unless ``axes`` is one axis name of ``mesh`` or a sequence of them."""
-  names = (axes,) if isinstance(axes, str) else axes
-  if not isinstance(names, (tuple, list)) or not names or any(a not in mesh.axis_names for a in names):
-    raise ValueError(f"{name} must be an axis name of the mesh, one of {mesh.axis_names}, or a sequence of them; "
-                     f"got {name} = {axes!r}.")
 
 
 def check_shardings(name: str, tree: Any) -> None:
@@ -53,65 +39,27 @@ def check_shardings(name: str, tree: Any) -> None:
                      f"parallel.fsdp_shardings(params, mesh)), got {name} = {tree!r:.200}.")
 
 
-def check_devices(devices: Any) -> list:
-  """``devices`` as a list; ``ValueError`` unless it is a non-empty sequence of ``jax.Device``."""
-  try:
-    found = list(devices)
-  except TypeError:
-    found = []
-  if not found or not all(isinstance(d, jax.Device) for d in found):
-    raise ValueError(f"devices must be a non-empty sequence of jax.Device (e.g. jax.devices()), got devices = "
-                     f"{devices!r}.")
-  return found
-
-
-def make_mesh(axis_names: Sequence[str] = ("data",), shape: Sequence[int] | None = None,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A ``Mesh`` over ``devices`` (default: all devices of all processes).
+def data_parallel_shardings(params: Any, mesh: Mesh) -> Any:
+  """Pure data parallelism: every parameter replicated on every device of ``mesh``.
 
   Args:
-    axis_names: one name per mesh axis.
-    shape: the mesh shape (default: all devices along the first axis, 1 along the others).
-    devices: the devices, in order.
+    params: a pytree of arrays (or ``jax.ShapeDtypeStruct``).
+    mesh: the device mesh.
+
+  Returns:
+    A pytree shaped like ``params`` of :func:`replicated_sharding` ``(mesh)``.
+
+  Raises:
+    ValueError: if ``mesh`` is not a ``jax.sharding.Mesh``.
 
   Example:
-    >>> import jax
+    >>> import jax.numpy as jnp
     >>> from jaxopt_practices import parallel
-    >>> mesh = parallel.make_mesh(("data",))
-    >>> mesh.shape["data"] == jax.device_count()
-    True
+    >>> sh = parallel.data_parallel_shardings({"w": jnp.zeros((2, 3))}, parallel.make_mesh(("data",)))
+    >>> print(sh["w"].spec)
+    P()
   """
-  devices = check_devices(jax.devices() if devices is None else devices)
-  names = (axis_names,) if isinstance(axis_names, str) else axis_names
-  if not isinstance(names, (tuple, list)) or not names or not all(isinstance(a, str) for a in names):
-    raise ValueError(f"axis_names must be a non-empty sequence of strings, got axis_names = {axis_names!r}.")
-  axis_names = tuple(names)
-  if shape is None:
-    shape = (len(devices),) + (1,) * (len(axis_names) - 1)
-  if not isinstance(shape, (tuple, list)) or any(isinstance(s, bool) or not isinstance(s, (int, np.integer))
-                                                 for s in shape):
-    raise ValueError(f"shape must be a sequence of ints, one per axis name, got shape = {shape!r}.")
-  shape = tuple(int(s) for s in shape)
-  if len(shape) != len(axis_names) or int(np.prod(shape)) != len(devices):
-    raise ValueError(f"shape must have one entry per axis name and multiply to the {len(devices)} "
-                     f"devices, got shape = {shape} for axis_names = {axis_names}.")
-  return Mesh(np.asarray(devices, dtype=object).reshape(shape), axis_names)
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  """The fully replicated sharding on ``mesh`` (``PartitionSpec()``)."""
-  return NamedSharding(check_mesh(mesh), P())
-
-
-def batch_sharding(mesh: Mesh, axis: str | Sequence[str] = "data") -> NamedSharding:
-  """Shards the leading (batch) axis of every batch leaf along mesh ``axis``."""
-  check_mesh_axes("axis", axis, check_mesh(mesh))
-  return NamedSharding(mesh, P(axis))
-
-
-def data_parallel_shardings(params: Any, mesh: Mesh) -> Any:
-  """Pure data parallelism: every parameter replicated on every device of ``mesh``."""
-  sharding = replicated(mesh)
+  sharding = replicated_sharding(mesh)
   return jax.tree.map(lambda _: sharding, params)
 
 
@@ -131,12 +79,16 @@ def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 
   Returns:
     A pytree of ``NamedSharding`` shaped like ``params``.
 
+  Raises:
+    ValueError: if ``mesh`` is not a ``Mesh``, ``axis`` is not one of its axes or
+      ``min_size`` is not an integer ``>= 0``.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxopt_practices import parallel
     >>> mesh = parallel.make_mesh(("data",))
     >>> n = jax.device_count()
-    >>> sh = parallel.fsdp_shardings({"w": jnp.zeros((3, 2 * n)), "b": jnp.zeros(3)}, mesh)
+    >>> sh = parallel.fsdp_shardings({"w": jnp.zeros((3, 8 * n)), "b": jnp.zeros(3)}, mesh, min_size=4)
     >>> print(sh["w"].spec, sh["b"].spec)
     P(None, 'data') P()
   """
@@ -149,9 +101,9 @@ def fsdp_shardings(params: Any, mesh: Mesh, axis: str = "data", min_size: int = 
     shape = tuple(jnp.shape(x))
     candidates = [(d, i) for i, d in enumerate(shape) if d % size == 0 and d >= size]
     if not candidates or int(np.prod(shape)) < min_size:
-      return replicated(mesh)
+      return replicated_sharding(mesh)
     dim = max(candidates, key=lambda c: (c[0], -c[1]))[1]
-    spec = [None] * len(shape)
+    spec: list[str | None] = [None] * len(shape)
     spec[dim] = axis
     return NamedSharding(mesh, P(*spec))
 
@@ -185,11 +137,15 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
   Returns:
     A pytree of shardings shaped like ``opt_state``.
 
+  Raises:
+    ValueError: if ``default`` is None and ``params_shardings`` holds no ``NamedSharding``,
+      or ``default`` is not a sharding.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from jaxopt_practices import parallel
     >>> mesh = parallel.make_mesh(("data",))
-    >>> params = {"w": jnp.zeros((jax.device_count(), 2))}
+    >>> params = {"w": jnp.zeros((8 * jax.device_count(), 2))}
     >>> p_sh = parallel.fsdp_shardings(params, mesh)
     >>> state = jax.eval_shape(optax.adam(1e-3).init, params)
     >>> s_sh = parallel.opt_state_shardings(state, params, p_sh)
@@ -202,7 +158,7 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
     if not first or not isinstance(first[0], NamedSharding):
       raise ValueError("params_shardings must be a non-empty pytree of NamedSharding when default is None, "
                        f"got params_shardings = {params_shardings!r:.200}.")
-    default = replicated(first[0].mesh)
+    default = replicated_sharding(check_mesh(first[0].mesh))
   elif not isinstance(default, jax.sharding.Sharding):
     raise ValueError(f"default must be a jax.sharding.Sharding or None, got default = {default!r}.")
   params_sh = jax.tree.map(lambda _, s: s, params, params_shardings,
@@ -223,7 +179,23 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
 
 
 def shard(tree: Any, shardings: Any) -> Any:
-  """``jax.device_put`` of every leaf with its sharding (works across processes too)."""
+  """``jax.device_put`` of every leaf with its sharding (works across processes too).
+
+  Args:
+    tree: a pytree of host or device arrays, the same global value on every process.
+    shardings: a pytree of ``jax.sharding.Sharding`` shaped like ``tree``.
+
+  Returns:
+    ``tree`` as ``jax.Array`` leaves laid out by ``shardings``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxopt_practices import parallel
+    >>> mesh = parallel.make_mesh(("data",))
+    >>> x = parallel.shard(jnp.zeros((jax.device_count(), 2)), parallel.batch_sharding(mesh))
+    >>> print(x.sharding.spec)
+    P('data',)
+  """
   return jax.tree.map(lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx: np.asarray(x)[idx])
                       if jax.process_count() > 1 else jax.device_put(x, s), tree, shardings)
 
@@ -234,8 +206,27 @@ def init_sharded(tx: optax.GradientTransformation, params: Any, params_shardings
   The state is created by a jitted ``tx.init`` whose ``out_shardings`` come from
   :func:`opt_state_shardings`, so no device ever holds the whole state.
 
+  Args:
+    tx: the optimizer.
+    params: the params (host or device arrays).
+    params_shardings: a pytree of shardings shaped like ``params`` (e.g. from
+      :func:`fsdp_shardings`).
+
   Returns:
     ``(params, opt_state)`` as sharded ``jax.Array`` pytrees.
+
+  Raises:
+    ValueError: if ``tx`` is not a gradient transformation or ``params_shardings`` is not a
+      non-empty pytree of shardings.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from jaxopt_practices import parallel
+    >>> mesh = parallel.make_mesh(("data",))
+    >>> params = {"w": jnp.zeros((8 * jax.device_count(), 3))}
+    >>> params, state = parallel.init_sharded(optax.adam(1e-3), params, parallel.fsdp_shardings(params, mesh))
+    >>> print(state[0].mu["w"].sharding.spec)
+    P('data', None)
   """
   _validate.check_transform("tx", tx)
   check_shardings("params_shardings", params_shardings)
@@ -281,6 +272,11 @@ def make_train_step(
     ``step(params, opt_state, batch, **extra_args) -> (params, opt_state, loss)``; use
     :func:`init_sharded` for the first ``params, opt_state``.
 
+  Raises:
+    ValueError: if ``loss_fn`` is not callable, ``tx`` is not a gradient transformation,
+      ``mesh`` is not a ``Mesh``, ``batch_axis`` names no axis of it, ``params_shardings``
+      is not a pytree of shardings or a flag is not a bool.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from jaxopt_practices import parallel
@@ -302,7 +298,7 @@ def make_train_step(
   check_mesh_axes("batch_axis", batch_axis, check_mesh(mesh))
   check_shardings("params_shardings", params_shardings)
   step = _step.train_step(loss_fn, tx, has_aux=has_aux, value_from_loss=value_from_loss)
-  b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated(mesh)
+  b_sh, rep = NamedSharding(mesh, P(batch_axis)), replicated_sharding(mesh)
   cache: dict[Any, Callable] = {}
 
   def compiled(params, opt_state, batch, extra_args):

@@ -44,6 +44,15 @@ def train_step(
 
   Returns:
     The step; ``out`` is the loss, or ``(loss, aux)`` with ``has_aux``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import _step
+    >>> tx = optax.sgd(0.5)
+    >>> step = _step.train_step(lambda p, x: jnp.mean((x - p) ** 2), tx)
+    >>> params, state, loss = step(jnp.zeros([]), tx.init(jnp.zeros([])), jnp.ones(4), {})
+    >>> print(params, loss)
+    1.0 1.0
   """
   tx = optax.with_extra_args_support(tx)
   model_loss = loss_fn if unravel is None else (lambda p, b: loss_fn(unravel(p), b))

@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from jaxopt_practices import _validate
+
 __all__ = ["DEFAULT_STEPS", "QUICK_STEPS", "DEFAULT_SEEDS", "build_parser", "main"]
 
 DEFAULT_STEPS = 600
@@ -27,20 +29,31 @@ def _out_dir(value: str) -> pathlib.Path:
 
 
 def _at_least(flag: str, low: int) -> Callable[[str], int]:
-  """An argparse ``type``: an integer ``>= low``, else a usage error naming ``flag``."""
+  """An argparse ``type``: an integer ``>= low``, else a usage error naming ``flag``.
+
+  Counts go through ``_validate.check_steps``, as everywhere in the package: an integral
+  float such as ``150.0`` is accepted, ``150.5`` is not.
+  """
   def parse(value: str) -> int:
     try:
-      number = int(value)
+      return _validate.check_steps(flag, float(value), low=low)
     except ValueError:
       raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {value!r}") from None
-    if number < low:
-      raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {number}")
-    return number
   return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The ``jaxopt-practices`` argument parser (one subcommand: ``tour``)."""
+  """The ``jaxopt-practices`` argument parser (one subcommand: ``tour``).
+
+  Returns:
+    An ``argparse.ArgumentParser``; a bad option exits with a usage error naming it.
+
+  Example:
+    >>> from jaxopt_practices import cli
+    >>> args = cli.build_parser().parse_args(["tour", "--quick", "--out", "report"])
+    >>> args.command, args.quick, str(args.out), args.steps
+    ('tour', True, 'report', None)
+  """
   parser = argparse.ArgumentParser(prog="jaxopt-practices",
                                    description="The seven tuning practices of deep-learning optimization in JAX.")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -61,7 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+  """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+  ``tour`` trains the tour's scenarios (:func:`jaxopt_practices.tour.run_experiments`),
+  writes ``report.md`` and the plots into ``--out`` and prints one reading per scenario.
+
+  Args:
+    argv: the arguments after the program name.
+
+  Returns:
+    0 on success (bad options exit with status 2 through ``argparse``).
+
+  Raises:
+    SystemExit: on a bad option or ``--help``, with argparse's usage message.
+
+  Example:
+    >>> from jaxopt_practices import cli
+    >>> cli.main(["tour", "--steps", "5"])
+    Traceback (most recent call last):
+    SystemExit: 2
+  """
   args = build_parser().parse_args(argv)
   if args.command == "tour":
     from jaxopt_practices import tour

@@ -15,7 +15,7 @@ How to train on a flat buffer (the model still sees its pytree):
 >>> params = {"w": jnp.full((2, 3), 0.5), "b": jnp.zeros(3)}
 >>> buf, layout = flat.flatten(params)        # one 1-D array + where each leaf lives
 >>> tx = optax.chain(
-...     flat.adaptive_grad_clip(layout, 0.01),               # unit-wise ops need the layout
+...     flat.adaptive_grad_clip(0.01, layout=layout),        # unit-wise ops need the layout
 ...     adaptive.adamw(1e-3, mask=layout.mask("auto")))      # masks become flat boolean vectors
 >>> loss_fn = lambda p, x: jnp.mean((x @ p["w"] + p["b"][None, :]) ** 2)
 >>> step = flat.flat_train_step(loss_fn, tx, layout)  # loss on layout.unravel(buf): grads come out flat
@@ -49,6 +49,7 @@ donated array after the call.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -73,16 +74,31 @@ class FlatLayout:
   is static: offsets, segment ids and masks are NumPy constants). Calling the layout is
   :meth:`unravel`, so ``flat, unravel = flatten(params)`` reads naturally.
 
+  Args:
+    params: a pytree of floating arrays (or ``jax.ShapeDtypeStruct``).
+    dtype: the buffer's dtype (default: the widest of the leaves' dtypes).
+
   Attributes:
     treedef: the params' tree structure.
     shapes, dtypes: per leaf, in ``jax.tree.leaves`` order.
     offsets: start of each leaf in the buffer (``len = num_leaves + 1``; the last is ``size``).
     size: total number of entries.
     dtype: the buffer's dtype (the params' common floating dtype, or the widest).
+
+  Raises:
+    ValueError: if a leaf is not floating or ``dtype`` is not a floating dtype.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxopt_practices import flat
+    >>> layout = flat.FlatLayout({"b": jnp.zeros(2), "w": jnp.ones((2, 3))})
+    >>> layout.size, layout.shapes, layout.offsets.tolist()
+    (8, [(2,), (2, 3)], [0, 2, 8])
   """
 
   def __init__(self, params: Any, dtype: Any = None):
-    leaves, self.treedef = jax.tree.flatten(params)
+    leaves, treedef = jax.tree.flatten(params)
+    self.treedef: Any = treedef  # a PyTreeDef (typed Any: jaxlib's stub lacks flatten_up_to)
     self.shapes = [tuple(jnp.shape(x)) for x in leaves]
     self.dtypes = []
     for i, x in enumerate(leaves):
@@ -208,7 +224,8 @@ def flatten(params: Any, dtype: Any = None) -> tuple[jax.Array, FlatLayout]:
   return layout.ravel(params), layout
 
 
-def adaptive_grad_clip(layout: FlatLayout, clipping: float = 0.01, eps: float = 1e-3) -> optax.GradientTransformation:
+def adaptive_grad_clip(clipping: float = 0.01, eps: float = 1e-3,
+                       layout: FlatLayout | None = None) -> optax.GradientTransformation:
   r"""Adaptive gradient clipping (AGC) on a flat buffer, unit by unit through ``layout``.
 
   .. math::
@@ -217,21 +234,28 @@ def adaptive_grad_clip(layout: FlatLayout, clipping: float = 0.01, eps: float = 
   for every unit :math:`i` of ``layout`` (one output unit of each ``ndim >= 2`` leaf, a
   whole scalar or vector leaf): the same result as ``clipping.adaptive_grad_clip`` on the
   pytree (the same overflow-safe norms and scaling, finite for huge finite gradients), with
-  the unit norms taken by ``segment_sum`` over ``layout.unit_ids``.
+  the unit norms taken by ``segment_sum`` over ``layout.unit_ids``. It reads like the
+  per-leaf one: ``clipping.adaptive_grad_clip(0.01)`` becomes
+  ``flat.adaptive_grad_clip(0.01, layout=layout)``. The 0.x form with the layout first,
+  ``adaptive_grad_clip(layout, clipping, eps)``, still works and warns (deprecated).
 
   Args:
-    layout: the :class:`FlatLayout` of the params.
     clipping: :math:`\lambda > 0`.
     eps: :math:`\epsilon \ge 0`.
+    layout: the :class:`FlatLayout` of the params (required; pass it by keyword).
 
   Returns:
     An ``optax.GradientTransformation`` over flat buffers (it needs ``params``).
+
+  Raises:
+    ValueError: if ``layout`` is not a :class:`FlatLayout`, ``clipping <= 0`` or ``eps < 0``;
+      at ``update``, if ``params`` is missing.
 
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import flat
     >>> w, layout = flat.flatten({"w": jnp.array([[3.0], [4.0]])})   # one unit, norm 5
-    >>> tx = flat.adaptive_grad_clip(layout, 0.1)
+    >>> tx = flat.adaptive_grad_clip(0.1, layout=layout)
     >>> u, _ = tx.update(jnp.array([6.0, 8.0]), tx.init(w), w)       # norm 10 > 0.1 * 5
     >>> print([round(float(x), 4) for x in u])
     [0.3, 0.4]
@@ -239,6 +263,11 @@ def adaptive_grad_clip(layout: FlatLayout, clipping: float = 0.01, eps: float = 
   References:
     Brock et al, High-Performance Large-Scale Image Recognition Without Normalization, 2021.
   """
+  if isinstance(clipping, FlatLayout):  # the deprecated form adaptive_grad_clip(layout, clipping, eps)
+    warnings.warn("flat.adaptive_grad_clip(layout, clipping, eps) is deprecated and will be removed in the next "
+                  "release: use flat.adaptive_grad_clip(clipping, eps, layout=layout), as "
+                  "clipping.adaptive_grad_clip(clipping, eps).", DeprecationWarning, stacklevel=2)
+    clipping, eps, layout = eps, (1e-3 if layout is None else layout), clipping  # type: ignore[assignment]
   if not isinstance(layout, FlatLayout):
     raise ValueError(f"layout must be a FlatLayout, got layout = {layout!r}.")
   _validate.check_number("clipping", clipping, low=0.0, low_open=True)
@@ -282,6 +311,10 @@ def flat_train_step(
 
   Returns:
     ``step(flat, opt_state, batch, **extra_args) -> (flat, opt_state, loss)``.
+
+  Raises:
+    ValueError: if ``loss_fn`` is not callable, ``tx`` is not a gradient transformation,
+      ``layout`` is not a :class:`FlatLayout` or a flag is not a bool.
 
   Example:
     >>> import jax.numpy as jnp, optax

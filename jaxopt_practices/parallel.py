@@ -43,6 +43,7 @@ copies all buffers). For trees with thousands of leaves see :mod:`jaxopt_practic
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,23 +52,23 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxopt_practices import _sharding
+from jaxopt_practices import _mesh
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
-from jaxopt_practices._sharding import batch_sharding as batch_sharding
+from jaxopt_practices._mesh import batch_sharding as batch_sharding
+from jaxopt_practices._mesh import make_mesh as make_mesh
+from jaxopt_practices._mesh import replicated_sharding as replicated_sharding
 from jaxopt_practices._sharding import data_parallel_shardings as data_parallel_shardings
 from jaxopt_practices._sharding import fsdp_shardings as fsdp_shardings
 from jaxopt_practices._sharding import init_sharded as init_sharded
-from jaxopt_practices._sharding import make_mesh as make_mesh
 from jaxopt_practices._sharding import make_train_step as make_train_step
 from jaxopt_practices._sharding import opt_state_shardings as opt_state_shardings
-from jaxopt_practices._sharding import replicated as replicated
 from jaxopt_practices._sharding import shard as shard
 
 __all__ = [
-    "replicate", "unreplicate", "assert_replicated", "pmap_train_step", "make_mesh", "replicated", "batch_sharding",
-    "data_parallel_shardings", "fsdp_shardings", "opt_state_shardings", "shard", "init_sharded",
-    "make_train_step",
+    "replicate", "unreplicate", "assert_replicated", "pmap_train_step", "make_mesh", "replicated_sharding",
+    "batch_sharding", "data_parallel_shardings", "fsdp_shardings", "opt_state_shardings", "shard", "init_sharded",
+    "make_train_step", "replicated",
 ]
 
 
@@ -88,6 +89,10 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
   Returns:
     The replicated pytree (each leaf a sharded ``jax.Array`` of shape ``(n, *shape)``).
 
+  Raises:
+    ValueError: if ``devices`` is not a non-empty sequence of ``jax.Device`` or
+      ``axis_name`` is not a non-empty string.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxopt_practices import parallel
@@ -95,7 +100,7 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
     >>> rep["w"].shape == (jax.local_device_count(), 3)
     True
   """
-  devices = _sharding.check_devices(jax.local_devices() if devices is None else devices)
+  devices = _mesh.check_devices(jax.local_devices() if devices is None else devices)
   _validate.check_axis_name(axis_name, optional=False)
   sharding = NamedSharding(Mesh(np.asarray(devices, dtype=object), (axis_name,)), P(axis_name))
 
@@ -109,6 +114,12 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None, axis_name:
 def unreplicate(tree: Any) -> Any:
   """The copy on the first device of a replicated pytree (the inverse of :func:`replicate`).
 
+  Args:
+    tree: a pytree whose leaves have a leading replica axis (``pmap``'s layout).
+
+  Returns:
+    The pytree of ``leaf[0]``.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import parallel
@@ -116,6 +127,30 @@ def unreplicate(tree: Any) -> Any:
     [0 1 2]
   """
   return jax.tree.map(lambda x: x[0], tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Deprecated alias of :func:`replicated_sharding` (it returns a sharding; :func:`replicate` copies data).
+
+  Args:
+    mesh: the device mesh.
+
+  Returns:
+    ``replicated_sharding(mesh)``, after a ``DeprecationWarning``.
+
+  Example:
+    >>> import warnings
+    >>> from jaxopt_practices import parallel
+    >>> with warnings.catch_warnings(record=True):
+    ...   warnings.simplefilter("always")
+    ...   print(parallel.replicated(parallel.make_mesh(("data",))).spec)
+    P()
+  """
+  sharding = replicated_sharding(mesh)  # a bad mesh raises first, as with the new name
+  warnings.warn("parallel.replicated is deprecated and will be removed in the next release: use "
+                "parallel.replicated_sharding (a sharding; parallel.replicate copies data).", DeprecationWarning,
+                stacklevel=2)
+  return sharding
 
 
 def _copies(leaf: Any) -> list[np.ndarray]:
@@ -222,6 +257,10 @@ def pmap_train_step(
     is ``(loss, aux)`` with ``has_aux``), where params and state are replicated (see
     :func:`replicate` with the same ``axis_name``), ``batch`` has a leading device axis, and ``extra_args`` (e.g.
     ``value=``) are broadcast to every device and forwarded to ``tx.update``.
+
+  Raises:
+    ValueError: if ``loss_fn`` is not callable, ``tx`` is not a gradient transformation,
+      a flag is not a bool or ``axis_name`` is not a non-empty string.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax

@@ -28,7 +28,8 @@ import pytest
 
 import jaxopt_practices as package
 from helpers import TinyMLP, linen_mlp, nnx_mlp
-from jaxopt_practices import (adaptive, clipping, flat, groups, initializers as I, lr_finder, momentum, monitor, parallel,
+from jaxopt_practices import (adaptive, clipping, flat, groups, initializers as I, lr_finder, momentum, monitor,
+                              parallel,
                               plateau, recipe, regularization, schedules)
 
 
@@ -536,7 +537,7 @@ PARALLEL = [
     Row(parallel.opt_state_shardings, dict(opt_state={}, params={"w": jnp.zeros(8)}, params_shardings="x"),
         "params_shardings"),
     Row(parallel.opt_state_shardings, lambda: dict(opt_state={}, params={"w": jnp.zeros(8)},
-                                                   params_shardings={"w": parallel.replicated(_mesh())},
+                                                   params_shardings={"w": parallel.replicated_sharding(_mesh())},
                                                    default="replicated"), "default"),
     Row(parallel.pmap_train_step, dict(loss_fn=3, tx=_SGD), "loss_fn"),
     Row(parallel.pmap_train_step, dict(loss_fn=_quadratic, tx=_SGD, axis_name=None), "axis_name"),
@@ -551,12 +552,13 @@ PARALLEL = [
                                                       params_shardings=None), "tx"),
     # tx and mesh are checked (an AttributeError before issue #14).
     Row(parallel.init_sharded, lambda: dict(tx="x", params={"w": jnp.zeros(8)},
-                                            params_shardings={"w": parallel.replicated(_mesh())}), "tx"),
+                                            params_shardings={"w": parallel.replicated_sharding(_mesh())}), "tx"),
     Row(parallel.init_sharded, dict(tx=_SGD, params={"w": jnp.zeros(8)}, params_shardings={"w": "data"}),
         "params_shardings"),
     Row(parallel.make_train_step, lambda: dict(loss_fn=_quadratic, tx=_SGD, mesh=_mesh(), params_shardings="x"),
         "params_shardings"),
-    Row(parallel.replicated, dict(mesh="mesh"), "mesh"),
+    Row(parallel.replicated_sharding, dict(mesh="mesh"), "mesh"),
+    Row(parallel.replicated, dict(mesh="mesh"), "mesh"),  # deprecated alias: the ValueError comes first
     Row(parallel.batch_sharding, dict(mesh="mesh"), "mesh"),
     Row(parallel.batch_sharding, lambda: dict(mesh=_mesh(), axis="model"), "axis"),
     Row(parallel.data_parallel_shardings, dict(params={"w": jnp.zeros(8)}, mesh="mesh"), "mesh"),

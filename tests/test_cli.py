@@ -88,6 +88,7 @@ def test_bad_out_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("args,message", [(["tour", "--steps", "5"], "--steps must be an integer >= 20"),
                                           (["tour", "--steps", "many"], "--steps must be an integer >= 20"),
+                                          (["tour", "--steps", "150.5"], "--steps must be an integer >= 20"),
                                           (["tour", "--seeds", "0"], "--seeds must be an integer >= 1"),
                                           (["tour", "--seeds", "two"], "--seeds must be an integer >= 1"),
                                           (["tour", "--fast"], "unrecognized arguments: --fast"),
@@ -99,6 +100,23 @@ def test_bad_options_exit_with_usage(args, message, capsys):
   assert message in capsys.readouterr().err
 
 
+def test_counts_accept_integral_floats():
+  args = cli.build_parser().parse_args(["tour", "--steps", "150.0", "--seeds", "2"])
+  assert (args.steps, args.seeds) == (150, 2) and isinstance(args.steps, int)
+
+
 def test_console_script_is_declared():
   text = (pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text()
   assert 'jaxopt-practices = "jaxopt_practices.cli:main"' in text
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=19), r"steps must be an integer in \[20, "),
+    (dict(steps=150.5), r"steps must be an integer number of steps \(an integral float such as 110.0 is fine\)"),
+    (dict(steps=150, seeds=0), r"seeds must be an integer in \[1, inf\), got seeds = 0"),
+    (dict(steps=150, seed=1.5), r"seed must be"),
+])
+def test_run_experiments_rejects_bad_arguments_before_training(kwargs, match):
+  from jaxopt_practices import tour
+  with pytest.raises(ValueError, match=match):
+    tour.run_experiments(**kwargs, progress=False)

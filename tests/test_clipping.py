@@ -28,7 +28,8 @@ def _update(tx, grads, params=None, jit=False):
 def _random_tree(seed, scales=(1.0, 30.0, 0.01, 5.0)):
   rng = np.random.default_rng(seed)
   shapes = [(7, 5), (5,), (3, 3, 2, 4), ()]
-  return {f"p{i}": (s * rng.standard_normal(shape)).astype(np.float32) for i, (shape, s) in enumerate(zip(shapes, scales))}
+  return {f"p{i}": (s * rng.standard_normal(shape)).astype(np.float32)
+          for i, (shape, s) in enumerate(zip(shapes, scales))}
 
 
 # ----------------------------------------------------------------------------- PyTorch parity

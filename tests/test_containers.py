@@ -156,7 +156,7 @@ def _run(name, jit):
   return d
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference():
   """The readers on the raw state driven eagerly (that run is also the ``raw-eager`` case)."""
   d = _run("raw", jit=False)

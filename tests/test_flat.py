@@ -102,11 +102,13 @@ PRACTICES = {
     "5_rprop": (lambda L: adaptive.rprop(1e-2, etas=(0.4, 1.5)), None),
     "6_clip_global_norm": (lambda L: optax.chain(clipping.clip_by_global_norm(0.1), adaptive.adam(1e-2)), None),
     "6_clip_value": (lambda L: optax.chain(clipping.clip_by_value(0.01), momentum.sgd(0.1)), None),
-    "6_agc": (lambda L: optax.chain(clipping.adaptive_grad_clip(0.01) if L is None else flat.adaptive_grad_clip(L, 0.01),
-                                    momentum.sgd(0.1, momentum=0.9)), None),
+    "6_agc": (lambda L: optax.chain(
+        clipping.adaptive_grad_clip(0.01) if L is None else flat.adaptive_grad_clip(0.01, layout=L),
+        momentum.sgd(0.1, momentum=0.9)), None),
     "6_skip_nonfinite": (lambda L: clipping.skip_nonfinite(adaptive.adam(1e-2), max_consecutive=2), None),
     "7_decoupled_decay_auto": (lambda L: optax.chain(
-        adaptive.scale_by_adam(), regularization.decoupled_weight_decay(0.5, mask="auto" if L is None else L.mask("auto")),
+        adaptive.scale_by_adam(),
+        regularization.decoupled_weight_decay(0.5, mask="auto" if L is None else L.mask("auto")),
         optax.scale(-1e-2)), None),
     "7_l2_penalty_callable_mask": (lambda L: optax.chain(
         regularization.l2_penalty(0.1, mask=(lambda p: {**jax.tree.map(lambda _: False, p),
@@ -201,8 +203,8 @@ def test_leaf_and_unit_norms_match_per_leaf():
   leaves = jax.tree.leaves(params)
   expected = [np.linalg.norm(np.asarray(x, np.float64)) for x in leaves]
   np.testing.assert_allclose(layout.leaf_norms(buf), expected, rtol=1e-6)
-  unit_expected = np.concatenate([np.asarray(clipping.unitwise_norm(x)).reshape(-1)[: max(1, x.shape[-1] if x.ndim >= 2 else 1)]
-                                  for x in leaves])
+  units = lambda x: max(1, x.shape[-1] if x.ndim >= 2 else 1)
+  unit_expected = np.concatenate([np.asarray(clipping.unitwise_norm(x)).reshape(-1)[: units(x)] for x in leaves])
   assert layout.num_units == sum(x.shape[-1] if x.ndim >= 2 else 1 for x in leaves)
   np.testing.assert_allclose(jax.jit(layout.unit_norms)(buf), unit_expected, rtol=1e-6)
 
@@ -213,7 +215,7 @@ def test_agc_equals_tree_agc_on_random_units():
   buf, layout = flat.flatten(params)
   for lam in (1e-3, 0.5, 100.0):
     tree_u, _ = clipping.adaptive_grad_clip(lam).update(grads, optax.EmptyState(), params)
-    tx = flat.adaptive_grad_clip(layout, lam)
+    tx = flat.adaptive_grad_clip(lam, layout=layout)
     flat_u, _ = jax.jit(tx.update)(layout.ravel(grads), tx.init(buf), buf)
     chex.assert_trees_all_close(layout.unravel(flat_u), tree_u, rtol=1e-6, atol=1e-7)
 
@@ -227,12 +229,29 @@ def test_agc_equals_tree_agc_with_huge_gradients_and_zero_units(grad_scale):
            "s": jnp.asarray(grad_scale)}
   buf, layout = flat.flatten(params)
   tree_u, _ = clipping.adaptive_grad_clip(0.01).update(grads, optax.EmptyState(), params)
-  tx = flat.adaptive_grad_clip(layout, 0.01)
+  tx = flat.adaptive_grad_clip(0.01, layout=layout)
   flat_u, _ = jax.jit(tx.update)(layout.ravel(grads), tx.init(buf), buf)
   assert bool(jnp.all(jnp.isfinite(flat_u)))
   chex.assert_trees_all_close(layout.unravel(flat_u), tree_u, rtol=1e-6, atol=0.0)
   clipped = layout.unravel(flat_u)
   assert float(clipped["w"][0, 1]) != 0.0 and float(clipped["b"][0]) == 0.0 and float(clipped["w"][0, 2]) == 0.0
+
+
+@pytest.mark.parametrize("args", [(0.1,), (0.1, 1e-2)], ids=["clipping", "clipping_eps"])
+def test_agc_layout_first_is_a_deprecated_form(args):
+  params = {"w": jnp.array([[3.0, 0.0], [4.0, 1e-4]]), "b": jnp.zeros(2)}
+  buf, layout = flat.flatten(params)
+  grads = jnp.arange(1.0, 7.0)
+  new, _ = flat.adaptive_grad_clip(*args, layout=layout).update(grads, optax.EmptyState(), buf)
+  with pytest.warns(DeprecationWarning, match=r"flat\.adaptive_grad_clip\(clipping, eps, layout=layout\)"):
+    tx = flat.adaptive_grad_clip(layout, *args)
+  old, _ = tx.update(grads, optax.EmptyState(), buf)
+  np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+
+
+def test_agc_without_layout_raises():
+  with pytest.raises(ValueError, match=r"layout must be a FlatLayout, got layout = None"):
+    flat.adaptive_grad_clip(0.01)
 
 
 def test_train_step_rejects_a_tx_that_is_not_a_transform():

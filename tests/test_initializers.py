@@ -126,10 +126,12 @@ def test_orthogonal(shape, gain):
 @pytest.mark.parametrize("param", SLOPES)
 def test_calculate_gain_matches_torch(nonlinearity, param):
   torch = pytest.importorskip("torch")
-  assert I.calculate_gain(nonlinearity, param) == pytest.approx(torch.nn.init.calculate_gain(nonlinearity, param), rel=1e-12)
+  expected = torch.nn.init.calculate_gain(nonlinearity, param)
+  assert I.calculate_gain(nonlinearity, param) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("nonlinearity, param", [("gelu", None), ("Relu", None), ("leaky_relu", "0.1"), ("leaky_relu", True), (3, None)])
+@pytest.mark.parametrize("nonlinearity, param",
+                         [("gelu", None), ("Relu", None), ("leaky_relu", "0.1"), ("leaky_relu", True), (3, None)])
 def test_calculate_gain_errors_match_torch(nonlinearity, param):
   torch = pytest.importorskip("torch")
   with pytest.raises(ValueError):
@@ -193,7 +195,8 @@ ALL = {
     "xavier_normal": I.xavier_normal(), "he_normal": I.he_normal(), "he_uniform": I.he_uniform(),
     "lecun_normal": I.lecun_normal(), "lecun_uniform": I.lecun_uniform(), "orthogonal": I.orthogonal(),
 }
-FAN_BASED = ["xavier_uniform", "xavier_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "orthogonal"]
+FAN_BASED = ["xavier_uniform", "xavier_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
+             "orthogonal"]
 
 
 @pytest.mark.parametrize("name", sorted(ALL))

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from helpers import run_scan

@@ -67,7 +67,7 @@ def _batches():
   return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _single_device(name: str):
   """The reference: one device, the whole (concatenated) batch, same number of steps."""
   case = next(c for c in CASES if c.name == name)
@@ -267,8 +267,15 @@ def test_make_mesh_bad_arguments(kwargs, match):
     parallel.make_mesh(**kwargs)
 
 
-def test_replicated(mesh):
-  assert isinstance(parallel.replicated(mesh), NamedSharding)
+def test_replicated_sharding(mesh):
+  sharding = parallel.replicated_sharding(mesh)
+  assert isinstance(sharding, NamedSharding) and sharding.spec == P() and sharding.mesh is mesh
+
+
+def test_replicated_is_a_deprecated_alias_of_replicated_sharding(mesh):
+  with pytest.warns(DeprecationWarning, match=r"parallel\.replicated_sharding"):
+    sharding = parallel.replicated(mesh)
+  assert sharding == parallel.replicated_sharding(mesh)
 
 
 # ----------------------------------------------------------------------------- assert_replicated
@@ -303,12 +310,13 @@ def test_assert_replicated_catches_a_step_that_forgets_pmean():
 
 
 def test_assert_replicated_on_arrays_replicated_over_a_mesh(mesh):
-  sharding = parallel.replicated(mesh)
+  sharding = parallel.replicated_sharding(mesh)
   same = jax.device_put(jnp.arange(3.0), sharding)
   parallel.assert_replicated({"w": same, "n": jax.device_put(jnp.int32(2), sharding)})
   copies = [jax.device_put(jnp.arange(3.0) + (0.25 if d.id == 5 else 0.0), d) for d in mesh.devices.flat]
   drifted = jax.make_array_from_single_device_arrays((3,), sharding, copies)
-  with pytest.raises(ValueError, match=r"leaf \['w'\] differs between replicas: replica \d differs from replica 0 by up to 0.25"):
+  with pytest.raises(ValueError,
+                     match=r"leaf \['w'\] differs between replicas: replica \d differs from replica 0 by up to 0.25"):
     parallel.assert_replicated({"w": drifted})
   parallel.assert_replicated({"w": drifted}, atol=0.25)
   fsdp = jax.device_put(jnp.zeros((16, 2)), NamedSharding(mesh, P("data")))

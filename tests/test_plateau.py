@@ -78,7 +78,7 @@ def torch_lrs(stream, config, base_lr=1.0):
   return np.asarray(lrs) / base_lr
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scan(items):
   """One compiled ``lax.scan`` over a whole stream per configuration."""
   tx = plateau.reduce_on_plateau(**dict(items))
