@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from jaxopt_practices import _lr_suggest
+from jaxopt_practices import _progress
 from jaxopt_practices import _step
 from jaxopt_practices import _validate
 
@@ -224,7 +225,8 @@ def lr_range_test(
     mode: ``"exp"`` (log-spaced) or ``"linear"``.
     smoothing: EMA weight of the newest loss, in (0, 1] (1: no smoothing).
     diverge_threshold: ``> 1``, see above.
-    progress: show a ``tqdm`` progress bar.
+    progress: show a plain ``tqdm`` progress bar on stderr, only when stderr is a terminal (in a
+      notebook, a CI log or a file there is none: no bar noise; ``tqdm`` is not even imported).
     wrt: for an ``nnx.Module``, the filter of the swept variables (default ``nnx.Param``,
       as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``); only with a Module.
     suggestion: which of :data:`SUGGESTIONS` (``"valley"``, ``"minimum"``, ``"steep"``)
@@ -366,12 +368,10 @@ def _sweep_step(loss_fn: Callable[[Any, Any], jax.Array], make_optimizer: Callab
 def _sweep(step: Callable[..., Any], p: Any, opt_state: Any, stream: _Cycle, lrs: np.ndarray,
            smoothing: float, diverge_threshold: float, progress: bool) -> tuple[list, list, bool]:
   """Runs the sweep until divergence or the last lr; returns ``(losses, smoothed, stopped_early)``."""
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
   num_steps = len(lrs)
   losses, smoothed = [], []
   best, stopped = math.inf, False
-  with tqdm(total=num_steps, disable=not progress, desc="LR range test") as bar:
+  with _progress.bar(progress, total=num_steps, desc="LR range test") as bar:
     for k in range(num_steps):
       p, opt_state, loss = step(p, opt_state, next(stream), jnp.float32(lrs[k]))
       loss = float(loss)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +108,7 @@ def test_stops_on_nonfinite_and_linear_mode():
   assert res.lrs[0] <= res.suggestion <= res.lrs[-1]
 
 
-def test_iterator_is_cycled_and_progress_bar(capsys):
+def test_iterator_is_cycled_and_progress_bar(capsys, monkeypatch):
   seen = []
 
   def loss_fn(p, batch):
@@ -117,15 +119,33 @@ def test_iterator_is_cycled_and_progress_bar(capsys):
       seen.append(b)
       yield jnp.float32(b)
 
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  terminal = Terminal()
+  monkeypatch.setattr(sys, "stderr", terminal)
   res = lr_finder.lr_range_test(loss_fn, jnp.zeros(2), gen(), optax.sgd, start_lr=1e-3, end_lr=1e-2,
                                 num_steps=10, progress=True)
   assert len(res.losses) == 10 and seen == [0, 1, 2]  # the generator was read once, then replayed
-  assert "LR range test" in capsys.readouterr().err
+  assert "LR range test" in terminal.getvalue()  # a terminal gets the bar
   fig = res.plot()
   assert type(fig).__name__ == "Figure"
   import matplotlib.pyplot as plt
 
   plt.close("all")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_no_bar_and_no_tqdm_import_outside_a_terminal(capsys, monkeypatch, progress):
+  """Issue #21 item 10: in a notebook or a log (stderr not a terminal) nothing is drawn, whatever
+  ``progress`` says, and ``progress=False`` imports nothing (tqdm.auto warned in notebooks)."""
+  monkeypatch.setitem(sys.modules, "tqdm", None)  # any import of tqdm now raises ImportError
+  monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+  res = lr_finder.lr_range_test(lambda p, b: jnp.sum((p - b) ** 2), jnp.zeros(2), [jnp.ones(2)], optax.sgd,
+                                start_lr=1e-3, end_lr=1e-2, num_steps=10, progress=progress)
+  assert len(res.losses) == 10
+  assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------------------- NNX models (issue #11)
