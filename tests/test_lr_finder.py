@@ -421,3 +421,66 @@ def test_plot_marks_the_three_suggestions():
   assert [lab.split(":")[0] for lab in labels[-3:]] == ["valley", "minimum/10", "steep"]
   assert sum("(suggestion)" in lab for lab in labels) == 1 and "(suggestion)" in labels[-1]
   plt.close("all")
+
+
+# ------------------------------------------------- Dropout and BatchNorm with call-time rngs (issue #21 item 3)
+def _tutorial_model(nnx, own_rngs=False):
+  """The Flax NNX tutorial's pattern: Linear -> BatchNorm -> ReLU -> Dropout -> Linear, the Dropout
+  driven by ``model(x, rngs=rngs)`` (or owning its Rngs with ``own_rngs``)."""
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.l1 = nnx.Linear(6, 16, rngs=rngs)
+      self.bn = nnx.BatchNorm(16, rngs=rngs)
+      self.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=7) if own_rngs else None)
+      self.l2 = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x, rngs=None):
+      return self.l2(self.drop(nnx.relu(self.bn(self.l1(x))), rngs=rngs))
+
+  return Net(nnx.Rngs(0))
+
+
+def _tutorial_batch():
+  rng = np.random.default_rng(1)
+  return jnp.asarray(rng.standard_normal((32, 6)), jnp.float32), jnp.asarray(rng.integers(0, 3, 32))
+
+
+def test_nnx_call_time_rngs_are_part_of_the_traced_state():
+  """``rngs=`` is split / merged with the model in each compiled step: fresh dropout masks every step
+  (at lr 1e-7 the params barely move, yet the loss jumps), and neither the model nor the rngs change."""
+  nnx = _nnx()
+  model, rngs = _tutorial_model(nnx), nnx.Rngs(dropout=3)
+  before, count = _all_state(nnx, model), int(rngs.dropout.count.get_value())
+  loss = lambda m, b, r: optax.softmax_cross_entropy_with_integer_labels(m(b[0], rngs=r), b[1]).mean()  # noqa: E731
+  res = lr_finder.lr_range_test(loss, model, [_tutorial_batch()], optax.sgd, rngs=rngs, start_lr=1e-7,
+                                end_lr=2e-7, num_steps=6, diverge_threshold=1e6, progress=False)
+  assert len(res.losses) == 6 and np.std(res.losses) > 1e-3  # a new mask each step
+  pytest.importorskip("chex").assert_trees_all_equal(_all_state(nnx, model), before)
+  assert int(rngs.dropout.count.get_value()) == count
+  eval_loss = lambda m, b, r: loss(nnx.view(m, deterministic=True), b, r)  # noqa: E731
+  res = lr_finder.lr_range_test(eval_loss, model, [_tutorial_batch()], optax.sgd, rngs=rngs, start_lr=1e-7,
+                                end_lr=2e-7, num_steps=6, diverge_threshold=1e6, progress=False)
+  assert np.std(res.losses) < 1e-4  # no dropout: the loss only moves with the (tiny) steps
+
+
+def test_nnx_dropout_owning_its_rngs_draws_new_masks():
+  nnx = _nnx()
+  model = _tutorial_model(nnx, own_rngs=True)
+  res = lr_finder.lr_range_test(lambda m, b: optax.softmax_cross_entropy_with_integer_labels(m(b[0]), b[1]).mean(),
+                                model, [_tutorial_batch()], optax.sgd, start_lr=1e-7, end_lr=2e-7, num_steps=6,
+                                diverge_threshold=1e6, progress=False)
+  assert np.std(res.losses) > 1e-3
+
+
+def test_nnx_rngs_closed_over_by_the_loss_is_a_value_error_naming_the_fix():
+  """The tutorial's loss closing over its ``rngs`` used to fail with flax's TraceContextError."""
+  nnx = _nnx()
+  model, rngs = _tutorial_model(nnx), nnx.Rngs(dropout=3)
+  loss = lambda m, b: optax.softmax_cross_entropy_with_integer_labels(m(b[0], rngs=rngs), b[1]).mean()  # noqa: E731
+  with pytest.raises(ValueError, match=r"rngs=rngs.*loss_fn\(model, batch, rngs\)"):
+    lr_finder.lr_range_test(loss, model, [_tutorial_batch()], optax.sgd, num_steps=4, progress=False)
+  with pytest.raises(ValueError, match="rngs must be an nnx.Rngs"):
+    lr_finder.lr_range_test(loss, model, [_tutorial_batch()], optax.sgd, rngs=3, num_steps=4, progress=False)
+  with pytest.raises(ValueError, match="rngs is handed to loss_fn"):
+    lr_finder.lr_range_test(lambda p, b: jnp.sum(p), jnp.ones(2), [None], optax.sgd, rngs=rngs, progress=False)
