@@ -278,6 +278,10 @@ INITIALIZERS = [
     Row(I.lsuv, _lsuv(params=[1, 2]), "params"),
     Row(I.lsuv_nnx, dict(model=TinyMLP(), batch=None), "model"),  # a linen module is not an NNX one
     Row(I.lsuv_nnx, _lsuv_nnx(forward=3), "forward"),
+    # The one NNX convention (issue #20): the model where the params go, the function that runs it first.
+    Row(I.lsuv, lambda: dict(zip(("params", "batch"), nnx_mlp()), apply_fn=3), "apply_fn"),
+    Row(I.init_report, lambda: dict(zip(("params", "batch"), nnx_mlp()), apply_fn=3), "apply_fn"),
+    Row(I.weight_norm_init, lambda: dict(zip(("params", "batch"), nnx_mlp()), apply_fn=3), "apply_fn"),
     # A jitted apply_fn hides the layer calls (a raw tracer error before issue #14).
     Row(I.lsuv, _jitted_apply_fn, "apply_fn"),
     Row(I.init_report, _jitted_apply_fn, "apply_fn"),
