@@ -13,6 +13,7 @@ is flax's.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 import optax
@@ -26,9 +27,10 @@ class TrainState(train_state.TrainState):
 
   ``state.apply_gradients(grads=g, value=loss)`` calls
   ``tx.update(g, opt_state, params, value=loss)``. Keyword arguments that name a field of
-  the state (e.g. ``batch_stats`` in a subclass) are ``.replace()``-d as flax does; all the
-  others go to ``tx.update`` (transforms that take no extra arguments ignore them, as in
-  ``optax.chain``). ``create``, ``replace`` and the pytree layout are flax's, so the state
+  the state (e.g. ``batch_stats`` in a subclass) are ``.replace()``-d as flax does; the names
+  in :attr:`extra_args` (``value``, ``grad``, ``value_fn``, and any a subclass declares) go to
+  ``tx.update`` (transforms that take no extra arguments ignore them, as in ``optax.chain``);
+  any other name is a ``ValueError`` (a typo must not be dropped silently). ``create``, ``replace`` and the pytree layout are flax's, so the state
   works under ``jax.jit`` / ``pmap``, with Orbax, and with every reader of this package
   (``monitor.stats(state)``, ``plateau.scale(state)``, ``plateau.step(state, val_loss)``,
   ``regularization.ema_params(state)``).
@@ -53,20 +55,40 @@ class TrainState(train_state.TrainState):
     3 0.25
   """
 
+  #: The extra arguments ``apply_gradients`` forwards to ``tx.update``: those the transforms of this
+  #: package and optax consume (``value`` for ``plateau.reduce_on_plateau``, optax's
+  #: ``contrib.reduce_on_plateau`` and ``scale_by_polyak``; ``grad`` / ``value_fn`` for optax's line
+  #: searches). A transform of your own that takes another one: declare it in a subclass,
+  #: ``extra_args = training.TrainState.extra_args | {"my_arg"}``.
+  extra_args = frozenset({"value", "grad", "value_fn"})
+
   def apply_gradients(self, *, grads: Any, **kwargs: Any) -> "TrainState":
     """``step + 1``, params and ``opt_state`` updated by ``tx.update(grads, ..., **extra)``.
 
     Args:
       grads: gradients shaped like ``params``.
       **kwargs: fields of the state to ``.replace()`` (as flax's), and extra arguments
-        for ``tx.update`` (anything that is not a field, e.g. ``value=loss``).
+        for ``tx.update`` (the names in :attr:`extra_args`, e.g. ``value=loss``).
 
     Returns:
       The updated state.
+
+    Raises:
+      ValueError: for a keyword that is neither a field nor in :attr:`extra_args` (a typo such
+        as ``vale=loss`` would otherwise reach no transform, and the plateau would never move).
     """
     names = {f.name for f in dataclasses.fields(self)}
     fields = {k: v for k, v in kwargs.items() if k in names}
     extra = {k: v for k, v in kwargs.items() if k not in names}
+    unknown = sorted(set(extra) - set(self.extra_args))
+    if unknown:
+      close = difflib.get_close_matches(unknown[0], sorted(set(self.extra_args) | names), n=1)
+      raise ValueError(
+          f"{type(self).__name__}.apply_gradients got the unknown argument {unknown[0]!r}"
+          f"{f' (did you mean {close[0]!r}?)' if close else ''}: it is neither a field of the state "
+          f"({', '.join(sorted(names))}) nor an extra argument a transform consumes "
+          f"({', '.join(sorted(self.extra_args))}). To forward another name to tx.update, declare it: "
+          f"class MyState(training.TrainState): extra_args = training.TrainState.extra_args | {{{unknown[0]!r}}}.")
     if not extra:
       return super().apply_gradients(grads=grads, **fields)
     tx = optax.with_extra_args_support(self.tx)
