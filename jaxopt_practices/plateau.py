@@ -342,7 +342,12 @@ def step(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
 
   Raises:
     ValueError: when ``opt_state`` holds no ``reduce_on_plateau`` state or more than one,
-      or ``value`` is not a scalar.
+      or ``value`` is not a scalar; when the state is also fed ``value=`` in ``update`` (each
+      evaluation would count twice; raised by the first call that sees both drivers on a
+      concrete state, and by an eager ``update`` with ``value`` after a ``step``); when the
+      result is thrown away (``plateau.step(state, v)`` as a statement) while ``opt_state`` is a
+      raw optax state or a ``TrainState``, which are not changed in place (an ``nnx.Optimizer``
+      is: there the statement form is right).
 
   Example:
     >>> import jax.numpy as jnp, optax
