@@ -215,7 +215,9 @@ RESTORE_HINT = (
     "flax.serialization) gives the state's NamedTuples back as dicts and its tuples as lists. "
     "Restore with a target made by the same optimizer: abstract = jax.eval_shape(tx.init, params), "
     "then ocp.StandardCheckpointer().restore(path, abstract), or with a CheckpointManager "
-    "manager.restore(step, args=ocp.args.StandardRestore(abstract)).")
+    "manager.restore(step, args=ocp.args.StandardRestore(abstract)). For an nnx.Optimizer the target is "
+    "nnx.state(optimizer). Or pass what was restored to jaxopt_practices.training.restore(target, restored), "
+    "which puts a target-less checkpoint into the target's structure (an nnx.Optimizer in place).")
 
 
 def result_discarded() -> bool:

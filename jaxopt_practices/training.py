@@ -19,7 +19,9 @@ from typing import Any
 import optax
 from flax.training import train_state
 
-__all__ = ["TrainState"]
+from jaxopt_practices import _restore
+
+__all__ = ["TrainState", "restore"]
 
 
 class TrainState(train_state.TrainState):
@@ -96,3 +98,43 @@ class TrainState(train_state.TrainState):
     # flax's own apply_gradients (params / OVERWRITE_WITH_GRADIENT handling) with the arguments bound.
     new = train_state.TrainState.apply_gradients(self.replace(tx=bound), grads=grads, **fields)
     return new.replace(tx=self.tx)
+
+
+def restore(target: Any, restored: Any) -> Any:
+  """Puts a checkpoint that Orbax restored *without a target* into ``target``'s structure.
+
+  ``ocp.StandardCheckpointer().restore(path)`` without a target gives dicts and lists: the
+  optimizer's NamedTuple states become dicts, tuple positions the keys ``"0"``, ``"1"``, ...,
+  and the Variables of an ``nnx.state(...)`` checkpoint ``{"value": array}``. Then
+  ``nnx.update(optimizer, restored)`` fails inside flax (``Cannot set key '0' on immutable node
+  of type tuple``) and a linen update on a dict fails in the first transform. This reads
+  ``restored`` by the target's own paths (any optimizer, any model) and checks every shape.
+  Restoring *with* a target (``ckptr.restore(path, nnx.state(abstract_optimizer))`` or
+  ``jax.eval_shape(tx.init, params)``) needs none of this.
+
+  Args:
+    target: an ``nnx.Optimizer`` / ``nnx.Module`` (updated in place), or a linen
+      :class:`TrainState`, an optax state or any pytree of arrays (a new one is returned), made
+      as for the run that wrote the checkpoint.
+    restored: what the checkpointer returned without a target (or an ``nnx.State``, or a tree
+      already in ``target``'s structure).
+
+  Returns:
+    ``target`` with the checkpoint's values (NNX: the same object, updated in place).
+
+  Raises:
+    ValueError: when the checkpoint does not fit ``target`` (an entry missing, another shape,
+      extra arrays): it was written by another optimizer or model.
+
+  Example:
+    >>> import numpy as np, jax.numpy as jnp, optax
+    >>> from jaxopt_practices import training
+    >>> tx = optax.adam(1e-3)
+    >>> target = tx.init({"w": jnp.zeros(2)})
+    >>> restored = {"0": {"count": np.array(3), "mu": {"w": np.array([0.5, 0.25])},  # as Orbax gives it
+    ...                   "nu": {"w": np.array([1.0, 2.0])}}, "1": {}}
+    >>> state = training.restore(target, restored)
+    >>> type(state[0]).__name__, int(state[0].count), state[0].mu["w"].tolist()
+    ('ScaleByAdamState', 3, [0.5, 0.25])
+  """
+  return _restore.into(target, restored)

@@ -30,6 +30,7 @@ import jaxopt_practices as package
 from helpers import TinyMLP, linen_mlp, nnx_mlp
 from jaxopt_practices import (adaptive, clipping, flat, groups, initializers as I, lr_finder, momentum, monitor, parallel,
                               plateau, recipe, regularization, schedules)
+from jaxopt_practices import training
 
 
 class Row(NamedTuple):
@@ -293,6 +294,9 @@ INITIALIZERS = [
     Row(I.init_report_nnx, _lsuv_nnx(forward=3), "forward"),
     Row(I.init_report, _lsuv(forward=lambda m, b: m(b)), "forward"),  # forward only with an nnx.Module
     Row(I.init_report, lambda: dict(zip(("apply_fn", "params"), nnx_mlp()), forward=3), "forward"),
+    # A checkpoint that does not fit the target (issue #21 item 7).
+    Row(training.restore, lambda: dict(target={"w": jnp.zeros(2)}, restored={"v": jnp.zeros(2)}), "no entry"),
+    Row(training.restore, lambda: dict(target={"w": jnp.zeros(2)}, restored={"w": jnp.zeros(3)}), "shape"),
 ]
 
 # ------------------------------------------------------------------ momentum and adaptive
