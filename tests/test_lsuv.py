@@ -419,6 +419,9 @@ def test_init_report_and_lsuv_follow_an_nnx_view_to_the_model():
   chex.assert_trees_all_equal(nnx.state(model, nnx.BatchStat), before_bn)
   with pytest.warns(DeprecationWarning):
     assert I.lsuv_nnx(model, X, forward=_eval_view).converged  # the old name: no error about linen
+  with pytest.warns(DeprecationWarning):  # the issue's own call, in the old model-first form: a real report
+    assert [r.name for r in I.init_report(model, X, forward=lambda m, x: nnx.view(m, deterministic=True)(x))] == [
+        "l1", "l2"]
 
 
 def test_a_forward_that_runs_another_model_is_an_error_not_an_empty_report():
