@@ -14,7 +14,10 @@ watched *instances* only (those ``select`` picks among ``nnx.iter_modules(model)
 the duration of one forward pass: each one's ``__class__`` is swapped for a recording
 subclass of its class, whose ``__call__`` passes the output to the recorder that the
 instance carries in its ``__dict__`` (under ``RECORDER``). Both are undone in a
-``finally``, so also when the forward pass raises. No class, function or module
+``finally``, so also when the forward pass raises. A forward pass that runs a view of the
+model (``nnx.view(model, deterministic=True)``: new module objects, copied with the swapped
+class and the recorder, sharing the model's Variables) is recorded too: a call is matched to
+the watched layer by the layer's Variables, not by the module object. No class, function or module
 attribute is patched; the one module-level object is the cache of recording
 subclasses (one per layer class, created on first use and kept, because flax registers
 every ``nnx.Module`` subclass for good in its graph and JAX pytree registries).

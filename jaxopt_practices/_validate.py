@@ -228,6 +228,9 @@ def result_discarded() -> bool:
   interactive cell: the value is only displayed). For functions whose whole effect is the
   returned value (a new state), discarding it is always a mistake. CPython only: elsewhere (no
   ``f_lasti``), or when the bytecode cannot be read, this says False.
+
+  Returns:
+    Whether the result of the call in progress is thrown away by the code that made it.
   """
   try:
     frame = sys._getframe(2)  # noqa: SLF001 - 0: here, 1: the public function, 2: its caller
