@@ -306,6 +306,9 @@ def lsuv(
   References:
     Mishkin & Matas, All you need is a good init, 2016.
   """
+  if isinstance(apply_fn, nnx.Module):
+    raise ValueError("lsuv takes an NNX model where the params go: write model, report = lsuv(None, model, batch) "
+                     "(or a forward(model, batch) first), not lsuv(model, ...).")
   if isinstance(params, nnx.Module):
     _layers.check_nnx(params, apply_fn, "apply_fn")
     _check_args(target_std, tol, max_iters, orthogonal_init, key)

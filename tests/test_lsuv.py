@@ -375,6 +375,12 @@ def test_init_report_takes_forward_for_an_nnx_model():
     I.init_report(forward, model, batch, forward=forward)  # forward twice
 
 
+def test_the_model_first_is_an_error_naming_the_convention():
+  model = _nnx_mlp(depth=2)
+  with pytest.raises(ValueError, match=r"lsuv\(None, model, batch\)"):
+    I.lsuv(model, X, X)
+
+
 def test_lsuv_nnx_is_a_deprecated_alias_of_lsuv():
   a, b = _nnx_mlp(depth=2), _nnx_mlp(depth=2)
   with pytest.warns(DeprecationWarning, match=r"lsuv\(f, model, batch\)\[1\]"):
