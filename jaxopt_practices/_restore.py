@@ -56,10 +56,15 @@ def _read(restored: Any, path: tuple, like: Any) -> Any:
     raise ValueError(f"training.restore: the checkpoint has no entry {where} (missing {e}) that the target has: it "
                      f"was made by another optimizer or model. {_validate.RESTORE_HINT}") from None
   value = _leaf(node)
+  dtype = getattr(like, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):  # a typed key (nnx.Rngs)
+    if not jax.dtypes.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.prng_key):
+      value = jax.random.wrap_key_data(np.asarray(value), impl=jax.random.key_impl(like))
+    return value
   if np.shape(value) != np.shape(like):
     raise ValueError(f"training.restore: the checkpoint's {where} has shape {np.shape(value)}, the target's "
                      f"{np.shape(like)}: it was made by another optimizer or model.")
-  return jax.numpy.asarray(value, dtype=getattr(like, "dtype", None))
+  return jax.numpy.asarray(value, dtype=dtype)
 
 
 def _count(restored: Any) -> int:

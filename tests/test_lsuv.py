@@ -167,8 +167,8 @@ def test_lsuv_bad_inputs():
     I.lsuv(lambda p, x: x * 2.0, params, X)
   with pytest.raises(ValueError, match="params"):  # params not the 'params' collection
     I.lsuv(lambda p, x: model.apply({"params": p["inner"]}, x), {"inner": params}, X)
-  with pytest.raises(ValueError, match="model"), pytest.warns(DeprecationWarning):
-    I.lsuv_nnx(model, X)  # a linen module is not an NNX one
+  with pytest.raises(ValueError, match="model"):
+    I.lsuv_nnx(model, X)  # a linen module is not an NNX one (checked before the deprecation warning)
 
 
 # --- LSUV, NNX -------------------------------------------------------------------------------

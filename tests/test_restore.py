@@ -284,3 +284,22 @@ def test_linen_train_state_restored_without_a_target(tmp_path):
   chex = pytest.importorskip("chex")
   chex.assert_trees_all_equal(back.opt_state, state.opt_state)
   assert type(back) is training.TrainState and float(plateau.scale(back)) == 0.5
+
+
+def test_nnx_model_with_rng_keys_restored_without_a_target(tmp_path):
+  """Typed PRNG keys (a Dropout's own ``nnx.Rngs``) come back as keys of the same implementation."""
+  from jaxopt_practices import training
+  nnx = pytest.importorskip("flax.nnx")
+
+  def make():
+    return nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=3)))
+
+  model = make()
+  model(jnp.ones((1, 2)))  # advances the dropout stream
+  _save(tmp_path / "model", nnx.state(model))
+  back = training.restore(make(), _restore(tmp_path / "model"))
+  pytest.importorskip("chex").assert_trees_all_equal(
+      jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+                   nnx.to_pure_dict(nnx.state(back))),
+      jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+                   nnx.to_pure_dict(nnx.state(model))))
