@@ -484,3 +484,25 @@ def test_nnx_rngs_closed_over_by_the_loss_is_a_value_error_naming_the_fix():
     lr_finder.lr_range_test(loss, model, [_tutorial_batch()], optax.sgd, rngs=3, num_steps=4, progress=False)
   with pytest.raises(ValueError, match="rngs is handed to loss_fn"):
     lr_finder.lr_range_test(lambda p, b: jnp.sum(p), jnp.ones(2), [None], optax.sgd, rngs=rngs, progress=False)
+
+
+# ------------------------------------------------------- claims match the benchmark (issue #21 item 9)
+def test_readme_and_notebook_state_the_measured_rate_of_the_suggestion_benchmark():
+  """The README and notebook 02 claimed "every time"; they must state the rate the committed
+  results of ``benchmarks/lr_suggestions.py`` give, and the results must hold the mnist CNN case."""
+  import json
+  import pathlib
+
+  root = pathlib.Path(__file__).resolve().parent.parent
+  rows = json.loads((root / "benchmarks" / "results" / "lr_suggestions.json").read_text())["rows"]
+  assert any(r["model"].startswith("mnist CNN") and r["optimizer"] == "SGD momentum 0.9" and r["set"] == "held-out"
+             for r in rows)
+  met = lambda r, name: r[name]["gap_points"] <= 1.5 and not r[name]["diverged"]  # noqa: E731
+  valley = f"{sum(met(r, 'valley') for r in rows)} of {len(rows)}"
+  fastai = f"{sum(met(r, 'fastai valley') for r in rows)} of {len(rows)}"
+  readme = " ".join((root / "README.md").read_text().split())
+  cells = json.loads((root / "notebooks" / "02_plateau_and_lr_finder.ipynb").read_text())["cells"]
+  notebook = " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
+  for text in (readme, notebook):
+    assert f"in {valley}" in text and fastai in text
+    assert "every time" not in text and "in every case" not in text
