@@ -23,7 +23,11 @@ Two sets of cases. ``first``: MLPs with 1 and 4 hidden layers of 128 ReLU units 
 CNN, with SGD + momentum 0.9 and Adam, seeds 0-2; fastai's valley failed two of them, and they
 were looked at when the default valley was made noise-aware (the tolerance of one noise std
 was fixed on principle, not fitted). ``held-out``: a tanh MLP, a wider CNN, Nesterov SGD and
-RMSprop, seeds 3-5, run only after the rule was fixed.
+RMSprop, seeds 3-5, run only after the rule was fixed; then flax's ``examples/mnist`` CNN (conv 32 -
+conv 64 - dense 256 - dense 10) with SGD momentum 0.9, the case a user found far off (issue #21).
+
+    python benchmarks/lr_suggestions.py --only "mnist CNN"   # just the cases whose model or optimizer
+                                                            # contains that text; merged into the results
 
 Writes ``benchmarks/results/lr_suggestions.json`` and the table between the ``lr_suggestions``
 markers of ``benchmarks/README.md``.
@@ -99,15 +103,30 @@ class CNN(nn.Module):
     return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
+class MnistCNN(nn.Module):
+  """flax's ``examples/mnist`` CNN: conv 3x3 x 32 - avgpool 2 - conv 3x3 x 64 - avgpool 2 - dense 256 - dense 10,
+  on the 8x8 images (scaled to [0, 1] as the example scales MNIST; 2x2x64 features reach the dense layer)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], 8, 8, 1)
+    x = nn.avg_pool(nn.relu(Conv3x3(32)(x)), (2, 2), strides=(2, 2))
+    x = nn.avg_pool(nn.relu(Conv3x3(64)(x)), (2, 2), strides=(2, 2))
+    x = nn.relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(10)(x)
+
+
 MODELS = {"MLP 1x128": MLP(depth=1), "MLP 4x128": MLP(depth=4), "CNN 8-16": CNN(),
-          "MLP 2x256 tanh": MLP(depth=2, width=256, tanh=True), "CNN 16-32": CNN(16, 32)}
+          "MLP 2x256 tanh": MLP(depth=2, width=256, tanh=True), "CNN 16-32": CNN(16, 32),
+          "mnist CNN 32-64-256": MnistCNN()}
 OPTIMIZERS = {"SGD momentum 0.9": lambda lr: momentum.sgd(lr, momentum=0.9), "Adam": lambda lr: adaptive.adam(lr),
               "SGD Nesterov 0.9": lambda lr: momentum.sgd(lr, momentum=0.9, nesterov=True),
               "RMSprop": lambda lr: adaptive.rmsprop(lr)}
 CASES = ([("first", m, o, FIRST_SEEDS) for m in ("MLP 1x128", "MLP 4x128", "CNN 8-16")
           for o in ("SGD momentum 0.9", "Adam")]
          + [("held-out", "MLP 2x256 tanh", o, HELD_OUT_SEEDS) for o in ("SGD momentum 0.9", "Adam", "RMSprop")]
-         + [("held-out", "CNN 16-32", o, HELD_OUT_SEEDS) for o in ("SGD Nesterov 0.9", "Adam")])
+         + [("held-out", "CNN 16-32", o, HELD_OUT_SEEDS) for o in ("SGD Nesterov 0.9", "Adam")]
+         + [("held-out", "mnist CNN 32-64-256", "SGD momentum 0.9", HELD_OUT_SEEDS)])
 NAMES = ("valley", "fastai valley", "minimum", "steep")  # what is trained: the suggestions, and fastai's valley
 
 
@@ -226,12 +245,26 @@ def summary(rows: list[dict]) -> str:
   return "; ".join(parts)
 
 
+def merged(new_rows: list[dict]) -> list[dict]:
+  """The rows of ``results/lr_suggestions.json`` with ``new_rows`` in place of the same cases, in ``CASES`` order."""
+  old = json.loads((HERE / "results" / "lr_suggestions.json").read_text())["rows"]
+  by_case = {(r["set"], r["model"], r["optimizer"]): r for r in old + new_rows}
+  return [by_case[c[:3]] for c in CASES if c[:3] in by_case]
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--smoke", action="store_true", help="2 cases, 1 seed, 40 steps, 3 grid lrs; writes nothing")
+  parser.add_argument("--only", default=None,
+                      help="run only the cases whose model or optimizer name contains this text; their rows replace "
+                           "(or join) those of results/lr_suggestions.json and the README table is rewritten")
   args = parser.parse_args(argv)
   cases, steps, grid = (([(c[0], c[1], c[2], c[3][:1]) for c in CASES[::7]], 40, GRID[::4]) if args.smoke
                         else (CASES, STEPS, GRID))
+  if args.only is not None:
+    cases = [c for c in cases if args.only in c[1] or args.only in c[2]]
+    if not cases:
+      raise SystemExit(f"--only {args.only!r} matches no case; the cases are {[c[1:3] for c in CASES]}")
   t0 = time.perf_counter()
   splits = data()
   rows = []
@@ -243,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(row)
     print(table([row])[-1], f"{row['wall_time_s']:.0f} s", flush=True)
   total = time.perf_counter() - t0
+  if args.only is not None and not args.smoke:
+    rows = merged(rows)
+    total = sum(r["wall_time_s"] for r in rows)
   lines = table(rows)
   block = (f"{len(cases[0][3])} seeds per case, {steps} steps of batch {BATCH} at a constant lr, "
            "test accuracy on 360 images "

@@ -14,7 +14,10 @@ watched *instances* only (those ``select`` picks among ``nnx.iter_modules(model)
 the duration of one forward pass: each one's ``__class__`` is swapped for a recording
 subclass of its class, whose ``__call__`` passes the output to the recorder that the
 instance carries in its ``__dict__`` (under ``RECORDER``). Both are undone in a
-``finally``, so also when the forward pass raises. No class, function or module
+``finally``, so also when the forward pass raises. A forward pass that runs a view of the
+model (``nnx.view(model, deterministic=True)``: new module objects, copied with the swapped
+class and the recorder, sharing the model's Variables) is recorded too: a call is matched to
+the watched layer by the layer's Variables, not by the module object. No class, function or module
 attribute is patched; the one module-level object is the cache of recording
 subclasses (one per layer class, created on first use and kept, because flax registers
 every ``nnx.Module`` subclass for good in its graph and JAX pytree registries).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -176,6 +180,13 @@ def nnx_has_kernel(mod: nnx.Module) -> bool:
   return isinstance(getattr(mod, "kernel", None), nnx.Param)
 
 
+def _identity(mod: nnx.Module) -> Any:
+  """What identifies a layer across views of the model: its Variables (``nnx.view(model, ...)`` makes new
+  module objects that share them), or the module itself if it has none."""
+  own = frozenset(id(v) for _, v in nnx.iter_graph(mod) if isinstance(v, nnx.Variable))
+  return own or id(mod)
+
+
 def capture_nnx(
     model: nnx.Module, batch: Any, select: Callable[[nnx.Module], bool], forward: Callable | None = None
 ) -> list[Call]:
@@ -185,15 +196,15 @@ def capture_nnx(
   says (class swapped, recorder attached, both restored even on error); the first call
   of each, with an array output, is recorded, in the order the calls finish.
   """
-  targets = {id(m): (tuple(p), m) for p, m in nnx.iter_modules(model) if select(m)}
+  targets = {_identity(m): (tuple(p), m) for p, m in nnx.iter_modules(model) if select(m)}
   calls: list[Call] = []
   seen: set = set()
 
   def record(mod, out):
-    key = id(mod)
+    key = _identity(mod)
     if key in targets and key not in seen and _is_array_output(out):
       seen.add(key)
-      calls.append(Call(targets[key][0], out, mod))
+      calls.append(Call(targets[key][0], out, targets[key][1]))
 
   with _recording([m for _, m in targets.values()], record):
     if forward is None:
@@ -203,12 +214,25 @@ def capture_nnx(
   return calls
 
 
-def check_nnx(model: Any, forward: Any = None) -> None:
+def check_nnx(model: Any, forward: Any = None, forward_name: str = "forward") -> None:
   """ValueError unless ``model`` is an ``nnx.Module`` and ``forward`` is None or callable."""
   if not isinstance(model, nnx.Module):
     raise ValueError(f"model must be a flax.nnx.Module, got model of type {type(model).__name__}.")
   if forward is not None:
-    _validate.check_callable("forward", forward)
+    _validate.check_callable(forward_name, forward)
+
+
+def deprecated(old: str, new: str) -> None:
+  """The ``DeprecationWarning`` of an old NNX spelling, pointing at the caller of the public function."""
+  warnings.warn(f"{old} is deprecated since v0.3 and will be removed in the next release; write {new} (one NNX "
+                "convention: the model goes where the params go, the function that runs it comes first).",
+                DeprecationWarning, stacklevel=3)
+
+
+NO_NNX_LAYER = ("the forward pass called no layer with a kernel that belongs to this model. forward(model, batch) "
+                "must run the model it is given, or a view sharing its Variables (nnx.view(model, "
+                "deterministic=True), model.eval()); a model it rebuilds (nnx.clone, nnx.merge of another state) is "
+                "not this model.")
 
 
 @contextlib.contextmanager

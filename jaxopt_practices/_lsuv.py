@@ -50,7 +50,7 @@ class LSUVReport(_layers.LayerRecords):
     >>> from flax import nnx
     >>> from jaxopt_practices import initializers
     >>> model = nnx.Sequential(nnx.Linear(8, 32, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(32, 4, rngs=nnx.Rngs(1)))
-    >>> report = initializers.lsuv_nnx(model, jax.random.normal(jax.random.key(0), (128, 8)), tol=0.01)
+    >>> _, report = initializers.lsuv(None, model, jax.random.normal(jax.random.key(0), (128, 8)), tol=0.01)
     >>> report.converged, [r.name for r in report], abs(report[-1].std_after - 1.0) <= 0.01
     (True, ['layers/0', 'layers/2'], True)
     >>> print(str(report).splitlines()[0])
@@ -199,6 +199,8 @@ def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUV
   """LSUV over ``layers`` (``_LinenLayers`` or ``_NNXLayers``): every layer in forward order."""
   stds = layers.probe()
   if not layers.names:
+    if isinstance(layers, _NNXLayers):
+      raise ValueError(f"{what}: {_layers.NO_NNX_LAYER}")
     raise ValueError(
         f"{what} found no layer with a 'kernel' parameter (Dense, Conv, ...) in the forward pass. "
         "For linen, apply_fn must run model.apply un-jitted (lsuv compiles it itself)."
@@ -221,7 +223,7 @@ def _run(layers, target_std, tol, max_iters, orthogonal_init, key, what) -> LSUV
 
 
 def lsuv(
-    apply_fn: Callable[[Any, Any], Any],
+    apply_fn: Callable[[Any, Any], Any] | None,
     params: Any,
     batch: Any,
     *,
@@ -231,13 +233,12 @@ def lsuv(
     orthogonal_init: bool = False,
     key: jax.Array | None = None,
 ) -> tuple[Any, LSUVReport]:
-  r"""Layer-sequential unit-variance (LSUV) initialization of a Flax linen model.
+  r"""Layer-sequential unit-variance (LSUV) initialization of a Flax linen or NNX model.
 
   Every layer with a ``kernel`` (Dense, Conv, ... at any nesting depth, found by
-  intercepting the forward pass with ``nn.intercept_methods``, never from a list of
-  names) is visited in forward order; while its output's standard deviation
-  :math:`s` over the batch (all elements) is farther than ``tol`` from
-  ``target_std``, its kernel *and bias* are multiplied by ``target_std / s``:
+  intercepting the forward pass, never from a list of names) is visited in forward order;
+  while its output's standard deviation :math:`s` over the batch (all elements) is farther
+  than ``tol`` from ``target_std``, its kernel *and bias* are multiplied by ``target_std / s``:
 
   .. math::
     W \leftarrow W \cdot \frac{\sigma^\ast}{s}, \quad b \leftarrow b \cdot \frac{\sigma^\ast}{s}
@@ -248,11 +249,22 @@ def lsuv(
   output std is 0 or not finite (dead) is left unchanged with a ``PracticeWarning``; so
   is one that misses ``tol`` after ``max_iters`` rescalings.
 
+  Flax NNX (the package's convention: the model goes where the params go, and the function
+  that runs it receives the model): ``model, report = lsuv(forward, model, batch)`` with
+  ``forward(model, batch)`` (``None``: ``model(batch)``), e.g.
+  ``lambda m, x: nnx.view(m, deterministic=True)(x)`` for a model with Dropout. The layers are
+  the submodules with a ``kernel`` ``nnx.Param``, ordered by their calls; a ``forward`` that
+  runs a view or copy sharing the model's Variables (``nnx.view``) is followed to them. The
+  model is updated in place (and returned); its batch statistics and RNG counters are
+  restored after the forward passes.
+
   Args:
-    apply_fn: ``apply_fn(params, batch)`` runs the model, e.g.
+    apply_fn: linen: ``apply_fn(params, batch)`` runs the model, e.g.
       ``lambda p, x: model.apply({"params": p}, x)``. Not jitted: ``lsuv`` jits it
-      with its interceptor (a jitted function would hide the layer calls).
-    params: the ``"params"`` collection (a dict or FrozenDict; the same type is returned).
+      with its interceptor (a jitted function would hide the layer calls). NNX:
+      ``forward(model, batch)`` or ``None``.
+    params: the ``"params"`` collection (a dict or FrozenDict; the same type is returned),
+      or an ``nnx.Module``.
     batch: a representative input batch (any pytree ``apply_fn`` accepts).
     target_std: the wanted output std, :math:`> 0`.
     tol: the absolute tolerance on the std, :math:`> 0`.
@@ -263,8 +275,13 @@ def lsuv(
     key: a ``jax.random`` key, needed when ``orthogonal_init`` is True.
 
   Returns:
-    ``(params, report)``: the new params and an :class:`LSUVReport` (std before/after,
-    scale, iterations and status per layer; ``print(report)`` shows a table).
+    ``(params, report)``: the new params (NNX: the same model, updated in place) and an
+    :class:`LSUVReport` (std before/after, scale, iterations and status per layer;
+    ``print(report)`` shows a table).
+
+  Raises:
+    ValueError: for a bad argument (naming it), or when the forward pass calls no layer
+      with a kernel.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -276,9 +293,28 @@ def lsuv(
     >>> [r.status for r in report]
     ['ok', 'ok', 'ok']
 
+    The same on an NNX model with Dropout, run in its evaluation view:
+
+    >>> from flax import nnx
+    >>> rngs = nnx.Rngs(0)
+    >>> net = nnx.Sequential(nnx.Linear(8, 32, rngs=rngs), nnx.relu, nnx.Dropout(0.5, rngs=rngs),
+    ...                      nnx.Linear(32, 4, rngs=rngs))
+    >>> net, report = initializers.lsuv(lambda m, x: nnx.view(m, deterministic=True)(x), net, x)
+    >>> report.converged, [r.name for r in report]
+    (True, ['layers/0', 'layers/3'])
+
   References:
     Mishkin & Matas, All you need is a good init, 2016.
   """
+  if isinstance(apply_fn, nnx.Module):
+    raise ValueError("lsuv takes an NNX model where the params go: write model, report = lsuv(None, model, batch) "
+                     "(or a forward(model, batch) first), not lsuv(model, ...).")
+  if isinstance(params, nnx.Module):
+    _layers.check_nnx(params, apply_fn, "apply_fn")
+    _check_args(target_std, tol, max_iters, orthogonal_init, key)
+    with _layers.nnx_state_kept(params):
+      report = _run(_NNXLayers(params, batch, apply_fn), target_std, tol, max_iters, orthogonal_init, key, "lsuv")
+    return params, report
   _layers.check_apply_fn(apply_fn)
   _check_args(target_std, tol, max_iters, orthogonal_init, key)
   layers = _LinenLayers(apply_fn, params, batch)
@@ -297,36 +333,35 @@ def lsuv_nnx(
     key: jax.Array | None = None,
     forward: Callable[[nnx.Module, Any], Any] | None = None,
 ) -> LSUVReport:
-  """LSUV initialization of a Flax NNX model, in place (see :func:`lsuv`).
+  """Deprecated (v0.3): ``lsuv(forward, model, batch, ...)[1]``, the package's one NNX spelling.
 
-  The layers are the submodules with a ``kernel`` ``nnx.Param`` (``nnx.Linear``,
-  ``nnx.Conv``, ...), found by ``nnx.iter_modules`` and ordered by recording their
-  calls during a forward pass. Forward passes run eagerly; batch statistics and RNG
-  counters are restored afterwards, so BatchNorm running averages are untouched.
+  Warns with a ``DeprecationWarning``; kept for one release because API v0.1 named it.
 
   Args:
     model: the NNX module, updated in place.
     batch: a representative input batch.
     target_std, tol, max_iters, orthogonal_init, key: as in :func:`lsuv`.
-    forward: ``forward(model, batch)`` to run the model (default ``model(batch)``),
-      e.g. to pass ``train=False``.
+    forward: ``forward(model, batch)`` to run the model (default ``model(batch)``).
 
   Returns:
-    An :class:`LSUVReport`.
+    The :class:`LSUVReport` (the model is updated in place).
+
+  Raises:
+    ValueError: as :func:`lsuv`.
 
   Example:
-    >>> import jax, jax.numpy as jnp
+    >>> import jax, warnings
     >>> from flax import nnx
     >>> from jaxopt_practices import initializers
     >>> model = nnx.Sequential(nnx.Linear(8, 32, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(32, 4, rngs=nnx.Rngs(1)))
-    >>> report = initializers.lsuv_nnx(model, jax.random.normal(jax.random.key(0), (128, 8)))
-    >>> report.converged
-    True
-
-  References:
-    Mishkin & Matas, All you need is a good init, 2016.
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...   warnings.simplefilter("always")
+    ...   report = initializers.lsuv_nnx(model, jax.random.normal(jax.random.key(0), (128, 8)))
+    >>> report.converged, caught[0].category.__name__
+    (True, 'DeprecationWarning')
   """
-  _layers.check_nnx(model, forward)
+  _layers.check_nnx(model, forward)  # bad arguments are ValueErrors first, as in lsuv
   _check_args(target_std, tol, max_iters, orthogonal_init, key)
-  with _layers.nnx_state_kept(model):
-    return _run(_NNXLayers(model, batch, forward), target_std, tol, max_iters, orthogonal_init, key, "lsuv_nnx")
+  _layers.deprecated("lsuv_nnx(model, batch, forward=f)", "lsuv(f, model, batch)[1]")
+  return lsuv(forward, model, batch, target_std=target_std, tol=tol, max_iters=max_iters,
+              orthogonal_init=orthogonal_init, key=key)[1]

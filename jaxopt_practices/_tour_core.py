@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from jaxopt_practices import monitor
+from jaxopt_practices import _progress
 from jaxopt_practices import _step
 
 __all__ = [
@@ -190,8 +191,6 @@ def train(name: str, setup: str, tx: optax.GradientTransformation, data, *, step
   learning rate each step applied is read with ``monitor.current_learning_rate``, and the
   accuracies of ``eval_params(params, opt_state)`` (default: the params) are taken at the end.
   """
-  from tqdm.auto import tqdm
-
   model = model or MLP()
   x_tr, y_tr, x_te, y_te = (jnp.asarray(a) for a in data)
   core = _step.train_step(lambda p, ids: cross_entropy(model, p, x_tr[ids], y_tr[ids]), tx, value_from_loss=pass_loss)
@@ -212,9 +211,11 @@ def train(name: str, setup: str, tx: optax.GradientTransformation, data, *, step
   state = jax.vmap(tx.init)(params)
   idx = np.stack([seed_batches(s, len(data[0]), steps, batch) for s in seeds])
   step, chunk, out = jax.jit(jax.vmap(scan)), _chunk(steps), []
-  for k in tqdm(range(0, steps, chunk), desc=f"{name:<24}", disable=not progress, leave=False):
-    (params, state), curves = step(params, state, jnp.asarray(idx[:, k:k + chunk]))
-    out.append(curves)
+  with _progress.bar(progress, total=len(range(0, steps, chunk)), desc=f"{name:<24}", leave=False) as bar:
+    for k in range(0, steps, chunk):
+      (params, state), curves = step(params, state, jnp.asarray(idx[:, k:k + chunk]))
+      out.append(curves)
+      bar.update(1)
   test, train_acc = jax.device_get(jax.vmap(accuracies)(params, state))  # eager: nothing to compile
   losses, lrs = (np.concatenate([np.asarray(c[i]) for c in out], axis=1) for i in (0, 1))
   return RunResult(name, setup, losses, lrs, np.asarray(test), np.asarray(train_acc), time.perf_counter() - start)

@@ -9,7 +9,9 @@ accepted as they are; nothing is ever silently clamped.
 
 from __future__ import annotations
 
+import dis
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
@@ -218,7 +220,29 @@ RESTORE_HINT = (
     "flax.serialization) gives the state's NamedTuples back as dicts and its tuples as lists. "
     "Restore with a target made by the same optimizer: abstract = jax.eval_shape(tx.init, params), "
     "then ocp.StandardCheckpointer().restore(path, abstract), or with a CheckpointManager "
-    "manager.restore(step, args=ocp.args.StandardRestore(abstract)).")
+    "manager.restore(step, args=ocp.args.StandardRestore(abstract)). For an nnx.Optimizer the target is "
+    "nnx.state(optimizer). Or pass what was restored to jaxopt_practices.training.restore(target, restored), "
+    "which puts a target-less checkpoint into the target's structure (an nnx.Optimizer in place).")
+
+
+def result_discarded() -> bool:
+  """Whether the caller of the public function that calls this throws its result away.
+
+  True when the caller's next bytecode instruction after the call is ``POP_TOP`` (an expression
+  statement, ``f(x)`` on a line of its own) or ``PRINT_EXPR`` (the same as the last line of an
+  interactive cell: the value is only displayed). For functions whose whole effect is the
+  returned value (a new state), discarding it is always a mistake. CPython only: elsewhere (no
+  ``f_lasti``), or when the bytecode cannot be read, this says False.
+
+  Returns:
+    Whether the result of the call in progress is thrown away by the code that made it.
+  """
+  try:
+    frame = sys._getframe(2)  # noqa: SLF001 - 0: here, 1: the public function, 2: its caller
+    following = (i for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti)
+    return next(following).opname in ("POP_TOP", "PRINT_EXPR")
+  except (AttributeError, ValueError, StopIteration):
+    return False
 
 
 def check_state(owner: str, state: Any, *types: type) -> None:

@@ -63,18 +63,18 @@ def _nnx_slot(call: _layers.Call) -> tuple:
   layer = wn.layer_instance
   if not _layers.nnx_has_kernel(layer) or not isinstance(getattr(layer, "bias", None), nnx.Param):
     raise ValueError(
-        f"weight_norm_init_nnx: WeightNorm {name} must wrap a layer with a kernel and a bias (use_bias=True)."
+        f"weight_norm_init: WeightNorm {name} must wrap a layer with a kernel and a bias (use_bias=True)."
     )
   out = layer.kernel.get_value().shape[-1]
   scales = wn.scales or {}
   if ("kernel",) not in scales or scales[("kernel",)].shape != (out,):
     raise ValueError(
-        f"weight_norm_init_nnx: WeightNorm {name} needs use_scale=True and feature_axes=-1 (a kernel scale "
+        f"weight_norm_init: WeightNorm {name} needs use_scale=True and feature_axes=-1 (a kernel scale "
         f"of shape ({out},)), found scales {list(scales)}."
     )
   if any(k != ("kernel",) for k in scales):
     raise ValueError(
-        f"weight_norm_init_nnx: WeightNorm {name} normalizes more than the kernel (scales {list(scales)}); "
+        f"weight_norm_init: WeightNorm {name} normalizes more than the kernel (scales {list(scales)}); "
         "use the default variable_filter=nnx.PathContains('kernel')."
     )
   return name, wn
@@ -85,9 +85,9 @@ def _as(value, like) -> jax.Array:
 
 
 def weight_norm_init(
-    apply_fn: Callable[[Any, Any], Any], params: Any, batch: Any = None
-) -> tuple[Any, InitReport] | InitReport:
-  r"""Data-dependent initialization of ``flax.linen.WeightNorm`` layers (Salimans & Kingma 2016).
+    apply_fn: Callable[[Any, Any], Any] | None, params: Any, batch: Any = None
+) -> tuple[Any, InitReport]:
+  r"""Data-dependent initialization of ``WeightNorm`` layers, linen or NNX (Salimans & Kingma 2016).
 
   A weight-normalized layer computes :math:`y = g \odot t + b` with
   :math:`t = x \cdot v / \lVert v \rVert` per output unit. Visiting every
@@ -107,18 +107,30 @@ def weight_norm_init(
   ``feature_axes=-1``. The scale is the WeightNorm's ``"<layer>/kernel/scale"``
   parameter and the shift is the wrapped layer's ``bias``; if the ``variable_filter``
   also normalizes the bias, the raw bias is set to 1 and its ``"bias/scale"`` carries
-  the shift. Passing an ``nnx.Module`` as the first argument,
-  ``weight_norm_init(model, batch)``, is :func:`weight_norm_init_nnx`.
+  the shift.
+
+  Flax NNX (the package's one convention: the model goes where the params go):
+  ``model, report = weight_norm_init(forward, model, batch)`` with ``forward(model, batch)``
+  (``None``: ``model(batch)``). Each ``nnx.WeightNorm`` (in forward order) gets its
+  ``scales[("kernel",)]`` set to :math:`1/\sigma` and its ``layer_instance.bias`` to
+  :math:`-\mu/\sigma`, in place; the same requirements hold (``nnx.WeightNorm`` writes the
+  normalized kernel back into the wrapped layer on every call; its direction is kept).
 
   Args:
-    apply_fn: ``apply_fn(params, batch)``, e.g. ``lambda p, x: model.apply({"params": p}, x)``,
-      not jitted.
-    params: the ``"params"`` collection (dict or FrozenDict; the same type is returned).
+    apply_fn: linen: ``apply_fn(params, batch)``, e.g. ``lambda p, x: model.apply({"params": p}, x)``,
+      not jitted. NNX: ``forward(model, batch)`` or ``None``.
+    params: the ``"params"`` collection (dict or FrozenDict; the same type is returned), or an
+      ``nnx.Module``.
     batch: a representative input batch.
 
   Returns:
-    ``(params, report)``: the new params and an :class:`InitReport` of the WeightNorm
-    layers' outputs after initialization.
+    ``(params, report)`` in both cases: the new params (NNX: the same model, updated in place)
+    and an :class:`InitReport` of the WeightNorm layers' outputs after initialization.
+
+  Raises:
+    ValueError: for a bad argument, a WeightNorm this init does not support, no WeightNorm in
+      the forward pass, or the model passed first (the pre-v0.3 form; write
+      ``weight_norm_init(None, model, batch)``).
 
   Example:
     >>> import jax, flax.linen as nn
@@ -135,7 +147,11 @@ def weight_norm_init(
     training of deep neural networks, 2016.
   """
   if isinstance(apply_fn, nnx.Module):
-    return weight_norm_init_nnx(apply_fn, params if batch is None else batch)
+    raise ValueError("weight_norm_init takes an NNX model where the params go and returns (model, report): write "
+                     "model, report = weight_norm_init(None, model, batch) (or a forward(model, batch) first), not "
+                     "weight_norm_init(model, batch).")
+  if isinstance(params, nnx.Module):
+    return params, _init_nnx(params, batch, apply_fn)
   _layers.check_apply_fn(apply_fn)
   params, frozen = _layers.unfreeze(params)
   probe, meta_fn = _layers.linen_probe(apply_fn, weight_norm=True)
@@ -163,14 +179,9 @@ def weight_norm_init(
 
 
 def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None = None) -> InitReport:
-  """Data-dependent initialization of ``flax.nnx.WeightNorm`` layers, in place.
+  """Deprecated (v0.3): ``weight_norm_init(forward, model, batch)[1]``, the package's one NNX spelling.
 
-  As :func:`weight_norm_init`: each ``nnx.WeightNorm`` (in forward order) gets its
-  ``scales[("kernel",)]`` set to :math:`1/\\sigma` and its ``layer_instance.bias`` to
-  :math:`-\\mu/\\sigma`, so each unit's pre-activation has mean 0 and std 1 over the
-  batch. The wrapped layer needs a ``kernel`` and a ``bias``, and the WeightNorm
-  ``use_scale=True`` with ``feature_axes=-1``. (``nnx.WeightNorm`` writes the
-  normalized kernel back into the wrapped layer on every call; its direction is kept.)
+  Warns with a ``DeprecationWarning``; kept for one release.
 
   Args:
     model: the NNX module, updated in place.
@@ -180,25 +191,35 @@ def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None
   Returns:
     An :class:`InitReport` of the WeightNorm layers' outputs after initialization.
 
+  Raises:
+    ValueError: as :func:`weight_norm_init`.
+
   Example:
-    >>> import jax
+    >>> import jax, warnings
     >>> from flax import nnx
     >>> from jaxopt_practices import initializers
     >>> rngs = nnx.Rngs(0)
     >>> model = nnx.Sequential(nnx.WeightNorm(nnx.Linear(8, 16, rngs=rngs), rngs=rngs), nnx.relu)
-    >>> report = initializers.weight_norm_init_nnx(model, 3.0 + jax.random.normal(jax.random.key(0), (256, 8)))
-    >>> round(report[0].std, 3)
-    1.0
-
-  References:
-    Salimans & Kingma, Weight normalization, 2016.
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...   warnings.simplefilter("always")
+    ...   report = initializers.weight_norm_init_nnx(model, 3.0 + jax.random.normal(jax.random.key(0), (256, 8)))
+    >>> round(report[0].std, 3), caught[0].category.__name__
+    (1.0, 'DeprecationWarning')
   """
   _layers.check_nnx(model, forward)
+  _layers.deprecated("weight_norm_init_nnx(model, batch, forward)", "weight_norm_init(forward, model, batch)[1]")
+  return _init_nnx(model, batch, forward)
+
+
+def _init_nnx(model: nnx.Module, batch: Any, forward: Callable | None) -> InitReport:
+  """The NNX half of :func:`weight_norm_init`, in place; returns the report."""
+  _layers.check_nnx(model, forward, "apply_fn")
   is_wn = lambda m: isinstance(m, nnx.WeightNorm)  # noqa: E731
   with _layers.nnx_state_kept(model):
     calls, _ = _layers.nnx_probe(model, batch, is_wn, forward)
     if not calls:
-      raise ValueError("weight_norm_init_nnx found no flax.nnx.WeightNorm layer in the forward pass.")
+      raise ValueError("weight_norm_init found no flax.nnx.WeightNorm layer of this model in the forward pass; "
+                       "forward(model, batch) must run the model it is given, or an nnx.view of it.")
     slots = [_nnx_slot(c) for c in calls]
 
     def set_gb(wn, g, b):
@@ -208,6 +229,6 @@ def weight_norm_init_nnx(model: nnx.Module, batch: Any, forward: Callable | None
     for i, (name, wn) in enumerate(slots):
       set_gb(wn, 1.0, 0.0)
       _, stats = _layers.nnx_probe(model, batch, is_wn, forward)
-      set_gb(wn, *_scale_and_shift(name, stats[i], "weight_norm_init_nnx"))
+      set_gb(wn, *_scale_and_shift(name, stats[i], "weight_norm_init"))
     calls, stats = _layers.nnx_probe(model, batch, is_wn, forward)
   return _init_report.report_from(calls, stats)

@@ -20,9 +20,10 @@ Random draws are made in float32 and cast to ``dtype``, so every float dtype
 (bfloat16 and float16 included) works and the same key gives the same values up to
 the cast. A shape with a zero-sized dimension gives an empty array.
 
-Data-dependent initialization lives here too: :func:`lsuv` / :func:`lsuv_nnx`
-(Mishkin & Matas 2016), :func:`weight_norm_init` (Salimans & Kingma 2016) and the
-diagnostic :func:`init_report`.
+Data-dependent initialization lives here too: :func:`lsuv` (Mishkin & Matas 2016),
+:func:`weight_norm_init` (Salimans & Kingma 2016) and the diagnostic :func:`init_report`, for
+linen (``apply_fn, params``) and NNX (``forward, model``: the model where the params go).
+``lsuv_nnx``, ``init_report_nnx`` and ``weight_norm_init_nnx`` are deprecated aliases.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from jaxopt_practices import _lr_suggest
-from jaxopt_practices import _step
+from jaxopt_practices import _lr_sweep
 from jaxopt_practices import _validate
 
 __all__ = ["MIN_WINDOW", "SUGGESTIONS", "LRRangeTestResult", "lr_range_test"]
@@ -105,37 +105,6 @@ class LRRangeTestResult:
 _LABELS = {"valley": "valley", "minimum": "minimum/10", "steep": "steep"}
 
 
-class _Cycle:
-  """Batches forever: restarts a re-iterable; remembers a one-shot iterator's batches to replay them."""
-
-  def __init__(self, batches: Iterable[Any]):
-    try:
-      self._it = iter(batches)
-    except TypeError as e:
-      raise ValueError(f"batches must be an iterable of batches, got batches = {batches!r}.") from e
-    self._source = None if self._it is batches else batches
-    self._seen: list[Any] = []
-    self._replay = False
-
-  def __next__(self) -> Any:
-    try:
-      batch = next(self._it)
-    except StopIteration:
-      if self._source is not None:
-        self._it = iter(self._source)
-      elif self._seen:
-        self._it, self._replay = iter(list(self._seen)), True
-      else:
-        raise ValueError("batches is empty.") from None
-      try:
-        batch = next(self._it)
-      except StopIteration:
-        raise ValueError("batches is empty.") from None
-    if self._source is None and not self._replay:
-      self._seen.append(batch)
-    return batch
-
-
 def lr_range_test(
     loss_fn: Callable[[Any, Any], jax.Array],
     params: Any,
@@ -152,6 +121,7 @@ def lr_range_test(
     wrt: Any = None,
     suggestion: str = "valley",
     valley_tolerance: float = 1.0,
+    rngs: nnx.Rngs | None = None,
 ) -> LRRangeTestResult:
   r"""Runs an LR range test: trains while sweeping the lr and records the loss.
 
@@ -209,7 +179,12 @@ def lr_range_test(
   ``nnx.merge`` inside the compiled step): only the ``wrt`` variables (default
   ``nnx.Param``) are swept; the others (``nnx.BatchStat``, RNG counters) are updated by the
   forward pass as in training, never by the optimizer, and the caller's model is never
-  mutated (put it in the mode you train in, e.g. ``model.train()``, first).
+  mutated (put it in the mode you train in, e.g. ``model.train()``, first). Dropout that owns
+  its ``Rngs`` (``nnx.Dropout(rate, rngs=rngs)``) draws fresh masks every step. Call-time rngs,
+  the Flax tutorial's ``model(x, rngs=rngs)``: pass them as ``rngs=rngs`` and write
+  ``loss_fn(model, batch, rngs)``; a copy of them is split and merged with the model in each
+  step (the caller's ``rngs`` is not advanced). A ``loss_fn`` that closes over an ``nnx.Rngs``
+  instead raises a ``ValueError`` saying so (flax cannot let a compiled step mutate it).
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> scalar`` loss, differentiable in ``params``
@@ -224,16 +199,23 @@ def lr_range_test(
     mode: ``"exp"`` (log-spaced) or ``"linear"``.
     smoothing: EMA weight of the newest loss, in (0, 1] (1: no smoothing).
     diverge_threshold: ``> 1``, see above.
-    progress: show a ``tqdm`` progress bar.
+    progress: show a plain ``tqdm`` progress bar on stderr, only when stderr is a terminal (in a
+      notebook, a CI log or a file there is none: no bar noise; ``tqdm`` is not even imported).
     wrt: for an ``nnx.Module``, the filter of the swept variables (default ``nnx.Param``,
       as ``nnx.Optimizer(model, tx, wrt=nnx.Param)``); only with a Module.
     suggestion: which of :data:`SUGGESTIONS` (``"valley"``, ``"minimum"``, ``"steep"``)
       ``result.suggestion`` holds; ``result.suggestions`` holds all three.
     valley_tolerance: ``>= 0``, the drop, in units of the smoothed loss's noise std, that
       extends a valley (0: fastai's valley exactly).
+    rngs: only with an ``nnx.Module``: an ``nnx.Rngs`` for call-time randomness, handed to
+      ``loss_fn(model, batch, rngs)`` (a copy, advanced every step).
 
   Returns:
     An :class:`LRRangeTestResult`.
+
+  Raises:
+    ValueError: for a bad argument (naming it), a non-finite loss at the starting params, or a
+      ``loss_fn`` that mutates an NNX object outside the model (an ``nnx.Rngs`` it closes over).
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -264,16 +246,16 @@ def lr_range_test(
   """
   _validate.check_choice("suggestion", suggestion, SUGGESTIONS)
   _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
-                   diverge_threshold, progress, wrt)
+                   diverge_threshold, progress, wrt, rngs)
   _validate.check_number("valley_tolerance", valley_tolerance, low=0.0)
   tx0 = make_optimizer(start_lr)
   if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
     raise ValueError(f"make_optimizer(lr) must return an optax.GradientTransformation, got {tx0!r}.")
-  stream = _Cycle(batches)
-  lrs = _sweep_lrs(start_lr, end_lr, num_steps, mode)
-  step, carry, swept = _sweep_step(loss_fn, make_optimizer, params, wrt)
-  losses, smoothed, stopped = _sweep(step, carry, tx0.init(swept), stream, lrs, smoothing, diverge_threshold,
-                                     progress)
+  stream = _lr_sweep.Cycle(batches)
+  lrs = _lr_sweep.sweep_lrs(start_lr, end_lr, num_steps, mode)
+  step, carry, swept = _lr_sweep.sweep_step(loss_fn, make_optimizer, params, wrt, rngs)
+  losses, smoothed, stopped = _lr_sweep.sweep(step, carry, tx0.init(swept), stream, lrs, smoothing,
+                                              diverge_threshold, progress)
 
   n = len(losses)
   lrs, losses_arr, smoothed_arr = lrs[:n], np.asarray(losses), np.asarray(smoothed)
@@ -289,7 +271,8 @@ def lr_range_test(
 
 
 def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: Any, end_lr: Any, num_steps: Any,
-                     mode: Any, smoothing: Any, diverge_threshold: Any, progress: Any, wrt: Any) -> None:
+                     mode: Any, smoothing: Any, diverge_threshold: Any, progress: Any, wrt: Any,
+                     rngs: Any) -> None:
   """The argument checks of :func:`lr_range_test` (ValueError naming the argument)."""
   _validate.check_callable("loss_fn", loss_fn)
   _validate.check_callable("make_optimizer", make_optimizer)
@@ -303,85 +286,16 @@ def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: A
   if isinstance(params, nnx.Module):
     leaves = jax.tree.leaves(nnx.state(params, nnx.Param if wrt is None else wrt))
     what = f"the model's wrt={'nnx.Param' if wrt is None else wrt!r} variables"
-  elif wrt is not None:
+  elif wrt is not None or rngs is not None:
+    if rngs is not None:
+      raise ValueError(f"rngs is handed to loss_fn(model, batch, rngs) with an nnx.Module; params is a pytree, got "
+                       f"rngs = {rngs!r}. A pytree loss takes its random keys in the batch.")
     raise ValueError(f"wrt selects the swept variables of an nnx.Module; params is a pytree, got wrt = {wrt!r}.")
   else:
     leaves, what = jax.tree.leaves(params), "params"
+  if rngs is not None and not isinstance(rngs, nnx.Rngs):
+    raise ValueError(f"rngs must be an nnx.Rngs (e.g. nnx.Rngs(dropout=0)) or None, got rngs = {rngs!r}.")
   if not leaves or not all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves):
     raise ValueError(f"{what} must be a non-empty pytree of floating-point arrays.")
 
 
-def _sweep_lrs(start_lr: float, end_lr: float, num_steps: int, mode: str) -> np.ndarray:
-  """The learning rate of each step (float64), ending exactly at ``end_lr``."""
-  i = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
-  if mode == "exp":
-    lrs = start_lr * np.exp(i * math.log(end_lr / start_lr))
-  else:
-    lrs = start_lr + (end_lr - start_lr) * i
-  lrs[-1] = end_lr
-  return lrs
-
-
-def _copy(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
-
-
-def _sweep_step(loss_fn: Callable[[Any, Any], jax.Array], make_optimizer: Callable[[Any], optax.GradientTransformation],
-                params: Any, wrt: Any) -> tuple[Callable[..., Any], Any, Any]:
-  """The one train step, compiled once with the lr as a traced input; its starting carry; the swept params.
-
-  ``step(carry, opt_state, batch, lr) -> (carry, opt_state, loss)``. For a pytree the carry
-  is a copy of ``params``. For an ``nnx.Module`` it is a copy of its ``wrt`` state (swept)
-  and of the rest (batch statistics, RNG counters, ...): each step merges them into a model
-  inside the compiled step, so the forward pass updates the rest as in training, and only the
-  ``wrt`` state gets gradients and optimizer updates. The caller's model is never touched.
-  """
-  donate = (0, 1) if jax.default_backend() != "cpu" else ()  # our own copies; CPU cannot donate
-  if not isinstance(params, nnx.Module):
-    def step(p, opt_state, batch, lr):
-      return _step.train_step(loss_fn, make_optimizer(lr))(p, opt_state, batch, {})
-
-    carry = _copy(params)
-    return jax.jit(step, donate_argnums=donate), carry, carry
-
-  wrt = nnx.Param if wrt is None else wrt
-  graphdef, swept, rest = nnx.split(params, wrt, ...)
-
-  def model_loss(p, batch_and_rest):
-    batch, rest = batch_and_rest
-    model = nnx.merge(graphdef, p, rest)
-    loss = loss_fn(model, batch)
-    return loss, nnx.as_pure(nnx.split(model, wrt, ...)[2])
-
-  def nnx_step(carry, opt_state, batch, lr):
-    p, rest = carry
-    step = _step.train_step(model_loss, make_optimizer(lr), has_aux=True)
-    p, opt_state, (loss, rest) = step(p, opt_state, (batch, rest), {})
-    return (p, rest), opt_state, loss
-
-  carry = (_copy(nnx.as_pure(swept)), _copy(nnx.as_pure(rest)))
-  return jax.jit(nnx_step, donate_argnums=donate), carry, carry[0]
-
-
-def _sweep(step: Callable[..., Any], p: Any, opt_state: Any, stream: _Cycle, lrs: np.ndarray,
-           smoothing: float, diverge_threshold: float, progress: bool) -> tuple[list, list, bool]:
-  """Runs the sweep until divergence or the last lr; returns ``(losses, smoothed, stopped_early)``."""
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
-  num_steps = len(lrs)
-  losses, smoothed = [], []
-  best, stopped = math.inf, False
-  with tqdm(total=num_steps, disable=not progress, desc="LR range test") as bar:
-    for k in range(num_steps):
-      p, opt_state, loss = step(p, opt_state, next(stream), jnp.float32(lrs[k]))
-      loss = float(loss)
-      s = loss if k == 0 else smoothing * loss + (1.0 - smoothing) * smoothed[-1]
-      losses.append(loss)
-      smoothed.append(s)
-      bar.update(1)
-      bar.set_postfix(lr=f"{lrs[k]:.2e}", loss=f"{s:.4g}")
-      if not math.isfinite(s) or (k > 0 and s > best + (diverge_threshold - 1.0) * abs(best)):
-        stopped = k < num_steps - 1
-        break
-      best = min(best, s)
-  return losses, smoothed, stopped

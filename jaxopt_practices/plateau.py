@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxopt_practices import _tree
@@ -79,6 +80,7 @@ class ReduceOnPlateauState(NamedTuple):
   window_count: jax.Array      # int32, values in the current accumulation window
   window_sum: jax.Array        # float32, sum of the values in the current window
   rule: PlateauRule            # factor, patience, ... (what plateau.step needs)
+  driven_by: jax.Array         # int32 bits: 1 = values given to update, 2 = plateau.step (3 = both: an error)
 
 
 def _initial_state(rule: PlateauRule) -> ReduceOnPlateauState:
@@ -91,7 +93,35 @@ def _initial_state(rule: PlateauRule) -> ReduceOnPlateauState:
       window_count=jnp.zeros([], jnp.int32),
       window_sum=jnp.zeros([], jnp.float32),
       rule=rule,
+      driven_by=jnp.zeros([], jnp.int32),
   )
+
+
+_BY_UPDATE, _BY_STEP = 1, 2
+
+
+def _concrete_max(x: jax.Array) -> int | None:
+  """The largest entry of ``x`` (several on a replicated state) when it can be read here, else None."""
+  if isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True):
+    return None
+  return int(np.max(np.asarray(x)))
+
+
+def _driven(state: ReduceOnPlateauState, by: int, caller: str) -> jax.Array:
+  """``state.driven_by`` with ``by`` added; ``ValueError`` when that makes both drivers and it is concrete.
+
+  Passing ``value=`` to every update *and* calling :func:`step` counts each evaluation twice.
+  Inside ``jit`` the bits are traced: the conflict is recorded and raised by the first call that
+  sees a concrete state (usually the ``plateau.step`` after the epoch).
+  """
+  driven = state.driven_by | by
+  if _concrete_max(driven) == _BY_UPDATE | _BY_STEP:
+    raise ValueError(
+        f"{caller}: this reduce_on_plateau state is driven twice, by values passed to update (value=loss, e.g. "
+        "TrainState.apply_gradients(grads=g, value=loss)) and by plateau.step, so every evaluation would count "
+        "twice. Use one: drop value= from the update calls and call state = plateau.step(state, val_loss) once "
+        "per epoch (PyTorch's scheduler.step(val_loss)), or keep value= and drop plateau.step.")
+  return driven
 
 
 def _metric_value(value: Any, axis_name: str | None) -> jax.Array:
@@ -255,6 +285,7 @@ def reduce_on_plateau(
     state = state._replace(rule=rule)
     if value is None:  # driven by plateau.step: scale only
       return out, state
+    state = state._replace(driven_by=_driven(state, _BY_UPDATE, "plateau.reduce_on_plateau update"))
     state = _accumulate(state, _metric_value(value, axis_name))
     ready = state.window_count >= jnp.asarray(accumulation_size, jnp.int32)
     evaluated = _after_evaluation(state, state.window_sum / state.window_count.astype(jnp.float32), rule)
@@ -311,7 +342,12 @@ def step(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
 
   Raises:
     ValueError: when ``opt_state`` holds no ``reduce_on_plateau`` state or more than one,
-      or ``value`` is not a scalar.
+      or ``value`` is not a scalar; when the state is also fed ``value=`` in ``update`` (each
+      evaluation would count twice; raised by the first call that sees both drivers on a
+      concrete state, and by an eager ``update`` with ``value`` after a ``step``); when the
+      result is thrown away (``plateau.step(state, v)`` as a statement) while ``opt_state`` is a
+      raw optax state or a ``TrainState``, which are not changed in place (an ``nnx.Optimizer``
+      is: there the statement form is right).
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -328,5 +364,15 @@ def step(opt_state: Any, value: Any, *, axis_name: str | None = None) -> Any:
   """
   _validate.check_axis_name(axis_name)
   metric = _metric_value(value, axis_name)
-  return _tree.replace_state(opt_state, ReduceOnPlateauState, lambda s: _after_evaluation(s, metric, s.rule),
-                             "plateau.step", "chain plateau.reduce_on_plateau(...) into the optimizer.")
+
+  def evaluate(s):
+    return _after_evaluation(s, metric, s.rule)._replace(driven_by=_driven(s, _BY_STEP, "plateau.step"))
+
+  new = _tree.replace_state(opt_state, ReduceOnPlateauState, evaluate, "plateau.step",
+                            "chain plateau.reduce_on_plateau(...) into the optimizer.")
+  if new is not opt_state and _validate.result_discarded():
+    raise ValueError(
+        f"plateau.step returns the advanced state and leaves the {type(opt_state).__name__} it was given as it was "
+        "(only an nnx.Optimizer is updated in place), and its result was discarded: this evaluation is lost. "
+        "Write state = plateau.step(state, val_loss).")
+  return new

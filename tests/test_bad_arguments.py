@@ -31,6 +31,7 @@ from helpers import TinyMLP, linen_mlp, nnx_mlp
 from jaxopt_practices import (adaptive, clipping, flat, groups, initializers as I, lr_finder, momentum, monitor,
                               parallel,
                               plateau, recipe, regularization, schedules)
+from jaxopt_practices import training
 
 
 class Row(NamedTuple):
@@ -309,6 +310,10 @@ INITIALIZERS = [
     Row(I.lsuv, _lsuv(params=[1, 2]), "params"),
     Row(I.lsuv_nnx, dict(model=TinyMLP(), batch=None), "model"),  # a linen module is not an NNX one
     Row(I.lsuv_nnx, _lsuv_nnx(forward=3), "forward"),
+    # The one NNX convention (issue #20): the model where the params go, the function that runs it first.
+    Row(I.lsuv, lambda: dict(zip(("params", "batch"), nnx_mlp()), apply_fn=3), "apply_fn"),
+    Row(I.init_report, lambda: dict(zip(("params", "batch"), nnx_mlp()), apply_fn=3), "apply_fn"),
+    Row(I.weight_norm_init, lambda: dict(zip(("params", "batch"), nnx_mlp()), apply_fn=3), "apply_fn"),
     # A jitted apply_fn hides the layer calls (a raw tracer error before issue #14).
     Row(I.lsuv, _jitted_apply_fn, "apply_fn"),
     Row(I.init_report, _jitted_apply_fn, "apply_fn"),
@@ -320,6 +325,9 @@ INITIALIZERS = [
     Row(I.init_report_nnx, _lsuv_nnx(forward=3), "forward"),
     Row(I.init_report, _lsuv(forward=lambda m, b: m(b)), "forward"),  # forward only with an nnx.Module
     Row(I.init_report, lambda: dict(zip(("apply_fn", "params"), nnx_mlp()), forward=3), "forward"),
+    # A checkpoint that does not fit the target (issue #21 item 7).
+    Row(training.restore, lambda: dict(target={"w": jnp.zeros(2)}, restored={"v": jnp.zeros(2)}), "no entry"),
+    Row(training.restore, lambda: dict(target={"w": jnp.zeros(2)}, restored={"w": jnp.zeros(3)}), "shape"),
 ]
 
 # ------------------------------------------------------------------ momentum and adaptive

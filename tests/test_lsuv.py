@@ -168,7 +168,7 @@ def test_lsuv_bad_inputs():
   with pytest.raises(ValueError, match="params"):  # params not the 'params' collection
     I.lsuv(lambda p, x: model.apply({"params": p["inner"]}, x), {"inner": params}, X)
   with pytest.raises(ValueError, match="model"):
-    I.lsuv_nnx(model, X)
+    I.lsuv_nnx(model, X)  # a linen module is not an NNX one (checked before the deprecation warning)
 
 
 # --- LSUV, NNX -------------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def _nnx_mlp_outputs(model, x):
 def test_lsuv_nnx_deep_mlp():
   model = _nnx_mlp()
   assert _nnx_mlp_outputs(model, X)[-1].std() < 1e-3
-  report = I.lsuv_nnx(model, X, tol=0.05)
+  same, report = I.lsuv(None, model, X, tol=0.05)
+  assert same is model  # updated in place, returned as lsuv returns linen params
   outs = _nnx_mlp_outputs(model, X)
   assert len(report) == len(outs) == 11 and report.converged
   for v in outs:
@@ -222,7 +223,7 @@ def test_lsuv_nnx_deep_mlp():
 
 def test_lsuv_nnx_cnn_with_forward():
   model = NNXCNN(nnx.Rngs(0))
-  report = I.lsuv_nnx(model, IMG, forward=lambda m, x: m(x), orthogonal_init=True, key=jax.random.key(0))
+  _, report = I.lsuv(lambda m, x: m(x), model, IMG, orthogonal_init=True, key=jax.random.key(0))
   assert report.converged and len(report) == 3
   for v in model(IMG, return_all=True):
     assert abs(float(jnp.std(v)) - 1.0) <= 0.1
@@ -232,7 +233,7 @@ def test_lsuv_nnx_cnn_with_forward():
 def test_lsuv_nnx_dead_layer():
   model = _nnx_mlp(depth=4, kinit=I.he_normal(), dead_at=1)
   with pytest.warns(PracticeWarning, match="dead"):
-    report = I.lsuv_nnx(model, X)
+    _, report = I.lsuv(None, model, X)
   assert report[1].status == "dead"
   assert all(bool(jnp.isfinite(a).all()) for a in jax.tree_util.tree_leaves(nnx.state(model)))
 
@@ -241,7 +242,7 @@ def test_lsuv_nnx_keeps_batch_stats():
   rngs = nnx.Rngs(0)
   model = nnx.Sequential(nnx.Linear(16, 8, rngs=rngs), nnx.BatchNorm(8, rngs=rngs), nnx.Linear(8, 4, rngs=rngs))
   before = jax.tree_util.tree_map(np.array, nnx.state(model, nnx.BatchStat))
-  I.lsuv_nnx(model, X)
+  I.lsuv(None, model, X)
   chex.assert_trees_all_equal(nnx.state(model, nnx.BatchStat), before)
 
 
@@ -310,13 +311,17 @@ class NNXWN(nnx.Module):
 def test_weight_norm_init_nnx():
   model = NNXWN(nnx.Rngs(0))
   x = 2.0 + IMG
-  report = I.weight_norm_init_nnx(model, x)
+  same, report = I.weight_norm_init(None, model, x)  # one return type: (params or model, report)
+  assert same is model
   _check_unit_stats([np.asarray(v, np.float64) for v in model(x, return_all=True)], 2)
   assert [r.name for r in report] == ["conv", "dense"]
-  report2 = I.weight_norm_init(model, x)  # dispatch on an nnx.Module: already initialized, unchanged
+  with pytest.warns(DeprecationWarning, match=r"weight_norm_init\(forward, model, batch\)"):
+    report2 = I.weight_norm_init_nnx(model, x)  # the old twin: already initialized, unchanged
   np.testing.assert_allclose([r.std for r in report2], 1.0, rtol=1e-4)
   with pytest.raises(ValueError, match="WeightNorm"):
-    I.weight_norm_init_nnx(nnx.Sequential(nnx.Linear(16, 4, rngs=nnx.Rngs(0))), X)
+    I.weight_norm_init(None, nnx.Sequential(nnx.Linear(16, 4, rngs=nnx.Rngs(0))), X)
+  with pytest.raises(ValueError, match=r"weight_norm_init\(None, model, batch\)"):
+    I.weight_norm_init(model, x)  # the model-first form returned a bare report: now one type, and a clear error
 
 
 # --- init_report -----------------------------------------------------------------------------
@@ -345,7 +350,7 @@ def test_init_report_linen_matches_direct_measurement():
 
 def test_init_report_dead_units_and_nnx():
   model = _nnx_mlp(depth=3, kinit=I.he_normal(), dead_at=1)
-  report = I.init_report(model, X)  # dispatch to init_report_nnx
+  report = I.init_report(None, model, X)
   assert [r.dead_fraction for r in report][1] == 1.0  # all-zero output: every unit dead
   outs = _nnx_mlp_outputs(model, X)
   np.testing.assert_allclose([r.std for r in report], [y.std() for y in outs], rtol=1e-4)
@@ -353,12 +358,81 @@ def test_init_report_dead_units_and_nnx():
 
 
 def test_init_report_takes_forward_for_an_nnx_model():
-  """``init_report(model, batch, forward=...)`` ≙ ``init_report_nnx(model, batch, forward)`` (issue #11)."""
+  """``init_report(forward, model, batch)``; the old spellings warn and give the same report (issue #20)."""
   model = _nnx_mlp(depth=3, kinit=I.he_normal())
   batch = {"image": X}
   forward = lambda m, b: m(b["image"])  # noqa: E731
-  report = I.init_report(model, batch, forward=forward)
-  assert [r.std for r in report] == [r.std for r in I.init_report_nnx(model, batch, forward)]
-  np.testing.assert_allclose(report.stds, [r.std for r in I.init_report(model, X)], rtol=1e-6)
+  report = I.init_report(forward, model, batch)
+  with pytest.warns(DeprecationWarning, match=r"init_report\(f, model, batch\)"):
+    old_form = I.init_report(model, batch, forward=forward)
+  with pytest.warns(DeprecationWarning, match=r"init_report\(forward, model, batch\)"):
+    old_twin = I.init_report_nnx(model, batch, forward)
+  assert report.stds == old_form.stds == old_twin.stds
+  np.testing.assert_allclose(report.stds, I.init_report(None, model, X).stds, rtol=1e-6)
   with pytest.raises(ValueError, match="forward"):
     I.init_report(lambda p, b: b, {}, X, forward=forward)  # a linen apply_fn: forward does not apply
+  with pytest.raises(ValueError, match=r"init_report\(f, model, batch\)"):
+    I.init_report(forward, model, batch, forward=forward)  # forward twice
+
+
+def test_the_model_first_is_an_error_naming_the_convention():
+  model = _nnx_mlp(depth=2)
+  with pytest.raises(ValueError, match=r"lsuv\(None, model, batch\)"):
+    I.lsuv(model, X, X)
+
+
+def test_lsuv_nnx_is_a_deprecated_alias_of_lsuv():
+  a, b = _nnx_mlp(depth=2), _nnx_mlp(depth=2)
+  with pytest.warns(DeprecationWarning, match=r"lsuv\(f, model, batch\)\[1\]"):
+    old = I.lsuv_nnx(a, X, forward=lambda m, x: m(x))
+  _, new = I.lsuv(lambda m, x: m(x), b, X)
+  assert [r.scale for r in old] == [r.scale for r in new]
+  chex.assert_trees_all_equal(nnx.state(a, nnx.Param), nnx.state(b, nnx.Param))
+
+
+# --- Dropout and BatchNorm driven by call-time rngs, run through nnx.view (issue #21 item 3) ----
+
+class TutorialNet(nnx.Module):
+  """The Flax NNX tutorial's pattern: Linear -> BatchNorm -> ReLU -> Dropout -> Linear, call-time rngs."""
+
+  def __init__(self, rngs):
+    self.l1 = nnx.Linear(16, 32, rngs=rngs)
+    self.bn = nnx.BatchNorm(32, rngs=rngs)
+    self.drop = nnx.Dropout(0.5)
+    self.l2 = nnx.Linear(32, 4, rngs=rngs)
+
+  def __call__(self, x, rngs=None):
+    return self.l2(self.drop(nnx.relu(self.bn(self.l1(x))), rngs=rngs))
+
+
+def _eval_view(m, x):
+  return nnx.view(m, deterministic=True, use_running_average=True)(x)
+
+
+def test_init_report_and_lsuv_follow_an_nnx_view_to_the_model():
+  """``forward`` that runs ``nnx.view(model, deterministic=True)`` (new module objects sharing the
+  Variables) used to give an empty report and a "no layer" error about linen."""
+  model = TutorialNet(nnx.Rngs(0))
+  report = I.init_report(_eval_view, model, X)
+  assert [r.name for r in report] == ["l1", "l2"]
+  h = model.l1(X)
+  expected = model.l2(nnx.relu(nnx.view(model.bn, use_running_average=True)(h)))
+  np.testing.assert_allclose(report.stds, [float(jnp.std(h)), float(jnp.std(expected))], rtol=1e-5)
+  before_bn = jax.tree_util.tree_map(np.array, nnx.state(model, nnx.BatchStat))
+  same, lsuv_report = I.lsuv(_eval_view, model, X, tol=0.01)
+  assert same is model and lsuv_report.converged and [r.name for r in lsuv_report] == ["l1", "l2"]
+  np.testing.assert_allclose(I.init_report(_eval_view, model, X).stds, 1.0, atol=0.01)  # the model itself moved
+  chex.assert_trees_all_equal(nnx.state(model, nnx.BatchStat), before_bn)
+  with pytest.warns(DeprecationWarning):
+    assert I.lsuv_nnx(model, X, forward=_eval_view).converged  # the old name: no error about linen
+  with pytest.warns(DeprecationWarning):  # the issue's own call, in the old model-first form: a real report
+    assert [r.name for r in I.init_report(model, X, forward=lambda m, x: nnx.view(m, deterministic=True)(x))] == [
+        "l1", "l2"]
+
+
+def test_a_forward_that_runs_another_model_is_an_error_not_an_empty_report():
+  model, other = TutorialNet(nnx.Rngs(0)), TutorialNet(nnx.Rngs(1))
+  with pytest.raises(ValueError, match="nnx.view"):
+    I.init_report(lambda m, x: _eval_view(other, x), model, X)
+  with pytest.raises(ValueError, match="nnx.view"):
+    I.lsuv(lambda m, x: nnx.clone(m)(x, rngs=nnx.Rngs(0)), model, X)

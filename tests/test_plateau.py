@@ -385,3 +385,34 @@ def test_rule_is_in_the_state_and_follows_inject_hyperparams():
   _, state = tx.update(jnp.ones(1), state)  # writes the injected factor into the rule
   state = plateau.step(plateau.step(state, 2.0), 1.0)  # mode="max": 1.0 is worse
   assert float(plateau.scale(state)) == 0.25
+
+
+# ------------------------------------------------------------------ misuse (issue #21 item 5)
+def test_a_discarded_step_on_an_immutable_state_is_an_error():
+  """``plateau.step(state, v)`` without ``state = ...`` used to be a silent no-op on a raw optax state
+  or a linen TrainState (the evaluation was lost); on an nnx.Optimizer it works in place."""
+  tx = optax.chain(optax.sgd(1.0), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  state = tx.init(jnp.zeros(2))
+  state = plateau.step(state, 1.0)
+  with pytest.raises(ValueError, match=r"result was discarded.*state = plateau.step\(state, val_loss\)"):
+    plateau.step(state, 2.0)  # the mistake: a worse epoch that should halve the scale
+  assert float(plateau.scale(state)) == 1.0  # what the mistake would have silently left
+  state = plateau.step(state, 2.0)
+  assert float(plateau.scale(state)) == 0.5
+
+  @jax.jit
+  def epoch_end(state, v):
+    plateau.step(state, v)  # the same mistake inside jit: caught while tracing
+    return state
+
+  with pytest.raises(ValueError, match="result was discarded"):
+    epoch_end(state, 3.0)
+
+
+def test_a_statement_step_on_an_nnx_optimizer_is_in_place_and_fine():
+  nnx = pytest.importorskip("flax.nnx")
+  opt = nnx.Optimizer(nnx.Linear(2, 1, rngs=nnx.Rngs(0)),
+                      optax.chain(optax.sgd(1.0), plateau.reduce_on_plateau(factor=0.5, patience=0)), wrt=nnx.Param)
+  plateau.step(opt, 1.0)
+  plateau.step(opt, 2.0)
+  assert float(plateau.scale(opt)) == 0.5

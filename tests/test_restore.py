@@ -218,3 +218,91 @@ def test_a_python_zero_changes_nothing_numerically():
       for a, b in zip(jax.tree.leaves(u_zero), jax.tree.leaves(u_none)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+# ----------------------------------------------------------------- NNX without a target (issue #21 item 7)
+def _nnx_optimizer():
+  nnx = pytest.importorskip("flax.nnx")
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  tx = optax.chain(momentum.sgd(0.1, momentum=0.9), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def _nnx_train(model, opt, values):
+  nnx = pytest.importorskip("flax.nnx")
+  for v in values:
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((2, 3))) ** 2))(model)
+    opt.update(model, grads, value=v)
+
+
+def test_nnx_optimizer_restored_without_a_target(tmp_path):
+  """flax's own ``nnx.update(optimizer, restored)`` fails on a target-less checkpoint (string tuple keys,
+  ``{"value": x}`` Variables); ``training.restore`` puts it back and training resumes bitwise."""
+  from jaxopt_practices import training
+  nnx = pytest.importorskip("flax.nnx")
+  model, opt = _nnx_optimizer()
+  _nnx_train(model, opt, [1.0, 2.0])
+  _save(tmp_path / "opt", nnx.state(opt))
+  _save(tmp_path / "model", nnx.state(model))
+  restored = _restore(tmp_path / "opt")  # no target: dicts
+  _nnx_train(model, opt, [3.0, 4.0])  # the reference run goes on
+
+  _, opt2 = _nnx_optimizer()
+  with pytest.raises(ValueError, match="immutable node of type tuple"):  # what users hit inside flax
+    nnx.update(opt2, restored)
+  model2, opt2 = _nnx_optimizer()  # a fresh target (the failed update may have half-written it)
+  assert training.restore(opt2, restored) is opt2
+  assert training.restore(model2, _restore(tmp_path / "model")) is model2
+  assert float(plateau.scale(opt2)) == 0.5 and int(opt2.step[...]) == 2
+  _nnx_train(model2, opt2, [3.0, 4.0])
+  chex = pytest.importorskip("chex")
+  chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.state(opt2)), nnx.to_pure_dict(nnx.state(opt)))
+  chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.state(model2)), nnx.to_pure_dict(nnx.state(model)))
+
+
+def test_a_checkpoint_of_another_optimizer_is_a_value_error_with_the_hint(tmp_path):
+  from jaxopt_practices import training
+  nnx = pytest.importorskip("flax.nnx")
+  _, opt = _nnx_optimizer()
+  _save(tmp_path / "opt", nnx.state(opt))
+  other = nnx.Optimizer(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), adaptive.adam(1e-3), wrt=nnx.Param)
+  with pytest.raises(ValueError, match="no entry .*another optimizer or model.*training.restore"):
+    training.restore(other, _restore(tmp_path / "opt"))
+  wider = nnx.Optimizer(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), opt.tx, wrt=nnx.Param)
+  with pytest.raises(ValueError, match="shape"):
+    training.restore(wider, _restore(tmp_path / "opt"))
+
+
+def test_linen_train_state_restored_without_a_target(tmp_path):
+  from jaxopt_practices import training
+  tx = optax.chain(momentum.sgd(0.1, momentum=0.9), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  state = training.TrainState.create(apply_fn=None, params=_params(), tx=tx)
+  grads = jax.tree.map(jnp.ones_like, state.params)
+  state = state.apply_gradients(grads=grads, value=1.0).apply_gradients(grads=grads, value=2.0)
+  _save(tmp_path / "state", state)
+  fresh = training.TrainState.create(apply_fn=None, params=_params(), tx=tx)
+  with pytest.raises(ValueError, match="without a target"):  # the update itself names the fix
+    fresh.replace(opt_state=_restore(tmp_path / "state")["opt_state"]).apply_gradients(grads=grads, value=3.0)
+  back = training.restore(fresh, _restore(tmp_path / "state"))
+  chex = pytest.importorskip("chex")
+  chex.assert_trees_all_equal(back.opt_state, state.opt_state)
+  assert type(back) is training.TrainState and float(plateau.scale(back)) == 0.5
+
+
+def test_nnx_model_with_rng_keys_restored_without_a_target(tmp_path):
+  """Typed PRNG keys (a Dropout's own ``nnx.Rngs``) come back as keys of the same implementation."""
+  from jaxopt_practices import training
+  nnx = pytest.importorskip("flax.nnx")
+
+  def make():
+    return nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=3)))
+
+  model = make()
+  model(jnp.ones((1, 2)))  # advances the dropout stream
+  _save(tmp_path / "model", nnx.state(model))
+  back = training.restore(make(), _restore(tmp_path / "model"))
+  pytest.importorskip("chex").assert_trees_all_equal(
+      jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+                   nnx.to_pure_dict(nnx.state(back))),
+      jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+                   nnx.to_pure_dict(nnx.state(model))))

@@ -116,3 +116,72 @@ def test_plateau_driven_per_epoch_through_the_train_state():
     assert type(state) is training.TrainState
   assert deltas == [1.0, 1.0, 0.5]  # the reduction after epoch 2 applies from epoch 3's update
   assert float(plateau.scale(state)) == 0.25
+
+
+# ------------------------------------------------------------------ misuse (issue #21 item 4)
+def test_a_misspelled_extra_argument_is_a_value_error_naming_the_known_ones():
+  """``apply_gradients(grads=g, vale=loss)`` used to reach no transform: the plateau never moved."""
+  tx = optax.chain(optax.sgd(0.1), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  model, params, _ = _setup(tx)
+  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  grads = jax.tree.map(jnp.ones_like, params)
+  known = r"unknown argument 'vale' \(did you mean 'value'\?\).*grad, value, value_fn"
+  with pytest.raises(ValueError, match=known):
+    state.apply_gradients(grads=grads, vale=1.0)
+  with pytest.raises(ValueError, match=known):  # inside jit too, while tracing
+    jax.jit(lambda s, v: s.apply_gradients(grads=grads, vale=v))(state, 1.0)
+
+
+def test_a_subclass_declares_the_extra_arguments_of_its_own_transforms():
+  seen = []
+
+  def by_temperature():
+    def update(updates, state, params=None, *, temperature=None, **extra):
+      del params, extra
+      seen.append(temperature)
+      return updates, state
+    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+  class TemperatureState(training.TrainState):
+    extra_args = training.TrainState.extra_args | {"temperature"}
+
+  model, params, _ = _setup(None)
+  state = TemperatureState.create(apply_fn=model.apply, params=params,
+                                  tx=optax.chain(optax.sgd(0.1), by_temperature()))
+  state.apply_gradients(grads=jax.tree.map(jnp.ones_like, params), temperature=0.5)
+  assert seen == [0.5]
+  with pytest.raises(ValueError, match="'temperatur'.*did you mean 'temperature'"):
+    state.apply_gradients(grads=jax.tree.map(jnp.ones_like, params), temperatur=0.5)
+
+
+def test_value_on_every_step_and_plateau_step_per_epoch_is_an_error_at_the_first_conflict():
+  """Both drivers count each evaluation twice: the first ``plateau.step`` after ``value=`` steps raises."""
+  tx = optax.chain(optax.sgd(1.0), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  model, params, _ = _setup(tx)
+  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  grads = jax.tree.map(jnp.ones_like, params)
+  step = jax.jit(lambda s, v: s.apply_gradients(grads=grads, value=v))
+  for loss in [1.0, 2.0]:
+    state = step(state, loss)
+  assert float(plateau.scale(state)) == 0.5  # value= alone works
+  with pytest.raises(ValueError, match=r"driven twice.*drop value= from the update calls.*plateau.step"):
+    state = plateau.step(state, 3.0)
+  # The other order: plateau.step first, then an update with value (eager: raises at that update;
+  # jitted: recorded in the state, raised by the next plateau.step).
+  fresh = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  fresh = plateau.step(fresh, 1.0)
+  with pytest.raises(ValueError, match="driven twice"):
+    fresh.apply_gradients(grads=grads, value=1.0)
+  fresh = step(fresh, 1.0)
+  with pytest.raises(ValueError, match="driven twice"):
+    fresh = plateau.step(fresh, 1.0)
+
+
+def test_per_epoch_alone_and_per_update_alone_are_fine():
+  tx = optax.chain(optax.sgd(1.0), plateau.reduce_on_plateau(factor=0.5, patience=0))
+  model, params, _ = _setup(tx)
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  for val_loss in [1.0, 2.0, 3.0]:
+    state = plateau.step(state.apply_gradients(grads=grads), val_loss)
+  assert float(plateau.scale(state)) == 0.25
