@@ -17,11 +17,16 @@ import optax
 from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
+from jaxopt_practices._adafactor import (ScaleByAdafactorState as ScaleByAdafactorState, adafactor as adafactor,
+                                         scale_by_adafactor as scale_by_adafactor)  # torch.optim.Adafactor
+from jaxopt_practices._muon import (ScaleByMuonState as ScaleByMuonState, muon as muon,  # torch.optim.Muon
+                                    orthogonalize as orthogonalize, scale_by_muon as scale_by_muon)
 
 __all__ = [
     "ScaleByAdagradState", "scale_by_adagrad", "adagrad",
     "ScaleByRmspropState", "scale_by_rmsprop", "rmsprop",
     "ScaleByAdamState", "scale_by_adam", "adam", "adamw",
+    "ScaleByAdafactorState", "scale_by_adafactor", "adafactor", "ScaleByMuonState", "scale_by_muon", "muon", "orthogonalize",
 ]
 
 ScalarOrSchedule = _base.ScalarOrSchedule
