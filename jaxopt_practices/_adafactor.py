@@ -22,11 +22,13 @@ ScalarOrSchedule = _base.ScalarOrSchedule
 class ScaleByAdafactorState(NamedTuple):
   """Updates applied so far; per leaf with ``ndim >= 2`` the row and column means of
   :math:`g^2` (torch's ``row_var`` ``(..., n, 1)`` and ``col_var`` ``(..., 1, m)``), per other
-  leaf the full ``variance``. A leaf's unused fields hold a 0-d zero (float32 or wider)."""
+  leaf the full ``variance``. A leaf's unused fields hold a 0-d zero (float32 or wider). Each
+  field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not shaped like
+  the params, so ``optax.tree.map_params`` leaves them alone)."""
   count: jax.Array
-  row_var: optax.Updates
-  col_var: optax.Updates
-  variance: optax.Updates
+  row_var: tuple
+  col_var: tuple
+  variance: tuple
 
 
 def lerp(a: jax.Array, b: jax.Array, w: Any) -> jax.Array:
@@ -103,7 +105,7 @@ def scale_by_adafactor(beta2_decay: float = -0.8, eps: tuple[float | None, float
         return zero, zero, jnp.zeros(shape, dtype)
       return jnp.zeros(shape[:-1] + (1,), dtype), jnp.zeros(shape[:-2] + (1, shape[-1]), dtype), zero
 
-    rows, cols, var = (jax.tree.map(lambda x, i=i: parts(x)[i], params) for i in range(3))
+    rows, cols, var = (tuple(parts(x)[i] for x in jax.tree.leaves(params)) for i in range(3))
     return ScaleByAdafactorState(count=jnp.zeros([], jnp.int32), row_var=rows, col_var=cols, variance=var)
 
   def update_fn(updates, state, params=None):
@@ -117,7 +119,7 @@ def scale_by_adafactor(beta2_decay: float = -0.8, eps: tuple[float | None, float
       if jnp.size(g) == 0:
         return jnp.zeros_like(g), r, c, v
       beta = (state.count.astype(acc) + 1.0) ** jnp.asarray(beta2_decay, acc)
-      e1 = jnp.finfo(jnp.result_type(p)).eps if eps1 is None else eps1
+      e1 = float(jnp.finfo(jnp.result_type(p)).eps) if eps1 is None else eps1
       g32 = jnp.asarray(g).astype(acc)
       if jnp.ndim(g) >= 2:
         r = lerp(r, jnp.mean(jnp.square(g32), axis=-1, keepdims=True), beta)
@@ -130,9 +132,11 @@ def scale_by_adafactor(beta2_decay: float = -0.8, eps: tuple[float | None, float
       scale = jnp.maximum(jnp.asarray(eps2, acc), _rms(jnp.asarray(p).astype(acc)))
       return (u * (scale / denom)).astype(jnp.result_type(g)), r, c, v
 
-    out = jax.tree.map(one, updates, params, state.row_var, state.col_var, state.variance)
-    treedef = jax.tree.structure(updates)
-    u, r, c, v = (treedef.unflatten([x[i] for x in treedef.flatten_up_to(out)]) for i in range(4))
+    leaves, treedef = jax.tree.flatten(updates)
+    out = [one(*xs) for xs in zip(leaves, treedef.flatten_up_to(params), state.row_var, state.col_var,
+                                  state.variance, strict=True)]
+    u = treedef.unflatten([x[0] for x in out])
+    r, c, v = (tuple(x[i] for x in out) for i in (1, 2, 3))
     return u, ScaleByAdafactorState(count=_tree.increment(state.count), row_var=r, col_var=c, variance=v)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -31,7 +31,8 @@ def asgd_learning_rate(learning_rate: ScalarOrSchedule = 1e-2, lambd: float = 1e
 
   PyTorch computes ``eta`` for the next step from the lr of the step just taken, so with a
   learning-rate schedule :math:`L` lags one update (``eta`` of the first step is ``lr(0)``);
-  with a constant lr, :math:`L` is the lr. As PyTorch stores ``eta`` in its default scalar
+  with a constant lr, :math:`L` is the lr (under ``optax.inject_hyperparams`` a scheduled lr
+  arrives as this step's value and the lag is lost). As PyTorch stores ``eta`` in its default scalar
   dtype, the value is rounded to float32 (computed in float64 under x64, then rounded).
 
   Args:

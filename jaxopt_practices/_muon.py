@@ -23,7 +23,7 @@ ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
 
 def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
-                  ns_steps: int = 5, eps: float = 1e-7, ns_dtype: Any = jnp.bfloat16) -> jax.Array:
+                  ns_steps: int = 5, eps: float = 1e-7, ns_dtype: Any = jnp.dtype(jnp.bfloat16)) -> jax.Array:
   r"""Newton–Schulz orthogonalization of a matrix, PyTorch's ``_zeropower_via_newtonschulz``.
 
   On :math:`X` (the matrix, transposed if it has more rows than columns) in ``ns_dtype``:
@@ -52,7 +52,7 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
   """
   a, b, c = ns_coefficients
   dtype = jnp.dtype(ns_dtype)
-  acc = jnp.promote_types(dtype, jnp.float32)
+  acc = jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
   tall = x.shape[0] > x.shape[1]
   x = (x.T if tall else x).astype(dtype)
   dot = lambda u, v: jnp.matmul(u, v, preferred_element_type=acc)
@@ -120,7 +120,7 @@ def scale_by_muon(
     eps: float = 1e-7,
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
-    ns_dtype: Any = jnp.bfloat16,
+    ns_dtype: Any = jnp.dtype(jnp.bfloat16),
 ) -> optax.GradientTransformation:
   r"""Muon's scaling as in ``torch.optim.Muon``, without the learning rate: 2-D leaves only.
 
@@ -146,7 +146,9 @@ def scale_by_muon(
     ns_steps: Newton–Schulz iterations, an integer in [0, 99].
     adjust_lr_fn: ``None`` (= ``"original"``) or ``"match_rms_adamw"``.
     ns_dtype: dtype of the Newton–Schulz iteration (bfloat16 as torch; ``jnp.float32`` or
-      ``jnp.float64`` for a more exact one).
+      ``jnp.float64`` for a more exact one). Under ``optax.inject_hyperparams`` give its name
+      (``"float32"``): a dtype class such as ``jnp.float32`` is callable and would be taken for
+      a schedule.
 
   Returns:
     An ``optax.GradientTransformation``; state :class:`ScaleByMuonState`.
@@ -195,7 +197,7 @@ def scale_by_muon(
 
 def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
-         eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, ns_dtype: Any = jnp.bfloat16,
+         eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, ns_dtype: Any = jnp.dtype(jnp.bfloat16),
 ) -> optax.GradientTransformation:
   r"""Muon ≙ ``torch.optim.Muon``, for 2-D leaves (Flax ``(in, out)`` kernels).
 
