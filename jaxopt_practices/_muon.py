@@ -79,7 +79,8 @@ def _ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
 def _check_matrices(tree: Any, owner: str) -> None:
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     if jnp.ndim(leaf) != 2:
-      name = jax.tree_util.keystr(path) or "(the root)"
+      name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)  # as groups
+      name = repr(name) if name else "(the root)"
       raise ValueError(
           f"{owner} takes only 2-D leaves (matrices), as torch.optim.Muon; leaf {name} has shape {jnp.shape(leaf)}. "
           "Give the other leaves (biases, norms, embeddings, convs) another optimizer: optax.multi_transform("
