@@ -50,6 +50,9 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
     >>> print(jnp.diag(o).round(2))   # both singular values pushed towards 1
     [0.74 0.74]
   """
+  if jnp.ndim(x) != 2:
+    raise ValueError(f"x must be a 2-D matrix, got x of shape {jnp.shape(x)}.")
+  _check_muon(0.0, False, ns_coefficients, eps, ns_steps, None, ns_dtype)
   a, b, c = ns_coefficients
   dtype = jnp.dtype(ns_dtype)
   acc = jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
