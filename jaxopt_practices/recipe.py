@@ -60,6 +60,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": momentum.sgd, "adagrad": adaptive.adagrad, "rmsprop": adaptive.rmsprop,
     "adam": adaptive.adam, "adamw": adaptive.adamw,
 }
+OPTIMIZERS.update(adafactor=adaptive.adafactor, asgd=momentum.asgd, muon=adaptive.muon)  # issue #23
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": schedules.constant, "step_decay": schedules.step_decay,
     "multistep_decay": schedules.multistep_decay, "exponential_decay": schedules.exponential_decay,
