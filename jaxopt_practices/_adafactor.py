@@ -81,6 +81,9 @@ def scale_by_adafactor(beta2_decay: float = -0.8, eps: tuple[float | None, float
   Returns:
     An ``optax.GradientTransformation`` that needs ``params``; state :class:`ScaleByAdafactorState`.
 
+  Raises:
+    ValueError: for a bad argument (at construction); at ``update`` for complex params.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import adaptive
@@ -184,6 +187,9 @@ def adafactor(
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``).
+
+  Raises:
+    ValueError: as :func:`scale_by_adafactor`, and for a bad ``learning_rate`` / ``weight_decay``.
 
   Example:
     >>> import jax.numpy as jnp

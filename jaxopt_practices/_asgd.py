@@ -43,6 +43,9 @@ def asgd_learning_rate(learning_rate: ScalarOrSchedule = 1e-2, lambd: float = 1e
   Returns:
     An ``optax.Schedule`` returning float32.
 
+  Raises:
+    ValueError: for a bad argument, naming it.
+
   Example:
     >>> from jaxopt_practices import momentum
     >>> eta = momentum.asgd_learning_rate(0.1, lambd=1.0, alpha=1.0)
@@ -87,6 +90,9 @@ def scale_by_asgd(t0: float = 1e6) -> optax.GradientTransformation:
 
   Returns:
     An ``optax.GradientTransformation`` that needs ``params``; its state is :class:`ScaleByAsgdState`.
+
+  Raises:
+    ValueError: for a bad ``t0``; at ``update`` without ``params``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -159,6 +165,9 @@ def asgd(
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``).
+
+  Raises:
+    ValueError: for a bad argument, naming it.
 
   Example:
     >>> import jax.numpy as jnp

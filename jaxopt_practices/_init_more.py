@@ -33,6 +33,9 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
     a: lower bound.
     b: upper bound, ``> a``.
 
+  Raises:
+    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import initializers
@@ -75,6 +78,9 @@ def sparse(sparsity: float, std: float = 0.01) -> Initializer:
     sparsity: the fraction of each input's weights set to zero, in [0, 1].
     std: the standard deviation of the non-zero values, ``>= 0``.
 
+  Raises:
+    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import initializers
@@ -113,6 +119,9 @@ def dirac(groups: int = 1) -> Initializer:
   Args:
     groups: the number of convolution groups, ``>= 1``.
 
+  Raises:
+    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import initializers
@@ -147,6 +156,9 @@ def eye() -> Initializer:
 
   ``jnp.eye(in, out)`` for an ``(in, out)`` kernel (torch's ``eye(out, in)`` transposed):
   ``x @ K`` keeps the first ``min(in, out)`` features and pads with zeros. 2-D shapes only.
+
+  Raises:
+    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
 
   Example:
     >>> import jax

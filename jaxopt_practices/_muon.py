@@ -43,6 +43,9 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
     eps: :math:`\epsilon \ge 0`.
     ns_dtype: the dtype of the iteration (torch: bfloat16).
 
+  Raises:
+    ValueError: when ``x`` is not 2-D or an argument is out of range.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import adaptive
@@ -157,6 +160,10 @@ def scale_by_muon(
   Returns:
     An ``optax.GradientTransformation``; state :class:`ScaleByMuonState`.
 
+  Raises:
+    ValueError: for a bad argument (at construction), and at ``init`` / ``update`` for a leaf
+      that is not 2-D or is complex, naming it.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import adaptive
@@ -230,6 +237,9 @@ def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule 
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``).
+
+  Raises:
+    ValueError: as :func:`scale_by_muon`, and for a bad ``learning_rate`` / ``weight_decay``.
 
   Example:
     >>> import jax.numpy as jnp

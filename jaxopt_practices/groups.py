@@ -281,6 +281,9 @@ def labels(rules: Sequence[tuple[str, str]] | Mapping[str, str], default: str) -
   Returns:
     A callable for ``optax.multi_transform(transforms, param_labels)``.
 
+  Raises:
+    ValueError: for rules that are not ``(regex, string)`` pairs, a bad regex or a non-string default.
+
   Example:
     >>> import jax.numpy as jnp, optax
     >>> from jaxopt_practices import adaptive, groups
