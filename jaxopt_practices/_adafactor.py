@@ -19,18 +19,6 @@ from jaxopt_practices import _validate
 ScalarOrSchedule = _base.ScalarOrSchedule
 
 
-class ScaleByAdafactorState(NamedTuple):
-  """Updates applied so far; per leaf with ``ndim >= 2`` the row and column means of
-  :math:`g^2` (torch's ``row_var`` ``(..., n, 1)`` and ``col_var`` ``(..., 1, m)``), per other
-  leaf the full ``variance``. A leaf's unused fields hold a 0-d zero (float32 or wider). Each
-  field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not shaped like
-  the params, so ``optax.tree.map_params`` leaves them alone)."""
-  count: jax.Array
-  row_var: tuple
-  col_var: tuple
-  variance: tuple
-
-
 def lerp(a: jax.Array, b: jax.Array, w: Any) -> jax.Array:
   """PyTorch's ``a.lerp(b, w)``, with its two formulas (exact at ``w = 0`` and ``w = 1``)."""
   return jnp.where(w < 0.5, a + w * (b - a), b - (b - a) * (1.0 - w))
@@ -47,6 +35,18 @@ def _check_eps(eps: Any) -> tuple[float | None, float]:
     _validate.check_number("eps[0]", eps[0], low=0.0)
   _validate.check_number("eps[1]", eps[1], low=0.0)
   return eps[0], eps[1]
+
+
+class ScaleByAdafactorState(NamedTuple):
+  """Updates applied so far; per leaf with ``ndim >= 2`` the row and column means of
+  :math:`g^2` (torch's ``row_var`` ``(..., n, 1)`` and ``col_var`` ``(..., 1, m)``), per other
+  leaf the full ``variance``. A leaf's unused fields hold a 0-d zero (float32 or wider). Each
+  field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not shaped like
+  the params, so ``optax.tree.map_params`` leaves them alone)."""
+  count: jax.Array
+  row_var: tuple
+  col_var: tuple
+  variance: tuple
 
 
 def scale_by_adafactor(beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 1e-3),

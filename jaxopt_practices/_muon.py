@@ -96,12 +96,6 @@ def _check_matrices(tree: Any, owner: str) -> None:
       raise ValueError(f"{owner} does not support complex params (neither does torch.optim.Muon).")
 
 
-class ScaleByMuonState(NamedTuple):
-  """Updates applied so far and the momentum buffer (float32 or wider; torch's ``momentum_buffer``)."""
-  count: jax.Array
-  momentum_buffer: optax.Updates
-
-
 def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype) -> None:
   _validate.check_number("momentum", momentum, low=0.0, high=1.0)
   _validate.check_bool("nesterov", nesterov)
@@ -118,6 +112,12 @@ def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn
     floating = False
   if not floating:
     raise ValueError(f"ns_dtype must be a floating dtype (jnp.bfloat16, jnp.float32, ...), got ns_dtype = {ns_dtype!r}.")
+
+
+class ScaleByMuonState(NamedTuple):
+  """Updates applied so far and the momentum buffer (float32 or wider; torch's ``momentum_buffer``)."""
+  count: jax.Array
+  momentum_buffer: optax.Updates
 
 
 def scale_by_muon(

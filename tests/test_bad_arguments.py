@@ -409,7 +409,7 @@ RECIPE = [
     Row(recipe.build, dict(config={"optimiser": {}}),
         r"unknown config key\(s\) \['optimiser'\]; valid keys are \['optimizer'"),
     Row(recipe.build, dict(config={"optimizer": {"name": "lion", "learning_rate": 1.0}}),
-        r"optimizer.name must be one of \['adagrad', 'adam'"),
+        r"optimizer.name must be one of \[.*'adagrad', 'adam', 'adamw'.*'sgd'\]"),
     Row(recipe.build, dict(config={"optimizer": {"name": "sgd"}}), "optimizer.learning_rate is required"),
     Row(recipe.build, dict(config={"optimizer": {"name": "adam", "learning_rate": 1e-3, "beta1": 0.9}}),
         r"unknown argument\(s\) \['beta1'\] for optimizer \(adam\); valid arguments are \['learning_rate', 'b1'"),
