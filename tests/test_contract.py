@@ -126,7 +126,7 @@ def test_inside_chain(case: ContractCase):
 @param
 def test_inject_hyperparams(case: ContractCase):
   if not case.inject:
-    pytest.skip(f"{case.name} has no numeric hyperparameters to inject")
+    pytest.skip(f"{case.name} opts out of inject_hyperparams (see its case: no numeric hyperparameter, or why)")
   params = case.tree()
   grads = grad_stream(params, STEPS)
   plain, _, _ = run(case.build(), params, grads, case.extra_args)
@@ -173,7 +173,7 @@ def test_map_params(case: ContractCase):
 def test_inject_hyperparams_keeps_the_state_structure(case: ContractCase):
   """The inner state of ``inject_hyperparams(make)(**kwargs)`` is shaped as ``make(**kwargs)``'s."""
   if not case.inject:
-    pytest.skip(f"{case.name} has no numeric hyperparameters to inject")
+    pytest.skip(f"{case.name} opts out of inject_hyperparams (see its case: no numeric hyperparameter, or why)")
   params = case.tree()
   grads = grad_stream(params, 2)
   plain, injected = case.build(), optax.inject_hyperparams(case.make)(**case.kwargs)
@@ -191,7 +191,7 @@ def test_plain_checkpoint_restores_into_inject_hyperparams(case: ContractCase, t
   with Orbax, as the inner state of ``inject_hyperparams(make)(**kwargs)`` (the state it wraps), and the
   injected optimizer carries on from it as the plain one does; and the other way round."""
   if not case.inject:
-    pytest.skip(f"{case.name} has no numeric hyperparameters to inject")
+    pytest.skip(f"{case.name} opts out of inject_hyperparams (see its case: no numeric hyperparameter, or why)")
   ocp = pytest.importorskip("orbax.checkpoint")
   params = {k: v for k, v in case.tree().items() if k != "empty"}  # Orbax cannot save zero-size arrays
   grads = grad_stream(params, 4)
