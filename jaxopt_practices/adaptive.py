@@ -17,22 +17,24 @@ import optax
 from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
-from jaxopt_practices._adadelta_rprop import ScaleByAdadeltaState as ScaleByAdadeltaState, adadelta as adadelta
-from jaxopt_practices._adadelta_rprop import ScaleByRpropState as ScaleByRpropState, rprop as rprop
-from jaxopt_practices._adadelta_rprop import scale_by_adadelta as scale_by_adadelta, scale_by_rprop as scale_by_rprop
-from jaxopt_practices._adam_variants import ScaleByAdamaxState as ScaleByAdamaxState, adamax as adamax
-from jaxopt_practices._adam_variants import ScaleByNadamState as ScaleByNadamState, nadam as nadam
-from jaxopt_practices._adam_variants import ScaleByRadamState as ScaleByRadamState, radam as radam
-from jaxopt_practices._adam_variants import scale_by_adamax as scale_by_adamax, scale_by_nadam as scale_by_nadam
-from jaxopt_practices._adam_variants import scale_by_radam as scale_by_radam
+from jaxopt_practices._adadelta_rprop import (ScaleByAdadeltaState as ScaleByAdadeltaState, adadelta as adadelta,
+    ScaleByRpropState as ScaleByRpropState, rprop as rprop, scale_by_adadelta as scale_by_adadelta,
+    scale_by_rprop as scale_by_rprop)  # torch.optim.Adadelta, Rprop
+from jaxopt_practices._adafactor import (ScaleByAdafactorState as ScaleByAdafactorState, adafactor as adafactor,
+                                         scale_by_adafactor as scale_by_adafactor)  # torch.optim.Adafactor
+from jaxopt_practices._adam_variants import (ScaleByAdamaxState as ScaleByAdamaxState, adamax as adamax,
+    ScaleByNadamState as ScaleByNadamState, nadam as nadam, ScaleByRadamState as ScaleByRadamState, radam as radam,
+    scale_by_adamax as scale_by_adamax, scale_by_nadam as scale_by_nadam, scale_by_radam as scale_by_radam)
+from jaxopt_practices._muon import (ScaleByMuonState as ScaleByMuonState, muon as muon,  # torch.optim.Muon
+                                    orthogonalize as orthogonalize, scale_by_muon as scale_by_muon)
 
 __all__ = [
-    "ScaleByAdagradState", "scale_by_adagrad", "adagrad",
-    "ScaleByRmspropState", "scale_by_rmsprop", "rmsprop",
+    "ScaleByAdagradState", "scale_by_adagrad", "adagrad", "ScaleByRmspropState", "scale_by_rmsprop", "rmsprop",
     "ScaleByAdamState", "scale_by_adam", "adam", "adamw",
     "ScaleByNadamState", "scale_by_nadam", "nadam", "ScaleByRadamState", "scale_by_radam", "radam",
     "ScaleByAdamaxState", "scale_by_adamax", "adamax", "ScaleByAdadeltaState", "scale_by_adadelta", "adadelta",
     "ScaleByRpropState", "scale_by_rprop", "rprop",
+    "ScaleByAdafactorState", "scale_by_adafactor", "adafactor", "ScaleByMuonState", "scale_by_muon", "muon", "orthogonalize",
 ]
 
 ScalarOrSchedule = _base.ScalarOrSchedule

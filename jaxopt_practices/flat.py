@@ -39,6 +39,10 @@ What works on the flat buffer, and how (all seven practices):
   the output axis of each kernel), :meth:`FlatLayout.leaf_norms`, :meth:`FlatLayout.unit_norms`;
 * ``regularization.gradient_noise`` works but draws its noise for one array instead of one
   per leaf: same distribution, not the same random numbers as the tree path.
+* ``momentum.asgd`` is elementwise and works unchanged; ``adaptive.muon`` refuses the buffer
+  (``ValueError``: it is 1-D, Muon takes matrices); ``adaptive.adafactor`` treats it as *one*
+  1-D param (unfactored, one RMS scale and one clip for the whole buffer), which is not torch's
+  per-tensor Adafactor: train Muon and Adafactor on the pytree.
 
 Donation: :func:`flat_train_step` donates the params and the optimizer state
 (``donate_argnums=(0, 1)``) so XLA updates them in place; without it a CPU step is 3-4x

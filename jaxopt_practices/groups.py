@@ -260,3 +260,48 @@ def weight_decay(rate: _base.ScalarOrSchedule, mask: _validate.Mask = "auto", *,
       parts.append(_base.decoupled_weight_decay(_times(rate, wm), _group_mask(mask, lr_rules, wd_rules, (lm, wm)),
                                                 learning_rate=follow))
   return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------- labels (issue #23)
+__all__ += ["labels"]
+
+
+def labels(rules: Sequence[tuple[str, str]] | Mapping[str, str], default: str) -> Callable[[Any], Any]:
+  """A labelling ``params -> pytree of labels`` for ``optax.multi_transform``: the first match wins.
+
+  Each leaf gets the label of the first ``(regex, label)`` rule whose regex fully matches its
+  "/"-joined path (as :func:`scale_by_group`), else ``default``. This is how PyTorch's
+  separate optimizers per parameter set are ported, e.g. Muon for the hidden matrices and
+  AdamW for the rest.
+
+  Args:
+    rules: ``(regex, label)`` pairs (a list, or a dict in order); labels are strings.
+    default: the label of the leaves no rule matches.
+
+  Returns:
+    A callable for ``optax.multi_transform(transforms, param_labels)``.
+
+  Raises:
+    ValueError: for rules that are not ``(regex, string)`` pairs, a bad regex or a non-string default.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import adaptive, groups
+    >>> params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)}, "head": {"kernel": jnp.ones((4, 2))}}
+    >>> label_fn = groups.labels([("head/.*", "adamw"), (".*/kernel", "muon")], default="adamw")
+    >>> label_fn(params)
+    {'Dense_0': {'bias': 'adamw', 'kernel': 'muon'}, 'head': {'kernel': 'adamw'}}
+    >>> tx = optax.multi_transform({"muon": adaptive.muon(0.02), "adamw": adaptive.adamw(3e-4)}, label_fn)
+    >>> updates, _ = tx.update(params, tx.init(params), params)
+  """
+  items = list(rules.items()) if isinstance(rules, Mapping) else rules
+  if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+    raise ValueError(f"rules must be a list of (regex, label) pairs, got rules = {rules!r}.")
+  compiled = []
+  for pair in items:
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2 or not isinstance(pair[1], str):
+      raise ValueError(f"rules must be a list of (regex, label) pairs with string labels, got {pair!r} in rules.")
+    compiled.append((_compile("rules", pair[0]), pair[1]))
+  if not isinstance(default, str):
+    raise ValueError(f"default must be a string label, got default = {default!r}.")
+  return lambda params: _map_paths(lambda name: next((lab for p, lab in compiled if p.fullmatch(name)), default), params)

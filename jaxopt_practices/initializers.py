@@ -344,10 +344,13 @@ from jaxopt_practices._lsuv import lsuv as lsuv  # noqa: E402
 from jaxopt_practices._lsuv import lsuv_nnx as lsuv_nnx  # noqa: E402
 from jaxopt_practices._weight_norm import weight_norm_init as weight_norm_init  # noqa: E402
 from jaxopt_practices._weight_norm import weight_norm_init_nnx as weight_norm_init_nnx  # noqa: E402
+from jaxopt_practices._init_more import dirac as dirac, eye as eye, sparse as sparse  # noqa: E402  (issue #23)
+from jaxopt_practices._init_more import trunc_normal as trunc_normal  # noqa: E402
 
 __all__ = [
     "Initializer", "NONLINEARITIES", "calculate_gain", "compute_fans", "zeros", "ones", "constant",
     "normal", "uniform", "xavier_uniform", "xavier_normal", "he_normal", "he_uniform", "lecun_normal",
     "lecun_uniform", "orthogonal", "lsuv", "lsuv_nnx", "LSUVReport", "LayerScaling", "weight_norm_init",
     "weight_norm_init_nnx", "init_report", "init_report_nnx", "InitReport", "LayerStats",
+    "trunc_normal", "sparse", "dirac", "eye",
 ]

@@ -1,4 +1,4 @@
-"""Practice 4 — the momentum family: SGD, heavy-ball momentum with dampening, Nesterov.
+"""Practice 4 — the momentum family: SGD, heavy-ball momentum with dampening, Nesterov; averaged SGD.
 
 The semantics are PyTorch's ``torch.optim.SGD`` (2.x documentation), which differ from
 ``optax.sgd`` / ``optax.trace`` in two ways: the first step's buffer is the gradient
@@ -15,10 +15,16 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_practices import _base
+from jaxopt_practices._asgd import ScaleByAsgdState as ScaleByAsgdState  # ASGD (torch.optim.ASGD)
+from jaxopt_practices._asgd import asgd as asgd
+from jaxopt_practices._asgd import asgd_learning_rate as asgd_learning_rate
+from jaxopt_practices._asgd import asgd_params as asgd_params
+from jaxopt_practices._asgd import scale_by_asgd as scale_by_asgd
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
-__all__ = ["ScaleByMomentumState", "scale_by_momentum", "sgd"]
+__all__ = ["ScaleByMomentumState", "scale_by_momentum", "sgd",
+           "ScaleByAsgdState", "scale_by_asgd", "asgd_learning_rate", "asgd", "asgd_params"]
 
 ScalarOrSchedule = _base.ScalarOrSchedule
 

@@ -64,6 +64,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": momentum.sgd, "adagrad": adaptive.adagrad, "rmsprop": adaptive.rmsprop,
     "adam": adaptive.adam, "adamw": adaptive.adamw, "nadam": adaptive.nadam, "radam": adaptive.radam,
     "adamax": adaptive.adamax, "adadelta": adaptive.adadelta, "rprop": adaptive.rprop,
+    "adafactor": adaptive.adafactor, "asgd": momentum.asgd, "muon": adaptive.muon,
 }
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": schedules.constant, "step_decay": schedules.step_decay,

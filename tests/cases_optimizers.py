@@ -2,7 +2,7 @@
 
 import optax
 
-from helpers import ContractCase
+from helpers import ContractCase, matrix_params
 from jaxopt_practices import adaptive, momentum
 
 _sched = optax.linear_schedule(0.1, 0.01, 10)
@@ -36,4 +36,22 @@ CASES += [
     ContractCase("adamax_wd", adaptive.adamax, dict(learning_rate=1e-2, weight_decay=1e-2)),
     ContractCase("adadelta_schedule_wd", adaptive.adadelta, dict(learning_rate=_sched, rho=0.8, weight_decay=1e-3)),
     ContractCase("rprop", adaptive.rprop, dict(learning_rate=1e-2, etas=(0.4, 1.5), step_sizes=(1e-4, 1.0))),
+]
+
+# torch.optim.Adafactor, ASGD and Muon (issue #23); Muon takes matrices only, neither it nor Adafactor complex.
+CASES += [
+    ContractCase("scale_by_adafactor", adaptive.scale_by_adafactor, dict(beta2_decay=-0.5, eps=(1e-30, 1e-2)),
+                 complex_ok=False, map_params=False),
+    ContractCase("adafactor", adaptive.adafactor, dict(learning_rate=_sched, d=2.0, weight_decay=0.1),
+                 complex_ok=False, map_params=False),
+    ContractCase("scale_by_asgd", momentum.scale_by_asgd, dict(t0=1.0)),
+    ContractCase("asgd", momentum.asgd, dict(learning_rate=0.1, lambd=0.1, alpha=0.5, t0=1.0, weight_decay=1e-2)),
+    # inject_hyperparams passes a scheduled lr as this step's value: eta's one-step lag (torch's) is then lost.
+    ContractCase("asgd_schedule", momentum.asgd, dict(learning_rate=_sched), inject=False),
+    ContractCase("scale_by_muon", adaptive.scale_by_muon, dict(momentum=0.9, nesterov=False, ns_steps=3),
+                 params=matrix_params, complex_ok=False),
+    ContractCase("muon", adaptive.muon, dict(learning_rate=0.02, adjust_lr_fn="match_rms_adamw"), params=matrix_params,
+                 complex_ok=False),
+    ContractCase("muon_schedule_f32", adaptive.muon, dict(learning_rate=_sched, ns_dtype="float32"),
+                 params=matrix_params, complex_ok=False),
 ]

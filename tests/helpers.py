@@ -26,6 +26,12 @@ class ContractCase:
     extra_args: ``step -> dict`` of keyword arguments for ``update`` (e.g. ``value=``).
     pmap_kwargs: extra ``make`` arguments under ``pmap`` (e.g. ``{"axis_name": "i"}``).
     inject: whether ``optax.inject_hyperparams(make)`` is meaningful (numeric kwargs).
+    params: ``params(dtype)`` -> the tree the contract runs on (default :func:`nested_params`);
+      a transform for matrices only (Muon) gets :func:`matrix_params`.
+    complex_ok: whether the transform takes complex params (torch's Adafactor and Muon do not).
+    map_params: False where the state keeps per-leaf buffers that are not params-shaped
+      (Adafactor's factored moments, kept as per-leaf tuples): ``optax.tree.map_params`` then
+      raises instead of giving them the params' specs (``parallel`` shards by shape and works).
   """
 
   name: str
@@ -34,6 +40,12 @@ class ContractCase:
   extra_args: Callable[[int], dict[str, Any]] = lambda step: {}
   pmap_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
   inject: bool = True
+  params: Callable[..., Any] | None = None
+  complex_ok: bool = True
+  map_params: bool = True
+
+  def tree(self, dtype=jnp.float32) -> Any:
+    return (self.params or nested_params)(dtype)
 
   def build(self, **overrides: Any) -> optax.GradientTransformation:
     return self.make(**{**self.kwargs, **overrides})
@@ -49,6 +61,17 @@ def nested_params(dtype=jnp.float32, seed: int = 0) -> dict:
                 "bias": jax.random.normal(k[2], (3,), jnp.float32).astype(dtype)},
       "conv": [jax.random.normal(k[3], (3, 3, 2, 4), jnp.float32).astype(dtype),
                (jax.random.normal(k[4], (4,), jnp.float32).astype(dtype),)],
+  }
+
+
+def matrix_params(dtype=jnp.float32, seed: int = 0) -> dict:
+  """A nested tree of 2-D leaves only (a zero-size one included), for transforms of matrices (Muon)."""
+  k = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return {
+      "empty": jnp.zeros((0, 3), dtype),
+      "dense": {"kernel": jax.random.normal(k[0], (4, 3), jnp.float32).astype(dtype)},
+      "conv": [jax.random.normal(k[1], (5, 2), jnp.float32).astype(dtype),
+               (jax.random.normal(k[2], (2, 6), jnp.float32).astype(dtype),)],
   }
 
 

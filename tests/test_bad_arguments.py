@@ -615,6 +615,63 @@ GROUPS = [
 BAD = SCHEDULES + PLATEAU + LR_FINDER + INITIALIZERS + OPTIMIZERS + CLIPPING + REGULARIZATION + RECIPE + MONITOR \
     + PARALLEL + FLAT + GROUPS
 
+# ------------------------------------------------- Adafactor, ASGD, Muon, nn.init's rest, groups.labels (issue #23)
+_M = lambda: dict(x=jnp.ones((3, 2)))  # noqa: E731
+TORCH_OPTIM_MORE = [
+    Row(adaptive.adafactor, dict(learning_rate=-0.1), "learning_rate"),
+    Row(adaptive.adafactor, dict(beta2_decay=0.5), "beta2_decay"),
+    Row(adaptive.adafactor, dict(eps=(-1.0, 1e-3)), r"eps\[0\]"),
+    Row(adaptive.adafactor, dict(eps=(None, float("nan"))), r"eps\[1\]"),
+    Row(adaptive.adafactor, dict(eps=1e-3), "eps"),
+    Row(adaptive.adafactor, dict(d=0.5), "d"),
+    Row(adaptive.adafactor, dict(weight_decay=-0.1), "weight_decay"),
+    Row(adaptive.scale_by_adafactor, dict(d=float("inf")), "d"),
+    Row(adaptive.scale_by_adafactor, {}, "complex", then=lambda tx: tx.update(
+        jnp.ones(2, jnp.complex64), tx.init(jnp.ones(2, jnp.complex64)), jnp.ones(2, jnp.complex64))),
+    Row(adaptive.muon, dict(learning_rate=-1.0), "learning_rate"),
+    Row(adaptive.muon, dict(weight_decay=-0.1), "weight_decay"),
+    Row(adaptive.muon, dict(momentum=1.5), "momentum"),
+    Row(adaptive.muon, dict(nesterov="yes"), "nesterov"),
+    Row(adaptive.muon, dict(ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
+    Row(adaptive.muon, dict(ns_coefficients=(1.0, float("nan"), 2.0)), r"ns_coefficients\[1\]"),
+    Row(adaptive.muon, dict(ns_steps=100), "ns_steps"),
+    Row(adaptive.muon, dict(ns_steps=2.5), "ns_steps"),
+    Row(adaptive.muon, dict(eps=-1e-7), "eps"),
+    Row(adaptive.muon, dict(adjust_lr_fn="sqrt"), "adjust_lr_fn"),
+    Row(adaptive.muon, dict(ns_dtype=jnp.int32), "ns_dtype"),
+    Row(adaptive.muon, dict(ns_dtype="float99"), "ns_dtype"),
+    Row(adaptive.muon, {}, "2-D leaves", then=lambda tx: tx.init({"bias": jnp.ones(3)})),
+    Row(adaptive.scale_by_muon, dict(ns_steps=-1), "ns_steps"),
+    Row(adaptive.orthogonalize, dict(x=jnp.ones(3)), "x"),
+    Row(adaptive.orthogonalize, lambda: dict(_M(), ns_steps=-1), "ns_steps"),
+    Row(momentum.asgd, dict(learning_rate=-0.1), "learning_rate"),
+    Row(momentum.asgd, dict(lambd=-1e-4), "lambd"),
+    Row(momentum.asgd, dict(alpha=float("inf")), "alpha"),
+    Row(momentum.asgd, dict(t0=-1.0), "t0"),
+    Row(momentum.asgd, dict(weight_decay=-0.1), "weight_decay"),
+    Row(momentum.asgd_learning_rate, dict(alpha=-0.75), "alpha"),
+    Row(momentum.scale_by_asgd, dict(t0=float("nan")), "t0"),
+    Row(momentum.scale_by_asgd, {}, "params", then=lambda tx: tx.update(jnp.ones(2), tx.init(jnp.ones(2)))),
+    Row(momentum.asgd_params, dict(opt_state=optax.EmptyState()), "ScaleByAsgdState"),
+    Row(I.trunc_normal, dict(std=0.0), "std"),
+    Row(I.trunc_normal, dict(mean=float("nan")), "mean"),
+    Row(I.trunc_normal, dict(a=1.0, b=0.0), "a < b"),
+    Row(I.trunc_normal, {}, "dtype", then=_init_call((4, 4), jnp.int32)),
+    Row(I.sparse, dict(sparsity=1.5), "sparsity"),
+    Row(I.sparse, dict(sparsity=0.1, std=-0.01), "std"),
+    Row(I.sparse, dict(sparsity=0.1), "2-D", then=_init_call((3, 3, 3), jnp.float32)),
+    Row(I.dirac, dict(groups=0), "groups"),
+    Row(I.dirac, dict(groups=1.5), "groups"),
+    Row(I.dirac, dict(groups=3), "divisible", then=_init_call((3, 2, 4), jnp.float32)),
+    Row(I.dirac, {}, "dirac takes", then=_init_call((3, 3), jnp.float32)),
+    Row(I.eye, {}, "2-D", then=_init_call((3,), jnp.float32)),
+    Row(groups.labels, dict(rules="head", default="a"), "rules"),
+    Row(groups.labels, dict(rules=[("head/.*", 1)], default="a"), "rules"),
+    Row(groups.labels, dict(rules=[("(", "a")], default="a"), "rules"),
+    Row(groups.labels, dict(rules=[], default=None), "default"),
+]
+BAD += TORCH_OPTIM_MORE
+
 
 def _public_functions() -> dict[str, Callable]:
   """``module.name -> function`` for every public function of every public module."""
