@@ -532,6 +532,14 @@ GROUPS = [
     Row(groups.match, dict(patterns=["(unclosed"]), "patterns"),
     Row(groups.match, dict(patterns=[3]), "patterns"),
     Row(groups.match, dict(patterns=5), "patterns"),
+    Row(groups.match, dict(patterns="x", allow_unmatched=1), "allow_unmatched"),
+    Row(groups.match, dict(patterns=["bn.weight"]), r"\['bn.weight'\] match no leaf.*PyTorch.*'fc/kernel'",
+        then=lambda mask: mask({"fc": {"kernel": jnp.ones((2, 2))}})),
+    Row(groups.union, dict(), "at least 1 mask"),
+    Row(groups.union, dict(), r"masks\[1\]", args=("auto", "kernels")),
+    Row(groups.intersect, dict(), r"masks\[0\]", args=(0.5,)),
+    Row(groups.exclude, dict(mask={"w": 1}), r"masks\[0\]"),
+    Row(groups.exclude, dict(), r"masks\[2\]", args=("auto", None, [3])),
     Row(groups.scale_by_group, dict(multipliers=[("head/.*", -1.0)]), "multipliers"),
     Row(groups.scale_by_group, dict(multipliers=[("head/.*", float("nan"))]), "multipliers"),
     Row(groups.scale_by_group, dict(multipliers=[("head/.*", float("inf"))]), "multipliers"),
@@ -608,6 +616,8 @@ NO_ARGUMENTS = {
     parallel.shard,
     # The path of every leaf of any pytree, as jax.tree_util.keystr does.
     groups.paths,
+    # The kernel rule (mask="auto") as a mask: no argument to get wrong.
+    groups.kernels,
 }
 
 
