@@ -1,11 +1,13 @@
 """Contract cases for practice 7 (regularization through the optimizer)."""
 
+import jax.numpy as jnp
 import optax
 
 from helpers import ContractCase
 from jaxopt_practices import regularization
 
 _sched = optax.linear_schedule(0.1, 0.01, 10)
+_tf_warmup = lambda t: jnp.minimum(0.9, (1.0 + jnp.asarray(t, jnp.float32)) / (10.0 + jnp.asarray(t, jnp.float32)))  # noqa: E731
 
 CASES = [
     ContractCase("decoupled_weight_decay_auto", regularization.decoupled_weight_decay, dict(rate=0.1)),
@@ -19,6 +21,9 @@ CASES = [
                  pmap_kwargs={"axis_name": "i"}),
     ContractCase("ema", regularization.ema, dict(decay=0.9)),
     ContractCase("ema_biased", regularization.ema, dict(decay=0.5, debias=False)),
+    ContractCase("ema_every_3", regularization.ema, dict(decay=0.8, every=3)),
+    ContractCase("ema_decay_schedule_every_2", regularization.ema,
+                 dict(decay=_tf_warmup, debias=False, every=2)),
     ContractCase("swa", regularization.swa, dict(start_step=1, every=2)),
     ContractCase("swa_from_init", regularization.swa, dict(start_step=0, every=1)),
 ]
