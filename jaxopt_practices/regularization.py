@@ -34,6 +34,7 @@ from jaxopt_practices._averages import ema as ema
 from jaxopt_practices._averages import ema_params as ema_params
 from jaxopt_practices._averages import swa as swa
 from jaxopt_practices._averages import swa_params as swa_params
+from jaxopt_practices._batch_norm import update_bn as update_bn
 from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
@@ -41,7 +42,7 @@ from jaxopt_practices import _validate
 __all__ = [
     "L2PenaltyState", "l2_penalty", "DecoupledWeightDecayState", "decoupled_weight_decay",
     "GradientNoiseState", "gradient_noise",
-    "ParamDtypes", "EmaState", "ema", "ema_params", "SwaState", "swa", "swa_params",
+    "ParamDtypes", "EmaState", "ema", "ema_params", "SwaState", "swa", "swa_params", "update_bn",
 ]
 
 ScalarOrSchedule = _base.ScalarOrSchedule

@@ -406,6 +406,11 @@ REGULARIZATION = [
     Row(regularization.swa, dict(start_step=0, every=0), "every"),
     Row(regularization.swa, dict(start_step=0, every=2.5), "every"),
     Row(regularization.ema_params, dict(opt_state=optax.EmptyState()), "EmaState"),
+    Row(regularization.update_bn, dict(apply_fn=None, variables={"batch_stats": {}}, batches=[]), "apply_fn"),
+    Row(regularization.update_bn, dict(apply_fn=lambda v, x: (x, v), variables={"params": {}}, batches=[1]),
+        "batch_stats"),
+    Row(regularization.update_bn, dict(apply_fn=lambda v, x: (x, v), variables={"batch_stats": {}}, batches=[]),
+        "batches"),
     Row(regularization.swa_params, dict(opt_state=optax.EmptyState()), "SwaState"),
 ]
 
