@@ -112,9 +112,11 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
   goes last in the chain, or give the optimizer as ``inner``). The average moves only at the
   updates with count :math:`t = 0, k, 2k, \dots` (``every = k``; torchvision's
   ``model_ema_steps``), with :math:`\beta_t` = ``decay(t)`` when ``decay`` is a schedule of
-  the update count. A decay of 0 *copies* the params: torchvision's warmup epochs
-  (``decay = lambda t: jnp.where(t < warmup_steps, 0.0, 0.998)``; with ``debias=False`` and
-  ``decay(0) = 0`` its first ``update_parameters`` copy too), timm's ``ModelEmaV3`` warmup
+  the update count. A decay of 0 *copies* the params. torchvision's classification reference
+  (copies through ``lr_warmup_epochs``, and at the first averaging step after them, since it
+  resets ``n_averaged`` to 0) is ``decay = lambda t: jnp.where(t <= warmup_steps, 0.0, d)``
+  with ``debias=False`` and ``every = model_ema_steps`` dividing the epoch's length (it counts
+  ``i % k`` within each epoch); a timm-style warmup is
   ``decay = lambda t: jnp.minimum(0.9998, (1 + t) / (10 + t))``. ``debias=True``:
   :math:`z_0 = (1-\beta_0)\theta_0, w_0 = 1-\beta_0` (:math:`\beta_0` = ``decay(0)``), i.e.
   the weights are normalised (like Adam's bias correction) and :math:`\bar\theta_0 = \theta_0`.
