@@ -77,22 +77,23 @@ def update_bn(apply_fn: Callable[[Any, Any], Any], variables: Any, batches: Iter
   stats = jax.tree.map(lambda s: jnp.asarray(s, jnp.promote_types(jnp.result_type(s), jnp.float32)),
                        variables["batch_stats"])
 
-  @jax.jit
-  def forward(stats, batch):
-    return apply_fn({**variables, "batch_stats": stats}, batch)[1]["batch_stats"]
+  run = jax.jit(lambda v, batch: apply_fn(v, batch)[1]["batch_stats"])  # the params are an argument, not constants
 
-  average, count, keep = None, 0, None
-  for batch in batches:
+  def forward(stats, batch):
+    return run({**variables, "batch_stats": stats}, batch)
+
+  average, keep = None, None
+  for count, batch in enumerate(batches):
     if average is None:  # new = m * old + (1 - m) * b: two passes give m (the kept fraction) and b
       zeros = forward(jax.tree.map(jnp.zeros_like, stats), batch)
       ones = forward(jax.tree.map(jnp.ones_like, stats), batch)
       keep = jax.tree.map(lambda o, z: jnp.mean(o - z), ones, zeros)  # one momentum per leaf: averaged round-off
       average = jax.tree.map(lambda z, m: z / (1 - m), zeros, keep)
-    else:
-      out = forward(average, batch)
-      b = jax.tree.map(lambda o, a, m: (o - m * a) / (1 - m), out, average, keep)
-      average = jax.tree.map(lambda a, b: a + (b - a) / (count + 1), average, b)
-    count += 1
+      continue
+    out = forward(average, batch)
+    b = jax.tree.map(lambda o, a, m: (o - m * a) / (1 - m), out, average, keep)
+    weight = 1.0 / (count + 1)
+    average = jax.tree.map(lambda a, b: a + (b - a) * weight, average, b)
   if average is None:
     raise ValueError("batches must hold at least one batch, got an empty iterable.")
   return average
