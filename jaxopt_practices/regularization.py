@@ -11,7 +11,12 @@ Where each piece goes in an ``optax.chain``::
           ema(...), swa(...))           # last: they average params + final updates
 
 ``ema`` / ``swa`` pass the updates through unchanged; read the averaged weights with
-:func:`ema_params` / :func:`swa_params` from the whole optimizer state.
+:func:`ema_params` / :func:`swa_params` from the whole optimizer state. The placement cannot be
+wrong with the forms that take the optimizer: ``decoupled_weight_decay(rate, learning_rate=lr,
+inner=tx)`` and ``ema(decay, inner=tx)`` are ``chain(tx, ...)``. Placed by hand, a decoupled
+decay before ``schedules.scale_by_learning_rate`` raises at the first update, and an ``ema``
+that is not last makes :func:`ema_params` raise from the second update on. After training,
+:func:`update_bn` recomputes BatchNorm statistics for the averaged weights.
 """
 
 from __future__ import annotations
