@@ -262,7 +262,8 @@ class SwaState(NamedTuple):
   dtypes: ParamDtypes
 
 
-def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
+def swa(start_step: int, every: int = 1, *,
+        inner: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
   r"""Stochastic weight averaging: the equal-weight mean of params snapshots.
 
   .. math::
@@ -280,6 +281,8 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
   Args:
     start_step: first update count snapshotted, an integer ``>= 0``.
     every: snapshot period in updates, an integer ``>= 1``.
+    inner: the optimizer whose final updates are applied (returns ``chain(inner, swa)``, which
+      cannot be misplaced, as :func:`ema`'s ``inner``).
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`SwaState`,
@@ -302,6 +305,9 @@ def swa(start_step: int, every: int = 1) -> optax.GradientTransformation:
   """
   _validate.check_int("start_step", start_step, low=0)
   _validate.check_int("every", every, low=1)
+  if inner is not None:
+    _validate.check_transform("inner", inner)
+    return optax.chain(inner, swa(start_step, every))
 
   def init_fn(params):
     first = jnp.asarray(start_step, jnp.int32) == 0

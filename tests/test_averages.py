@@ -187,3 +187,17 @@ def test_misplacement_is_caught_inside_jit_and_a_correct_loop_never_trips():
   for g in grads:
     pb, s = train_step(pb, s, g)
   regularization.ema_params(s)
+
+
+def test_swa_inner_is_the_chain():
+  p0, grads = _stream(6)
+  a = regularization.swa(start_step=2, every=2, inner=momentum.sgd(0.1, momentum=0.9))
+  b = optax.chain(momentum.sgd(0.1, momentum=0.9), regularization.swa(start_step=2, every=2))
+  for tx in (a, b):
+    state, p = tx.init(p0), p0
+    for g in grads:
+      u, state = tx.update(g, state, p)
+      p = optax.apply_updates(p, u)
+    if tx is a:
+      got = regularization.swa_params(state)
+  np.testing.assert_array_equal(np.asarray(got["w"]), np.asarray(regularization.swa_params(state)["w"]))

@@ -405,6 +405,7 @@ REGULARIZATION = [
     Row(regularization.swa, dict(start_step=1.0, every=1), "start_step"),
     Row(regularization.swa, dict(start_step=0, every=0), "every"),
     Row(regularization.swa, dict(start_step=0, every=2.5), "every"),
+    Row(regularization.swa, dict(start_step=0, inner="adam"), "inner"),
     Row(regularization.ema_params, dict(opt_state=optax.EmptyState()), "EmaState"),
     Row(regularization.update_bn, dict(apply_fn=None, variables={"batch_stats": {}}, batches=[]), "apply_fn"),
     Row(regularization.update_bn, dict(apply_fn=lambda v, x: (x, v), variables={"params": {}}, batches=[1]),
