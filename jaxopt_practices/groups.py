@@ -17,10 +17,15 @@ The common PyTorch ports::
                 groups.scale_by_group([("head/.*", 10.0)]),
                 groups.weight_decay(1e-2, None, learning_rate=lr, lr_mults=[("head/.*", 10.0)]))
 
+    # timm's param_groups_weight_decay: no decay for ndim <= 1 and model.no_weight_decay()
+    adaptive.adamw(lr, weight_decay=0.05, mask=groups.exclude(groups.kernels(), groups.match(["pos_embed", "cls_token"])))
+
 ``match`` is a mask for any ``mask=`` argument (the optimizers' coupled ``weight_decay``,
 ``regularization.l2_penalty`` / ``decoupled_weight_decay``, ``adaptive.adamw``,
 ``optax.masked``). Coupled L2 with several rates is one ``regularization.l2_penalty(rate, mask)``
-per rate, chained in front of the optimizer.
+per rate, chained in front of the optimizer. :func:`kernels` (the rule behind ``mask="auto"``),
+:func:`union`, :func:`intersect` and :func:`exclude` build masks from masks; a ``match``
+pattern that matches no leaf raises when the mask is applied (``allow_unmatched=True`` opts out).
 """
 
 from __future__ import annotations
