@@ -22,7 +22,8 @@ it follows the optimizer's scheduled learning rate and the plateau scale; with
 (warmup included: exactly 0 at step 0 with a warmup from 0) without the lr's magnitude or the
 plateau scale; with ``"learning_rate": None`` it is ``rate`` per step whatever the learning
 rate. The ``averaging`` section's ``ema`` takes ``decay``, ``debias`` and ``every``
-(torchvision's ``model_ema_steps``).
+(torchvision's ``model_ema_steps``); ``decay`` may be a schedule section, e.g. torchvision's
+warmup copy ``{"name": "constant", "value": 0.998, "factor": 0.0, "total_steps": W + 1}``.
 
 Parameter groups (PyTorch ``param_groups``, big_vision's ``lr_mults`` / ``wd_mults``): the
 top-level keys ``lr_mults`` and ``wd_mults`` are lists of ``[regex, multiplier]`` matched
@@ -338,8 +339,11 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
   if r.plateau is not None:
     parts.append(_call("plateau", plateau.reduce_on_plateau, r.plateau))
   parts += late
-  if r.averaging is not None:
-    parts.append(_make("averaging", AVERAGING, r.averaging, skip=("inner",)))  # it is last: no inner
+  if r.averaging is not None:  # it is last: no inner; a decay given as a schedule section is that schedule
+    spec = dict(r.averaging)
+    if isinstance(spec.get("decay"), Mapping):
+      spec["decay"] = _make("averaging.decay", SCHEDULES, spec["decay"])
+    parts.append(_make("averaging", AVERAGING, spec, skip=("inner",)))
   tx = optax.chain(*parts)
   if r.skip_nonfinite is not None:
     tx = _call("skip_nonfinite", clipping.skip_nonfinite, r.skip_nonfinite, inner=tx)
