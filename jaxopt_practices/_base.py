@@ -18,6 +18,7 @@ reproducing PyTorch's AdamW to the bit.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple, TypeAlias
 
 import jax
@@ -28,6 +29,38 @@ from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
 ScalarOrSchedule: TypeAlias = float | jax.Array | optax.Schedule
+
+# The update leaves decoupled_weight_decay produced, by id (weakly held: an entry dies with its
+# array or tracer). scale_by_learning_rate refuses them: the decay was put before the lr scaling.
+_DECAYED: dict[int, weakref.ref] = {}
+
+DECAY_BEFORE_LR = (
+    "schedules.scale_by_learning_rate got updates that regularization.decoupled_weight_decay already "
+    "decayed: the decay sits before the learning-rate scaling (optax's slot for add_decayed_weights), so "
+    "its -rate*params is multiplied by -lr and the weights grow instead of shrinking. Put it after the "
+    "scaling: chain(scale_by_adam(), scale_by_learning_rate(lr), decoupled_weight_decay(rate, "
+    "learning_rate=lr)), or give it the optimizer: decoupled_weight_decay(rate, learning_rate=lr, "
+    "inner=optimizer). In optax's slot use optax.add_decayed_weights(rate) (it adds +rate*params).")
+
+
+def _mark_decayed(out: Any, updates: Any) -> None:
+  """Remembers the leaves of ``out`` that the decay produced (not passed through from ``updates``)."""
+  for x, u in zip(jax.tree.leaves(out), jax.tree.leaves(updates), strict=True):
+    if x is u:
+      continue
+    key = id(x)
+    try:
+      _DECAYED[key] = weakref.ref(x, lambda _, key=key: _DECAYED.pop(key, None))
+    except TypeError:  # a leaf that cannot be weakly referenced: not tracked
+      pass
+
+
+def _check_not_decayed(updates: Any) -> None:
+  """Raises :data:`DECAY_BEFORE_LR` when a leaf of ``updates`` came out of a decoupled decay."""
+  for x in jax.tree.leaves(updates):
+    ref = _DECAYED.get(id(x))
+    if ref is not None and ref() is x:
+      raise ValueError(DECAY_BEFORE_LR)
 
 
 @_tree.learning_rate_factor(lambda s: s.learning_rate)
@@ -87,6 +120,8 @@ def scale_by_learning_rate(
   def update_fn(updates, state, params=None):
     _validate.check_state("schedules.scale_by_learning_rate", state, ScaleByLearningRateState)
     del params
+    if flip_sign:
+      _check_not_decayed(updates)
     step = _tree.per_dtype(lambda dtype: sign * lr_at(state.count, dtype))
 
     def scale(g):
@@ -172,12 +207,14 @@ class DecoupledWeightDecayState(NamedTuple):
 
 
 def decoupled_weight_decay(
-    rate: ScalarOrSchedule, mask: _validate.Mask = "auto", *, learning_rate: ScalarOrSchedule | None = None
+    rate: ScalarOrSchedule, mask: _validate.Mask = "auto", *, learning_rate: ScalarOrSchedule | None = None,
+    inner: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
   r"""Decoupled weight decay (AdamW's): shrinks the params towards 0 by a factor per step.
 
-  Place it *after* the learning-rate scaling: its input is the final update :math:`u_t`
-  (already ``-lr * ...``), and it returns
+  Place it *after* the learning-rate scaling, or give it the optimizer as ``inner``
+  (``chain(inner, decay)``, which cannot be misplaced): its input is the final update
+  :math:`u_t` (already ``-lr * ...``), and it returns
 
   .. math::
     u_t - d_t\,\theta_{t-1},\qquad d_t = \begin{cases}
@@ -191,6 +228,11 @@ def decoupled_weight_decay(
   :math:`\lambda_t\theta` whatever the learning rate (big_vision's convention; pass ``rate``
   as a schedule to follow the schedule's *shape*).
 
+  Placed before ``schedules.scale_by_learning_rate`` (optax's slot for ``add_decayed_weights``)
+  its :math:`-\lambda\theta` would be multiplied by :math:`-\eta` and the weights would grow:
+  ``scale_by_learning_rate`` raises a ``ValueError`` at the first ``update`` instead, naming
+  the fix. (A plain ``optax.scale(-lr)`` there cannot tell: use ``inner``.)
+
   Args:
     rate: :math:`\lambda \ge 0`, a float or a schedule of the update count.
     mask: which leaves decay: ``"auto"`` (kernels, ``ndim >= 2``: no decay on biases and norm
@@ -198,10 +240,11 @@ def decoupled_weight_decay(
       bools``. Unselected leaves pass through bitwise.
     learning_rate: the learning rate (float or schedule) the decay follows, usually the
       optimizer's; ``None`` for lr-independent decay.
+    inner: the optimizer (ending with its learning-rate scaling) whose updates are decayed.
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``); its state is
-    :class:`DecoupledWeightDecayState`.
+    :class:`DecoupledWeightDecayState` (the last of a chain's tuple with ``inner``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -219,6 +262,9 @@ def decoupled_weight_decay(
   _validate.check_mask(mask)
   if learning_rate is not None:
     _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
+  if inner is not None:
+    _validate.check_transform("inner", inner)
+    return optax.chain(inner, decoupled_weight_decay(rate, mask, learning_rate=learning_rate))
 
   def init_fn(params):
     del params
@@ -240,6 +286,7 @@ def decoupled_weight_decay(
       return _tree.componentwise(lambda u, p: (u.astype(acc) + coef(acc) * p.astype(acc)).astype(u.dtype), u, p)
 
     out = _masked_map(shrink, updates, params, mask)
+    _mark_decayed(out, updates)
     return out, DecoupledWeightDecayState(count=_tree.increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -17,10 +17,15 @@ The common PyTorch ports::
                 groups.scale_by_group([("head/.*", 10.0)]),
                 groups.weight_decay(1e-2, None, learning_rate=lr, lr_mults=[("head/.*", 10.0)]))
 
+    # timm's param_groups_weight_decay: no decay for ndim <= 1 and model.no_weight_decay()
+    adaptive.adamw(lr, weight_decay=0.05, mask=groups.exclude(groups.kernels(), groups.match(["pos_embed", "cls_token"])))
+
 ``match`` is a mask for any ``mask=`` argument (the optimizers' coupled ``weight_decay``,
 ``regularization.l2_penalty`` / ``decoupled_weight_decay``, ``adaptive.adamw``,
 ``optax.masked``). Coupled L2 with several rates is one ``regularization.l2_penalty(rate, mask)``
-per rate, chained in front of the optimizer.
+per rate, chained in front of the optimizer. :func:`kernels` (the rule behind ``mask="auto"``),
+:func:`union`, :func:`intersect` and :func:`exclude` build masks from masks; a ``match``
+pattern that matches no leaf raises when the mask is applied (``allow_unmatched=True`` opts out).
 """
 
 from __future__ import annotations
@@ -35,10 +40,14 @@ import optax
 from flax import nnx
 
 from jaxopt_practices import _base
+from jaxopt_practices._masks import exclude as exclude
+from jaxopt_practices._masks import intersect as intersect
+from jaxopt_practices._masks import kernels as kernels
+from jaxopt_practices._masks import union as union
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
-__all__ = ["paths", "match", "scale_by_group", "weight_decay"]
+__all__ = ["paths", "match", "kernels", "union", "intersect", "exclude", "scale_by_group", "weight_decay"]
 
 Rules = list[tuple[re.Pattern, float]]
 
@@ -84,14 +93,39 @@ def _compile(name: str, pattern: Any) -> re.Pattern:
     raise ValueError(f"{name} holds an invalid regex {pattern!r}: {e}.") from e
 
 
-def match(patterns: str | Sequence[str]) -> Callable[[Any], Any]:
+_TORCH_STYLE = re.compile(r"[A-Za-z0-9_]\.[A-Za-z_]")  # "bn.weight", "layer1.0.conv1.weight"
+
+
+def _unmatched_error(unmatched: list[str], names: list[str]) -> ValueError:
+  """The ``ValueError`` naming every pattern that matches no path, with a few real paths."""
+  shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+  torch = [p for p in unmatched if _TORCH_STYLE.search(p) and "/" not in p]
+  hint = (f" {torch} look like PyTorch names: paths here are '/'-joined flax paths (keys such as "
+          f"'Dense_0/kernel', 'BatchNorm_0/scale'), not torch's '.'-joined ones." if torch else "")
+  return ValueError(f"groups.match: pattern(s) {unmatched} match no leaf of the params.{hint} The paths are: "
+                    f"{shown} (groups.paths(params) lists them all). Fix the pattern(s), or pass "
+                    f"allow_unmatched=True if a pattern may legitimately match nothing.")
+
+
+def match(patterns: str | Sequence[str], *, allow_unmatched: bool = False) -> Callable[[Any], Any]:
   """A mask: ``params -> pytree of bools``, True where the leaf's path fully matches a pattern.
+
+  A pattern that matches no leaf is almost always a mistake (a torch-style ``"bn.weight"``,
+  a linen head called ``Dense_1`` rather than ``head``) that would silently change nothing,
+  so the mask raises when it is applied (at the first ``update``), naming every such pattern
+  and showing real paths.
 
   Args:
     patterns: a regex or a list of regexes (``re.fullmatch`` against the "/"-joined path).
+    allow_unmatched: do not raise for patterns that match no leaf (a list shared by models
+      that do not all have every group).
 
   Returns:
     A callable for any ``mask=`` argument (or ``optax.masked``).
+
+  Raises:
+    ValueError: at construction for a pattern that is not a valid regex string; when the
+      mask is applied, naming every pattern that matches no leaf (unless ``allow_unmatched``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -99,13 +133,23 @@ def match(patterns: str | Sequence[str]) -> Callable[[Any], Any]:
     >>> params = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}, "LayerNorm_0": {"scale": jnp.ones(3)}}
     >>> groups.match(".*/kernel")(params)
     {'Dense_0': {'bias': False, 'kernel': True}, 'LayerNorm_0': {'scale': False}}
+    >>> groups.match(["bn.weight", ".*/kernel"])(params)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: groups.match: pattern(s) ['bn.weight'] match no leaf of the params. ['bn.weight'] look like PyTorch names: ...
   """
   items = [patterns] if isinstance(patterns, str) else patterns
   if not isinstance(items, Sequence):
     raise ValueError(f"patterns must be a regex or a list of regexes, got patterns = {patterns!r}.")
   compiled = [_compile("patterns", p) for p in items]
+  _validate.check_bool("allow_unmatched", allow_unmatched)
 
   def mask(params: Any) -> Any:
+    names = jax.tree.leaves(paths(params))
+    if names and not allow_unmatched:
+      unmatched = [p.pattern for p in compiled if not any(p.fullmatch(n) for n in names)]
+      if unmatched:
+        raise _unmatched_error(unmatched, names)
     return _map_paths(lambda name: any(p.fullmatch(name) for p in compiled), params)
 
   return mask

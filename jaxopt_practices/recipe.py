@@ -11,14 +11,19 @@
       -> lr_mults                         # 4'. × m_lr per leaf: the leaf's learning rate is η_t·m_lr
       -> weight_decay                     # 5. - λ·m_wd·η_t·m_lr·θ: decoupled decay following the lr (default)
       -> plateau                          # 6. × the reduce-on-plateau scale (value=loss, or plateau.step)
-      -> weight_decay (learning_rate=None)  # 5'. - λ·m_wd·θ: big_vision's lr-independent decay
+      -> weight_decay (learning_rate=None or "schedule")  # 5'. - λ·m_wd·θ (× s_t/peak): lr-independent
       -> averaging                        # 7. EMA or SWA of the params (reads the final update)
     )
 
 The decay is ``regularization.decoupled_weight_decay`` placed after the learning-rate scaling.
 With ``"learning_rate": "optimizer"`` (the default, PyTorch's and optax's AdamW convention)
 it follows the optimizer's scheduled learning rate and the plateau scale; with
-``"learning_rate": None`` it is ``rate`` per step whatever the learning rate.
+``"learning_rate": "schedule"`` it is big_vision's ``rate × s_t / peak``, the schedule's *shape*
+(warmup included: exactly 0 at step 0 with a warmup from 0) without the lr's magnitude or the
+plateau scale; with ``"learning_rate": None`` it is ``rate`` per step whatever the learning
+rate. The ``averaging`` section's ``ema`` takes ``decay``, ``debias`` and ``every``
+(torchvision's ``model_ema_steps``); ``decay`` may be a schedule section, e.g. torchvision's
+warmup copy ``{"name": "constant", "value": 0.998, "factor": 0.0, "total_steps": W + 1}``.
 
 ``schedule.steps_per_epoch`` steps the schedule once per epoch (torchvision's
 ``scheduler.step()`` per epoch, timm's ``t_in_epochs``): the schedule's and the warmup's steps
@@ -54,6 +59,7 @@ from typing import Any
 
 import optax
 
+from jaxopt_practices import _presets
 from jaxopt_practices import _validate
 from jaxopt_practices import adaptive, clipping, groups, momentum, plateau, regularization, schedules
 
@@ -171,7 +177,7 @@ class Recipe:
   clip: dict | None = None
   gradient_noise: dict | None = None
   l2: dict | None = None                # {"rate": float, "mask": None | "auto"}
-  weight_decay: dict | None = None      # {"rate": float, "mask": "auto" | None, "learning_rate": "optimizer" | None}
+  weight_decay: dict | None = None      # {"rate", "mask": "auto" | None, "learning_rate": "optimizer" | "schedule" | None}
   averaging: dict | None = None
   skip_nonfinite: dict | None = None    # {"max_consecutive": int | None}
   lr_mults: list | None = None          # [[regex, multiplier], ...]: × the learning rate of matching leaves
@@ -210,10 +216,10 @@ def _choose(section: str, table: Mapping[str, Callable], spec: Mapping[str, Any]
   return name, table[name], spec
 
 
-def _make(section: str, table: Mapping[str, Callable], spec: Mapping[str, Any]) -> Any:
+def _make(section: str, table: Mapping[str, Callable], spec: Mapping[str, Any], skip: tuple[str, ...] = ()) -> Any:
   """The factory named by ``spec["name"]`` called with the section's other keys, checked."""
   name, factory, rest = _choose(section, table, spec)
-  return factory(**Section.of(factory).check(f"{section} ({name})", rest))
+  return factory(**Section.of(factory, skip=skip).check(f"{section} ({name})", rest))
 
 
 def _call(section: str, factory: Callable, spec: Mapping[str, Any], **given: Any) -> Any:
@@ -263,17 +269,35 @@ def _learning_rate(r: Recipe, lr: float) -> float | optax.Schedule:
   return sched if steps_per_epoch is None else schedules.per_epoch(sched, steps_per_epoch)
 
 
-def _weight_decay(r: Recipe, learning_rate: float | optax.Schedule) -> tuple[optax.GradientTransformation, bool]:
+def _peak(r: Recipe, lr: float) -> float:
+  """The peak of the optimizer's schedule: its peak argument (default the optimizer's ``learning_rate``)."""
+  name = (r.schedule or {}).get("name")
+  peak = (r.schedule or {}).get(_PEAK.get(name, "init_value"), lr)
+  if not isinstance(peak, (int, float)) or peak <= 0:
+    raise ValueError("weight_decay.learning_rate = 'schedule' divides the schedule by its peak, which must be a "
+                     f"number > 0; got a peak of {peak!r}.")
+  return float(peak)
+
+
+def _weight_decay(r: Recipe, learning_rate: float | optax.Schedule, lr: float
+                  ) -> tuple[optax.GradientTransformation, bool]:
   """The decoupled decay of the ``weight_decay`` section (per group with ``lr_mults`` / ``wd_mults``), and
-  whether it ignores the learning rate."""
+  whether it ignores the learning rate's magnitude (placed after the plateau scale)."""
   kw = _WEIGHT_DECAY.check("weight_decay", _masks(r.weight_decay))
-  follow = kw["learning_rate"]
-  if isinstance(follow, str) and follow != "optimizer":
+  follow, rate = kw["learning_rate"], kw["rate"]
+  if isinstance(follow, str) and follow not in ("optimizer", "schedule"):
     raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
-                     f"learning rate), None (lr-independent) or a number; got {follow!r}.")
-  lr = learning_rate if isinstance(follow, str) else follow
-  decay = groups.weight_decay(kw["rate"], kw["mask"], learning_rate=lr,
-                              lr_mults=(r.lr_mults or ()) if lr is not None else (), wd_mults=r.wd_mults or ())
+                     "learning rate), 'schedule' (big_vision: rate x schedule(t) / peak), None "
+                     f"(lr-independent) or a number; got {follow!r}.")
+  if follow == "schedule":
+    _validate.check_number("weight_decay.rate", rate, low=0.0)
+    if callable(learning_rate):  # a constant lr has a flat shape: rate per step
+      base, peak, schedule = float(rate), _peak(r, lr), learning_rate
+      rate = lambda count: base * schedule(count) / peak  # noqa: E731
+    follow = None
+  lr_follow = learning_rate if follow == "optimizer" else follow
+  decay = groups.weight_decay(rate, kw["mask"], learning_rate=lr_follow,
+                              lr_mults=(r.lr_mults or ()) if lr_follow is not None else (), wd_mults=r.wd_mults or ())
   return decay, follow is None
 
 
@@ -319,13 +343,16 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
     parts.append(groups.scale_by_group(r.lr_mults))
   late: list[optax.GradientTransformation] = []  # after the plateau scale: an lr-independent decay
   if r.weight_decay is not None:
-    decay, lr_independent = _weight_decay(r, learning_rate)
+    decay, lr_independent = _weight_decay(r, learning_rate, lr)
     (late if lr_independent else parts).append(decay)
   if r.plateau is not None:
     parts.append(_call("plateau", plateau.reduce_on_plateau, r.plateau))
   parts += late
-  if r.averaging is not None:
-    parts.append(_make("averaging", AVERAGING, r.averaging))
+  if r.averaging is not None:  # it is last: no inner; a decay given as a schedule section is that schedule
+    spec = dict(r.averaging)
+    if isinstance(spec.get("decay"), Mapping):
+      spec["decay"] = _make("averaging.decay", SCHEDULES, spec["decay"])
+    parts.append(_make("averaging", AVERAGING, spec, skip=("inner",)))
   tx = optax.chain(*parts)
   if r.skip_nonfinite is not None:
     tx = _call("skip_nonfinite", clipping.skip_nonfinite, r.skip_nonfinite, inner=tx)
@@ -339,8 +366,12 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
     decoupled weight decay 5e-5·lr-following on kernels only (the "decay mask").
   - ``"transformer-adamw"``: AdamW (b2 0.98, weight decay 0.01 on kernels only), lr 3e-4,
     warmup then cosine, global-norm clipping at 1.0.
-  - ``"fastai-one-cycle"``: AdamW (b2 0.99, weight decay 0.01), one-cycle lr with
-    momentum (``b1``) cycled 0.95 -> 0.85 -> 0.95.
+  - ``"fastai-one-cycle"``: fastai's ``fit_one_cycle`` defaults: lr 1e-3 on fastai's
+    ``combined_cos`` (div 25, div_final 1e5, pct_start 0.25: ``one_cycle`` over
+    ``total_steps + 1`` steps, see ``_presets.fastai_one_cycle``), momentum (``b1``) cycled
+    0.95 -> 0.85 -> 0.95 the same way, Adam ``b2=0.99``, ``eps=1e-5``, decoupled decay 0.01
+    following the lr, not on BatchNorm/bias parameters (``mask="auto"``: fastai's
+    ``wd_bn_bias=False``).
   - ``"tour"``: what ``jaxopt-practices tour`` runs as the full recipe: SGD Nesterov,
     warmup + cosine, clipping at 1.0, decay mask, EMA, skipping non-finite steps.
 
@@ -362,36 +393,7 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
   _validate.check_int("total_steps", total_steps, low=2)  # a warmup step and a scheduled one
   if learning_rate is not None:
     _validate.check_number("learning_rate", learning_rate, low=0.0)
-  warm = max(1, total_steps // 20)
-  presets = {
-      "resnet-sgd": {
-          "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
-          "schedule": {"name": "cosine_annealing", "t_max": total_steps - warm},
-          "warmup": {"steps": warm},
-          "weight_decay": {"rate": 5e-5, "mask": "auto"},
-      },
-      "transformer-adamw": {
-          "optimizer": {"name": "adamw", "learning_rate": 3e-4, "b2": 0.98, "weight_decay": 0.01, "mask": "auto"},
-          "schedule": {"name": "cosine_annealing", "t_max": total_steps - warm},
-          "warmup": {"steps": warm},
-          "clip": {"name": "global_norm", "max_norm": 1.0},
-      },
-      "fastai-one-cycle": {
-          "optimizer": {"name": "adamw", "learning_rate": 3e-3, "b2": 0.99, "weight_decay": 0.01},
-          "schedule": {"name": "one_cycle", "total_steps": total_steps, "pct_start": 0.25},
-          "momentum_schedule": {"name": "one_cycle_momentum", "total_steps": total_steps, "pct_start": 0.25,
-                                "base_momentum": 0.85, "max_momentum": 0.95},
-      },
-      "tour": {
-          "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
-          "schedule": {"name": "cosine_annealing", "t_max": total_steps - warm},
-          "warmup": {"steps": warm},
-          "clip": {"name": "global_norm", "max_norm": 1.0},
-          "weight_decay": {"rate": 1e-3, "mask": "auto"},
-          "averaging": {"name": "ema", "decay": 0.99},
-          "skip_nonfinite": {"max_consecutive": 10},
-      },
-  }
+  presets = _presets.configs(total_steps)
   if name not in presets:
     raise ValueError(f"preset name must be one of {sorted(presets)}; got name = {name!r}.")
   config = presets[name]

@@ -3,7 +3,7 @@
 import optax
 
 from helpers import ContractCase
-from jaxopt_practices import groups
+from jaxopt_practices import groups, regularization
 
 _sched = optax.linear_schedule(0.1, 0.01, 10)
 
@@ -16,4 +16,8 @@ CASES = [
                       wd_mults=[("conv/.*", 0.5), ("scalar", 0.0)])),
     ContractCase("group_weight_decay_lr_independent", groups.weight_decay,
                  dict(rate=0.1, wd_mults=[("dense/kernel", 3.0)])),
+    ContractCase("decay_on_combined_masks", regularization.decoupled_weight_decay,
+                 dict(rate=0.1, mask=groups.union(groups.exclude(groups.kernels(), groups.match("conv/0", allow_unmatched=True)),
+                                                  groups.intersect(groups.match("dense/.*", allow_unmatched=True), None))),
+                 inject=False),  # inject_hyperparams reads any callable as a schedule (static_args=("mask",))
 ]

@@ -68,7 +68,10 @@ def test_match_is_a_full_match_over_any_of_the_patterns():
   got = groups.match([r".*/bias", "norm/.*"])(params)
   assert got["layers_0"] == {"kernel": False, "bias": True}
   assert got["norm"]["scale"] and not got["embed"]["embedding"]
-  assert not any(jax.tree.leaves(groups.match("bias")(params)))  # fullmatch: "bias" is not "layers_0/bias"
+  # fullmatch: "bias" is not "layers_0/bias", so it matches nothing: an error, unless allowed
+  assert not any(jax.tree.leaves(groups.match("bias", allow_unmatched=True)(params)))
+  with pytest.raises(ValueError, match=r"\['bias'\] match no leaf.*'layers_0/bias'"):
+    groups.match("bias")(params)
   assert groups.match("head/kernel")(params)["head"] == {"kernel": True, "bias": False}
 
 
