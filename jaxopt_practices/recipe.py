@@ -67,10 +67,9 @@ __all__ = ["Recipe", "Section", "build", "preset", "OPTIMIZERS", "SCHEDULES", "M
            "AVERAGING"]
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": momentum.sgd, "adagrad": adaptive.adagrad, "rmsprop": adaptive.rmsprop,
-    "adam": adaptive.adam, "adamw": adaptive.adamw, "nadam": adaptive.nadam, "radam": adaptive.radam,
-    "adamax": adaptive.adamax, "adadelta": adaptive.adadelta, "rprop": adaptive.rprop,
-    "adafactor": adaptive.adafactor, "asgd": momentum.asgd, "muon": adaptive.muon,
+    "sgd": momentum.sgd, "asgd": momentum.asgd,
+    **{name: getattr(adaptive, name) for name in ("adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
+                                                  "adadelta", "rprop", "adafactor", "muon")},
 }
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": schedules.constant, "step_decay": schedules.step_decay,
@@ -366,14 +365,12 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
     decoupled weight decay 5e-5·lr-following on kernels only (the "decay mask").
   - ``"transformer-adamw"``: AdamW (b2 0.98, weight decay 0.01 on kernels only), lr 3e-4,
     warmup then cosine, global-norm clipping at 1.0.
-  - ``"fastai-one-cycle"``: fastai's ``fit_one_cycle`` defaults: lr 1e-3 on fastai's
-    ``combined_cos`` (div 25, div_final 1e5, pct_start 0.25: ``one_cycle`` over
-    ``total_steps + 1`` steps, see ``_presets.fastai_one_cycle``), momentum (``b1``) cycled
-    0.95 -> 0.85 -> 0.95 the same way, Adam ``b2=0.99``, ``eps=1e-5``, decoupled decay 0.01
-    following the lr, not on BatchNorm/bias parameters (``mask="auto"``: fastai's
-    ``wd_bn_bias=False``).
-  - ``"tour"``: what ``jaxopt-practices tour`` runs as the full recipe: SGD Nesterov,
-    warmup + cosine, clipping at 1.0, decay mask, EMA, skipping non-finite steps.
+  - ``"fastai-one-cycle"``: ``fit_one_cycle``'s defaults: lr 1e-3 on ``combined_cos`` (div 25,
+    div_final 1e5, pct_start 0.25: ``one_cycle`` over ``total_steps + 1`` steps), ``b1`` cycled
+    0.95 -> 0.85 -> 0.95, Adam ``b2=0.99``, ``eps=1e-5``, decoupled decay 0.01 following the lr,
+    not on BatchNorm/bias parameters (``mask="auto"``: ``wd_bn_bias=False``).
+  - ``"tour"``: the tour's full recipe: SGD Nesterov, warmup + cosine, clipping at 1.0, decay
+    mask, EMA, skipping non-finite steps.
 
   Args:
     name: one of the names above.
