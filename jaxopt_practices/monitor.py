@@ -88,8 +88,9 @@ def _after(flag: jax.Array, updates: Any) -> Any:
 
   The caller writes ``params + updates`` into the donated params buffer; this makes that
   write depend on the norms (which read the old params), so XLA orders it after them
-  instead of copying the params first. ``lax.optimization_barrier`` does not do this on
-  XLA:CPU (measured: the copy stays); the select fuses into the caller's add.
+  instead of copying the params first (the same for an inner state read by a re-run).
+  ``lax.optimization_barrier`` does not do this on XLA:CPU (measured: the copy stays); the
+  select fuses into the loop that writes.
   """
   def after(u):
     if not isinstance(u, jax.Array) or not jnp.issubdtype(u.dtype, jnp.inexact):
@@ -117,9 +118,11 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
   returned updates depend on the norms (a select fused into ``apply_updates``), so no
   donated buffer is copied. Cost: the update is materialized once (a parameter-sized
   temporary) and read by one extra reduction, as is each of the gradients and params.
-  ``every=k`` puts the norms under a ``lax.cond`` taken on updates ``0, k, 2k, ...``; the
-  other updates keep the last values. ``count`` and ``learning_rate`` are exact on every
-  update. Measured costs are in ``benchmarks/README.md``.
+  ``every=k`` puts the norms under a ``lax.cond`` taken on updates ``0, k, 2k, ...`` and
+  re-runs the inner update there (unless it has side effects such as host callbacks), so
+  that the other updates run the plain inner step; they keep the last values. ``count``
+  and ``learning_rate`` are exact on every update. Measured costs are in
+  ``benchmarks/README.md``.
 
   Args:
     inner: any ``optax.GradientTransformation``.
@@ -164,10 +167,16 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
 
   def update_fn(updates, state, params=None, **extra_args):
     _validate.check_state("monitor.track", state, TrackState)
-    new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    run = lambda inner_state: inner.update(updates, inner_state, params, **extra_args)
+    # every=k: a measured update re-runs the inner update inside the cond, so that the others
+    # never materialize it (on XLA:CPU a fresh parameter-sized temporary costs more than a
+    # step); an inner update with side effects (host callbacks) is not re-run.
+    rerun = every > 1 and not jax.make_jaxpr(run)(state.inner_state).effects
+    new_updates, inner_state = (None, None) if rerun else run(state.inner_state)
 
     def measure(_):
-      return _measure(updates, new_updates, params, state.nonfinite_count)
+      measured_updates = run(state.inner_state)[0] if rerun else new_updates
+      return _measure(updates, measured_updates, params, state.nonfinite_count)
 
     def keep(_):
       return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
@@ -177,8 +186,11 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
     else:
       measured = _tree.cond(state.count % every == 0, measure, keep, None)
     grad_norm, update_norm, param_norm, nonfinite = measured
+    done = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
+    if rerun:  # the measurement read the old inner state: its in-place overwrite comes after
+      new_updates, inner_state = run(_after(done, state.inner_state))
     if params is not None:  # the caller will write params + updates over the params just read
-      new_updates = _after(~(grad_norm + update_norm + param_norm < 0), new_updates)  # true, even for NaN
+      new_updates = _after(done, new_updates)
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=reported_learning_rate(inner_state, state.count), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)

@@ -325,9 +325,10 @@ def test_stats_under_sharding_equal_numpy_norms(every):
 
 @pytest.mark.parametrize("every", [1, 10])
 def test_donated_step_copies_nothing_and_materializes_only_the_update(every):
-  """Load-independent cost check: the tracked AdamW step copies none of the donated buffers
-  and writes exactly one parameter-sized buffer more than plain AdamW (its 3 fused loops):
-  the update, materialized once for its norm (issue 19: no re-run of the inner update)."""
+  """Load-independent cost check: the tracked AdamW step copies none of the donated buffers;
+  with every=1 it writes exactly one parameter-sized buffer more than plain AdamW (its 3 fused
+  loops): the update, materialized once for its norm (issue 19); with every=k the steps
+  outside the lax.cond run exactly AdamW's loops (the measurement re-runs it in the cond)."""
   n = 1 << 16
   x = jax.ShapeDtypeStruct((n,), jnp.float32)
 
@@ -342,7 +343,7 @@ def test_donated_step_copies_nothing_and_materializes_only_the_update(every):
   plain = entry_ops(adaptive.adamw(1e-3))
   tracked = entry_ops(monitor.track(adaptive.adamw(1e-3), every=every))
   assert not [line for line in tracked if "copy(" in line], tracked
-  assert len(tracked) == len(plain) + 1, (plain, tracked)
+  assert len(tracked) == len(plain) + (every == 1), (plain, tracked)
 
 
 def _matmul_inner(scale=0.1, on_call=None):
