@@ -54,15 +54,16 @@ def _plain_sum_is_safe(total: jax.Array) -> jax.Array:
   return jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
 
 
-def _sum_of_squares(leaves: list, dtype: Any) -> jax.Array:
-  """The plain sum of squares of every entry, one reduction per leaf. Written ``|x| * |x|`` with
-  two ``abs``: XLA then keeps it apart from an ``x * x`` the optimizer computes (merged, that
-  square is materialized as a parameter-sized temporary; measured on XLA:CPU)."""
+def _sum_of_squares(leaves: list, dtype: Any, apart: bool = False) -> jax.Array:
+  """The plain sum of squares of every entry, one reduction per leaf. With ``apart`` the square
+  is written ``|x| * |x|`` (two ``abs``): XLA then keeps it apart from an ``x * x`` that the
+  optimizer computes of the same array (merged, that square is materialized as a
+  parameter-sized temporary; measured on XLA:CPU), at a small cost in the reduction."""
   total = jnp.zeros([], dtype)
   for x in leaves:
     if jnp.size(x):
       x = abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype)
-      total = total + jnp.sum(jnp.abs(x) * jnp.abs(x))
+      total = total + jnp.sum(jnp.abs(x) * jnp.abs(x) if apart else jnp.square(x))
   return total
 
 
@@ -73,7 +74,8 @@ def _concatenated(leaves: list, dtype: Any) -> list:
   return [jnp.concatenate(parts)] if len(parts) > 1 else parts
 
 
-def l2_norms(trees: list, dtypes: list | None = None) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+def l2_norms(trees: list, dtypes: list | None = None,
+             apart: bool = False) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
   r"""The L2 norms of several trees as ``(norm, m, r)`` each, overflow-free, with one global check.
 
   Each tree's plain sum of squares :math:`\sum x^2` is taken in its :func:`widest_acc_dtype`
@@ -81,13 +83,14 @@ def l2_norms(trees: list, dtypes: list | None = None) -> list[tuple[jax.Array, j
   square roots (``m = norm``, ``r = 1``); otherwise one ``lax.cond`` recomputes all of them with
   the scaled two-pass kernel of :func:`norm_parts` on each tree's entries concatenated. A
   tree holding Inf or NaN always takes the fallback, so its ``m`` (the max-abs there) is
-  finite exactly when every entry is. ``None`` or an empty tree gives zeros.
+  finite exactly when every entry is. ``None`` or an empty tree gives zeros. ``apart``: for
+  trees whose squares the caller also computes (see ``_sum_of_squares``).
   """
   leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
   if dtypes is None:
     dtypes = [widest_acc_dtype(l) for l in leaves]
   dtypes = [jnp.dtype(d) for d in dtypes]
-  totals = [_sum_of_squares(l, d) for l, d in zip(leaves, dtypes)]
+  totals = [_sum_of_squares(l, d, apart) for l, d in zip(leaves, dtypes)]
 
   def plain(_):
     return [(jnp.sqrt(t), jnp.sqrt(t), jnp.ones([], t.dtype)) for t in totals]

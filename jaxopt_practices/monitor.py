@@ -77,7 +77,8 @@ def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.A
 
   A gradient holding NaN / Inf takes the scaled fallback, whose max-abs is then non-finite.
   """
-  (grad_norm, g_max, _), (update_norm, _, _), (param_norm, _, _) = _norms.l2_norms([updates, new_updates, params])
+  norms = _norms.l2_norms([updates, new_updates, params], apart=True)  # apart: the inner may square g
+  (grad_norm, g_max, _), (update_norm, _, _), (param_norm, _, _) = norms
   bad = (~jnp.isfinite(g_max)).astype(jnp.int32)
   return (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
           nonfinite_count + bad)
