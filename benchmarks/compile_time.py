@@ -166,8 +166,8 @@ def _note(rows: list[dict]) -> list[str]:
 def write_readme(path: pathlib.Path, result: dict) -> None:
   rows = result["rows"]
   lines = [f"Device: `{result['device']}`; jax {result['jax']}, optax {result['optax']}; {result['load']}",
-           "", "Seconds are process CPU seconds per compile (mean of both build orders); the ratio is of "
-           "their sums; wall seconds are in the JSON.", "",
+           "", ("Seconds are process CPU seconds per compile (mean of both build orders); the ratio is of "
+                "their sums; wall seconds are in the JSON."), "",
            "| case | leaves | ours CPU s | optax CPU s | ours / optax | ours first | optax first | wall ratio | goal | met |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
   for r in rows:
