@@ -145,7 +145,7 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
     >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), round(float(monitor.stats(s)["learning_rate"]), 6))
     3.4641 0.001
     >>> tx = monitor.track(optax.sgd(0.1), learning_rate=0.1)   # optax keeps no lr in its state
-    >>> print(float(monitor.stats(tx.update(jnp.ones(3), tx.init(p), p)[1])["learning_rate"]))
+    >>> print(monitor.stats(tx.update(jnp.ones(3), tx.init(p), p)[1])["learning_rate"])
     0.1
   """
   _validate.check_transform("inner", inner)
