@@ -164,7 +164,7 @@ def test_weight_decay_scheduled_group_rate_is_float64_under_x64():
     tx = groups.weight_decay(rate, None, wd_mults=[("b", 0.5)])
     p = {"a": jnp.ones(2, jnp.float64), "b": jnp.ones(2, jnp.float64)}
     state = tx.init(p)
-    for t in range(4):
+    for _ in range(4):
       u, state = tx.update(jax.tree.map(jnp.zeros_like, p), state, p)
     assert u["b"].dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(u["b"]), -0.5e-4 * 3 / 10, rtol=1e-15)
