@@ -116,7 +116,10 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
   (copies through ``lr_warmup_epochs``, and at the first averaging step after them, since it
   resets ``n_averaged`` to 0) is ``decay = lambda t: jnp.where(t <= warmup_steps, 0.0, d)``
   with ``debias=False`` and ``every = model_ema_steps`` dividing the epoch's length (it counts
-  ``i % k`` within each epoch); a timm-style warmup is
+  ``i % k`` within each epoch); timm's ``ModelEmaV3(d, use_warmup=True)`` (``warmup_gamma`` ``g``,
+  ``warmup_power`` ``p``, updated with ``step=num_updates``) is
+  ``decay = lambda t: jnp.where(t == 0, 0.0, jnp.clip(1 - (1 + t / g) ** -p, min_decay, d))``
+  with ``debias=False``, and TensorFlow's ``ExponentialMovingAverage(num_updates=t)`` warmup is
   ``decay = lambda t: jnp.minimum(0.9998, (1 + t) / (10 + t))``. ``debias=True``:
   :math:`z_0 = (1-\beta_0)\theta_0, w_0 = 1-\beta_0` (:math:`\beta_0` = ``decay(0)``), i.e.
   the weights are normalised (like Adam's bias correction) and :math:`\bar\theta_0 = \theta_0`.

@@ -231,7 +231,8 @@ def _times(value: Any, m: float) -> Any:
   if m == 1.0:
     return value
   if callable(value):
-    return lambda count: _tree.as_scalar(value, count) * jnp.float32(m)
+    # value's own dtype (float64 under x64); float32 * a Python float stays float32, as before
+    return lambda count: jnp.asarray(value(count)) * m
   return float(value) * m if isinstance(value, (int, float)) else value * m
 
 

@@ -155,6 +155,22 @@ def test_weight_decay_without_multipliers_is_decoupled_weight_decay():
   chex.assert_trees_all_equal(a.update(grads, a.init(params), params)[0], b.update(grads, b.init(params), params)[0])
 
 
+def test_weight_decay_scheduled_group_rate_is_float64_under_x64():
+  # big_vision's decay (rate x schedule shape, lr-independent) with a wd_mults group: the group's
+  # scheduled rate keeps the schedule's float64 under x64 (it was rounded to float32)
+  with jax.enable_x64(True):
+    sched = schedules.inverse_sqrt(1.0, 10, timescale=25)
+    rate = lambda t: 1e-4 * sched(t)  # noqa: E731
+    tx = groups.weight_decay(rate, None, wd_mults=[("b", 0.5)])
+    p = {"a": jnp.ones(2, jnp.float64), "b": jnp.ones(2, jnp.float64)}
+    state = tx.init(p)
+    for _ in range(4):
+      u, state = tx.update(jax.tree.map(jnp.zeros_like, p), state, p)
+    assert u["b"].dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(u["b"]), -0.5e-4 * 3 / 10, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(u["a"]), -1e-4 * 3 / 10, rtol=1e-15)
+
+
 def test_weight_decay_per_group_closed_form():
   lr, wd = 0.1, 0.2
   sched = schedules.step_decay(lr, 1, 0.5)

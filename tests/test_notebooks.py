@@ -12,7 +12,8 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["01_schedules", "02_plateau_and_lr_finder", "03_initialization", "04_momentum", "05_adaptive",
-            "06_clipping", "07_regularization", "08_full_recipe", "09_flax_nnx", "10_porting_from_pytorch"]
+            "06_clipping", "07_regularization", "08_full_recipe", "09_flax_nnx", "10_porting_from_pytorch",
+            "11_porting_recipes"]
 
 
 def test_one_notebook_per_practice_and_the_full_recipe():
