@@ -63,6 +63,11 @@ def _check_not_decayed(updates: Any) -> None:
       raise ValueError(DECAY_BEFORE_LR)
 
 
+def _widest_float() -> Any:
+  """float64 under ``jax_enable_x64`` (the dtype schedules then return), float32 otherwise."""
+  return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 @_tree.learning_rate_factor(lambda s: s.learning_rate)
 class ScaleByLearningRateState(NamedTuple):
   """Updates applied so far (the schedule's ``count``) and the last learning rate applied.
@@ -115,7 +120,8 @@ def scale_by_learning_rate(
 
   def init_fn(params):
     del params
-    return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32), learning_rate=lr_at(jnp.zeros([], jnp.int32)))
+    return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32),
+                                    learning_rate=lr_at(jnp.zeros([], jnp.int32), _widest_float()))
 
   def update_fn(updates, state, params=None):
     _validate.check_state("schedules.scale_by_learning_rate", state, ScaleByLearningRateState)
@@ -129,7 +135,7 @@ def scale_by_learning_rate(
       return _tree.componentwise(lambda g: (g.astype(acc) * step(acc)).astype(g.dtype), g)
 
     return jax.tree.map(scale, updates), ScaleByLearningRateState(count=_tree.increment(state.count),
-                                                                  learning_rate=lr_at(state.count))
+                                                                  learning_rate=lr_at(state.count, _widest_float()))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
