@@ -33,7 +33,8 @@ def _check_betas(b1: float, b2: float, eps: float) -> None:
 
 
 def _with_decay(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule,
-                weight_decay: ScalarOrSchedule | None, decoupled: bool, mask: _validate.Mask) -> optax.GradientTransformation:
+                weight_decay: ScalarOrSchedule | None, decoupled: bool,
+                mask: _validate.Mask) -> optax.GradientTransformation:
   """``chain(l2_penalty, core, -lr)``, or with ``decoupled`` ``chain(core, -lr, decoupled_weight_decay)``."""
   _validate.check_bool("decoupled_weight_decay", decoupled)
   if not decoupled:
@@ -50,7 +51,7 @@ def _with_decay(core: optax.GradientTransformation, learning_rate: ScalarOrSched
 class ScaleByNadamState(NamedTuple):
   """Updates applied so far, the product of the momentum coefficients (torch's ``mu_product``, a
   float32 scalar as torch keeps it), and the first and second moments."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu_product: jax.Array
   mu: optax.Updates
   nu: optax.Updates
@@ -175,7 +176,7 @@ def nadam(learning_rate: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0
 # ----------------------------------------------------------------------------- RAdam
 class ScaleByRadamState(NamedTuple):
   """Updates applied so far and the first and second moments."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu: optax.Updates
   nu: optax.Updates
 
@@ -188,8 +189,8 @@ def _sma_lengths(b2: float, t: jax.Array, bc2: jax.Array, dtype) -> tuple[jax.Ar
   leaves get torch's :math:`\rho_t` to round-off (the direct formula loses 1e-4 near the threshold).
   """
   if not (isinstance(b2, (int, float)) and 0.0 < b2 < 1.0):  # an injected array (or 0): the direct formula
-    rho_inf = 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
-    return rho_inf, rho_inf - 2.0 * t * (1.0 - bc2) / bc2
+    rho_inf_array = 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
+    return rho_inf_array, rho_inf_array - 2.0 * t * (1.0 - bc2) / bc2
   rho_inf, two_over_log = 2.0 / (1.0 - b2) - 1.0, -2.0 / math.log(b2)
   y = t * jnp.asarray(-math.log(b2), dtype)
   series = y / 2.0 - y**2 / 12.0 + y**4 / 720.0 - y**6 / 30240.0 + y**8 / 1209600.0
@@ -304,7 +305,7 @@ def radam(learning_rate: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0
 # ----------------------------------------------------------------------------- Adamax
 class ScaleByAdamaxState(NamedTuple):
   """Updates applied so far, the first moment and the exponentially weighted infinity norm."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu: optax.Updates
   exp_inf: optax.Updates
 

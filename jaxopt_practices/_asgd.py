@@ -67,7 +67,7 @@ def asgd_learning_rate(learning_rate: ScalarOrSchedule = 1e-2, lambd: float = 1e
 
 class ScaleByAsgdState(NamedTuple):
   """Updates applied so far and torch's ``ax``, the average of the iterates (float32 or wider)."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   ax: optax.Params
 
 

@@ -154,7 +154,7 @@ def init_report(apply_fn: Callable[[Any, Any], Any] | None, params: Any, batch: 
   if forward is not None:
     raise ValueError(f"forward applies to an nnx.Module (linen models run through apply_fn), got forward = "
                      f"{forward!r}.")
-  _layers.check_apply_fn(apply_fn)
+  apply_fn = _layers.check_apply_fn(apply_fn)
   params, _ = _layers.unfreeze(params)
   probe, meta = _layers.linen_probe(apply_fn)
   stats = probe(params, batch)

@@ -34,7 +34,8 @@ __all__ = [
     "ScaleByNadamState", "scale_by_nadam", "nadam", "ScaleByRadamState", "scale_by_radam", "radam",
     "ScaleByAdamaxState", "scale_by_adamax", "adamax", "ScaleByAdadeltaState", "scale_by_adadelta", "adadelta",
     "ScaleByRpropState", "scale_by_rprop", "rprop",
-    "ScaleByAdafactorState", "scale_by_adafactor", "adafactor", "ScaleByMuonState", "scale_by_muon", "muon", "orthogonalize",
+    "ScaleByAdafactorState", "scale_by_adafactor", "adafactor", "ScaleByMuonState", "scale_by_muon", "muon",
+    "orthogonalize",
 ]
 
 ScalarOrSchedule = _base.ScalarOrSchedule
@@ -125,7 +126,7 @@ def adagrad(
 class ScaleByRmspropState(NamedTuple):
   """Updates applied so far, square average, gradient average (centered only) and momentum
   buffer (momentum only); the unused ones are empty tuples."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   square_avg: optax.Updates
   grad_avg: optax.Updates
   momentum_buffer: optax.Updates
@@ -243,7 +244,7 @@ def rmsprop(
 class ScaleByAdamState(NamedTuple):
   """Updates applied so far, first and second moments, and (AMSGrad only) the running max of
   the second moment; ``nu_max`` is an empty tuple without ``amsgrad``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu: optax.Updates
   nu: optax.Updates
   nu_max: optax.Updates

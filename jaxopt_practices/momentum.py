@@ -31,7 +31,7 @@ ScalarOrSchedule = _base.ScalarOrSchedule
 
 class ScaleByMomentumState(NamedTuple):
   """Updates applied so far and the momentum buffer (float32 or wider; PyTorch's ``momentum_buffer``)."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   momentum_buffer: optax.Updates
 
 

@@ -32,7 +32,8 @@ class TrainState(train_state.TrainState):
   the state (e.g. ``batch_stats`` in a subclass) are ``.replace()``-d as flax does; the names
   in :attr:`extra_args` (``value``, ``grad``, ``value_fn``, and any a subclass declares) go to
   ``tx.update`` (transforms that take no extra arguments ignore them, as in ``optax.chain``);
-  any other name is a ``ValueError`` (a typo must not be dropped silently). ``create``, ``replace`` and the pytree layout are flax's, so the state
+  any other name is a ``ValueError`` (a typo must not be dropped silently). ``create``,
+  ``replace`` and the pytree layout are flax's, so the state
   works under ``jax.jit`` / ``pmap``, with Orbax, and with every reader of this package
   (``monitor.stats(state)``, ``plateau.scale(state)``, ``plateau.step(state, val_loss)``,
   ``regularization.ema_params(state)``).
