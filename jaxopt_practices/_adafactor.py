@@ -38,11 +38,18 @@ def _check_eps(eps: Any) -> tuple[float | None, float]:
 
 
 class ScaleByAdafactorState(NamedTuple):
-  """Updates applied so far; per leaf with ``ndim >= 2`` the row and column means of
-  :math:`g^2` (torch's ``row_var`` ``(..., n, 1)`` and ``col_var`` ``(..., 1, m)``), per other
-  leaf the full ``variance``. A leaf's unused fields hold a 0-d zero (float32 or wider). Each
-  field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not shaped like
-  the params, so ``optax.tree.map_params`` leaves them alone)."""
+  """Updates applied so far and the factored second moment, per param leaf.
+
+  Each moment field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not
+  shaped like the params, so ``optax.tree.map_params`` leaves them alone); a leaf's unused
+  fields hold a 0-d zero (float32 or wider).
+
+  Attributes:
+    count: int32 number of updates applied so far (torch's ``step`` minus one).
+    row_var: per leaf with ``ndim >= 2``, the row means of :math:`g^2`, ``(..., n, 1)``.
+    col_var: per leaf with ``ndim >= 2``, the column means of :math:`g^2`, ``(..., 1, m)``.
+    variance: per other leaf, the full second moment.
+  """
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   row_var: tuple
   col_var: tuple

@@ -35,7 +35,10 @@ class LayerStats:
 class InitReport(_layers.LayerRecords):
   """Per-layer statistics in forward order; ``str()`` is a table, :meth:`plot` a figure.
 
-  A sequence of :class:`LayerStats` (``report[i]``, ``len(report)``, ``for r in report``).
+  It reads as a sequence of :class:`LayerStats`: ``report[i]``, ``len(report)``, iteration.
+
+  Attributes:
+    layers: one :class:`LayerStats` per kernel layer the forward pass ran, in forward order.
 
   Example:
     >>> import jax

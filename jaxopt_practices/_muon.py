@@ -43,6 +43,9 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
     eps: :math:`\epsilon \ge 0`.
     ns_dtype: the dtype of the iteration (torch: bfloat16).
 
+  Returns:
+    The orthogonalized matrix, shaped like ``x``, in ``ns_dtype``.
+
   Raises:
     ValueError: when ``x`` is not 2-D or an argument is out of range.
 
@@ -116,7 +119,13 @@ def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn
 
 
 class ScaleByMuonState(NamedTuple):
-  """Updates applied so far and the momentum buffer (float32 or wider; torch's ``momentum_buffer``)."""
+  """Updates applied so far and the momentum buffer (float32 or wider; torch's ``momentum_buffer``).
+
+  Attributes:
+    count: int32 number of updates applied so far.
+    momentum_buffer: the momentum buffer, shaped like the params (torch's ``momentum_buffer``),
+      float32 or wider.
+  """
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   momentum_buffer: optax.Updates
 

@@ -76,6 +76,12 @@ def _map_paths(fn: Callable[[str], Any], tree: Any) -> Any:
 def paths(tree: Any) -> Any:
   """The path of every leaf, as a tree of strings shaped like ``tree`` (what patterns match).
 
+  Args:
+    tree: any pytree (params, updates, a mask); its leaves' paths are joined with ``"/"``.
+
+  Returns:
+    A pytree shaped like ``tree`` whose leaves are the paths, e.g. ``"Dense_0/kernel"``.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import groups
@@ -196,6 +202,10 @@ def scale_by_group(multipliers: Sequence[tuple[str, float]] | Mapping[str, float
   Returns:
     An ``optax.GradientTransformation`` with an empty state (``optax.EmptyState``).
 
+  Raises:
+    ValueError: for ``multipliers`` that are not ``(regex, multiplier)`` pairs, an invalid
+      regex, a negative or non-finite multiplier, or a negative ``default``.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import groups
@@ -276,6 +286,11 @@ def weight_decay(rate: _base.ScalarOrSchedule, mask: _validate.Mask = "auto", *,
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``).
+
+  Raises:
+    ValueError: for a negative ``rate`` or ``learning_rate``, a ``mask`` of another kind,
+      ``lr_mults`` / ``wd_mults`` that are not ``(regex, multiplier)`` pairs, or ``lr_mults``
+      without a ``learning_rate``.
 
   Example:
     >>> import jax, jax.numpy as jnp

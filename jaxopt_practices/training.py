@@ -38,6 +38,13 @@ class TrainState(train_state.TrainState):
   (``monitor.stats(state)``, ``plateau.scale(state)``, ``plateau.step(state, val_loss)``,
   ``regularization.ema_params(state)``).
 
+  Attributes:
+    step: the number of ``apply_gradients`` calls so far (flax's).
+    apply_fn: the model's apply function, e.g. ``model.apply`` (not a pytree leaf).
+    params: the parameters.
+    tx: the optimizer, an ``optax.GradientTransformation`` (not a pytree leaf).
+    opt_state: its state.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax, flax.linen as nn
     >>> from jaxopt_practices import plateau, training
