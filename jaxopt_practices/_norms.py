@@ -7,7 +7,11 @@ leaf dtype, and finite for finite inputs near the float maximum (whose squares o
 
 The trick everywhere: divide by the max-abs :math:`m` before squaring, as two
 multiplications by :math:`1/\\sqrt m` (``1/m`` itself is subnormal above ``2**126`` and XLA
-flushes it to zero), then multiply the root back by :math:`m`.
+flushes it to zero), then multiply the root back by :math:`m`. Global L2 norms (the common
+case) first take the plain sum of squares, one reduction per leaf as ``optax.global_norm``,
+and run the scaled kernel only when that sum overflows, underflows or is NaN: one check for
+all the norms of a step (:func:`l2_norms`), one ``lax.cond``, and a fallback on the entries
+concatenated, so that it compiles to two reductions whatever the number of leaves.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from jaxopt_practices import _validate
 
 NORM_EPS = 1e-6  # PyTorch's clip_grad_norm_ / AGC guard: max_norm / (total_norm + 1e-6)
 _SAFE_LOW = 2.0 ** -100  # below this a plain sum of squares may have lost entries to underflow
-_ROWS = 64  # row blocks of sums_of_squares: XLA:CPU parallelizes a reduction over its output rows
 
 
 def widest_acc_dtype(leaves: list) -> jnp.dtype:
@@ -45,26 +48,61 @@ def abs_in(x: Any, dtype: Any) -> jax.Array:
   return jnp.abs(x).astype(dtype) if jnp.iscomplexobj(x) else jnp.abs(x.astype(dtype))
 
 
-def _squares(x: Any, dtype: Any) -> jax.Array:
-  """``|x|**2`` elementwise in the real ``dtype``: ``re**2 + im**2`` for complex ``x``."""
-  x = jnp.asarray(x)
-  if jnp.iscomplexobj(x):
-    return jnp.square(jnp.real(x).astype(dtype)) + jnp.square(jnp.imag(x).astype(dtype))
-  return jnp.square(x.astype(dtype))
-
-
 def _plain_sum_is_safe(total: jax.Array) -> jax.Array:
   """Whether a plain sum of squares gives the norm as is: finite (no overflow, no NaN) and
   above ``2**-100`` (no entries lost to underflow); else the scaled two-pass norm is needed."""
   return jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
 
 
-def _sum_of_squares(leaves: list, dtype: Any) -> jax.Array:
+def _sum_of_squares(leaves: list, dtype: Any, apart: bool = False) -> jax.Array:
+  """The plain sum of squares of every entry, one reduction per leaf. With ``apart`` the square
+  is written ``|x| * |x|`` (two ``abs``): XLA then keeps it apart from an ``x * x`` that the
+  optimizer computes of the same array (merged, that square is materialized as a
+  parameter-sized temporary; measured on XLA:CPU), at a small cost in the reduction."""
   total = jnp.zeros([], dtype)
   for x in leaves:
     if jnp.size(x):
-      total = total + jnp.sum(_squares(x, dtype))
+      x = abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype)
+      total = total + jnp.sum(jnp.abs(x) * jnp.abs(x) if apart else jnp.square(x))
   return total
+
+
+def _concatenated(leaves: list, dtype: Any) -> list:
+  """Every entry of ``leaves`` in one 1-D ``dtype`` array (a complex entry as its modulus), as a
+  one-leaf list: the scaled fallback then compiles to two reductions, whatever the leaf count."""
+  parts = [jnp.ravel(abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype)) for x in leaves]
+  return [jnp.concatenate(parts)] if len(parts) > 1 else parts
+
+
+def l2_norms(trees: list, dtypes: list | None = None,
+             apart: bool = False) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+  r"""The L2 norms of several trees as ``(norm, m, r)`` each, overflow-free, with one global check.
+
+  Each tree's plain sum of squares :math:`\sum x^2` is taken in its :func:`widest_acc_dtype`
+  (or ``dtypes[i]``). When every sum is finite and above ``2**-100`` the norms are their
+  square roots (``m = norm``, ``r = 1``); otherwise one ``lax.cond`` recomputes all of them with
+  the scaled two-pass kernel of :func:`norm_parts` on each tree's entries concatenated. A
+  tree holding Inf or NaN always takes the fallback, so its ``m`` (the max-abs there) is
+  finite exactly when every entry is. ``None`` or an empty tree gives zeros. ``apart``: for
+  trees whose squares the caller also computes (see ``_sum_of_squares``).
+  """
+  leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
+  if dtypes is None:
+    dtypes = [widest_acc_dtype(l) for l in leaves]
+  dtypes = [jnp.dtype(d) for d in dtypes]
+  totals = [_sum_of_squares(l, d, apart) for l, d in zip(leaves, dtypes)]
+
+  def plain(_):
+    return [(jnp.sqrt(t), jnp.sqrt(t), jnp.ones([], t.dtype)) for t in totals]
+
+  def scaled(_):
+    return [_scaled_parts(_concatenated(l, d), 2.0, 2.0, None, d) if l else plain(None)[i]
+            for i, (l, d) in enumerate(zip(leaves, dtypes))]
+
+  safe = [_plain_sum_is_safe(t) for l, t in zip(leaves, totals) if l]
+  if not safe:
+    return plain(None)
+  return _tree.cond(jnp.all(jnp.stack(safe)), plain, scaled, None)
 
 
 def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
@@ -77,9 +115,9 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
   the number of entries. With ``axis_name`` the entries of every replica count (``pmax`` of
   :math:`m`, then ``psum`` of the scaled sums).
 
-  For ``p = 2`` without ``axis_name`` the plain one-pass sum of squares is used whenever it
-  is finite and above ``2**-100`` (then ``m = norm`` and ``r = 1``); the scaled two-pass
-  version runs (under ``lax.cond``) only when it is not.
+  For ``p = 2`` without ``axis_name`` this is :func:`l2_norms`: the plain one-pass sum of
+  squares, and the scaled version (on the entries concatenated) under one ``lax.cond`` only
+  when that sum overflows, underflows or is NaN.
 
   Returns:
     ``(norm, m, r)`` with ``norm = m * r``; ``norm`` is ``inf`` when an entry is infinite
@@ -92,16 +130,7 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
     return zero, zero, zero
   concrete = _validate.known_value(norm_type)
   if concrete == 2.0 and axis_name is None:
-    total = _sum_of_squares(leaves, dtype)
-    safe = _plain_sum_is_safe(total)
-
-    def plain(_):
-      return jnp.sqrt(total), jnp.sqrt(total), jnp.ones([], dtype)
-
-    def scaled(_):
-      return _scaled_parts(leaves, norm_type, concrete, None, dtype)
-
-    return _tree.cond(safe, plain, scaled, None)  # eager: no compile of fresh closures per call
+    return l2_norms([leaves], [dtype])[0]
   return _scaled_parts(leaves, norm_type, concrete, axis_name, dtype)
 
 
@@ -141,72 +170,6 @@ def _scaled_parts(leaves: list, norm_type: Any, concrete: float | None, axis_nam
 def global_norm(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None, dtype: Any = None) -> jax.Array:
   """The overflow-free p-norm of every entry of ``tree`` (see :func:`norm_parts`)."""
   return norm_parts(tree, norm_type, axis_name, dtype)[0]
-
-
-def _row_blocks(x: Any, dtype: Any) -> jax.Array:
-  """``x`` flattened to ``(c, n // c)`` in ``dtype``, ``c`` the largest divisor of ``n`` up to ``_ROWS``;
-  a complex ``x`` becomes its modulus (whose square is ``re**2 + im**2``)."""
-  x = jnp.asarray(x)
-  x = jnp.ravel(abs_in(x, dtype) if jnp.iscomplexobj(x) else x.astype(dtype))
-  n = x.size
-  c = next(c for c in range(min(_ROWS, n), 0, -1) if n % c == 0)
-  return x.reshape(c, n // c)
-
-
-def _add_pairwise(a: tuple, b: tuple) -> tuple:
-  """The variadic reduce's computation; one module-level function, so that JAX's trace cache
-  (keyed on the function) spares eager calls a compile each."""
-  return tuple(u + v for u, v in zip(a, b))
-
-
-def _fused_sums(xs: list, dtypes: list) -> list:
-  """Sums of squares of equally sized arrays from ONE loop over them (a variadic reduce)."""
-  rows = [_row_blocks(x, d) for x, d in zip(xs, dtypes)]
-  init = tuple(jnp.zeros([], d) for d in dtypes)
-  # |x|*|x|: not CSE-able with an x*x elsewhere, which XLA would then materialize for both users
-  parts = jax.lax.reduce(tuple(jnp.abs(r) * jnp.abs(r) for r in rows), init, _add_pairwise, (1,))
-  return [jnp.sum(part) for part in parts]
-
-
-def sums_of_squares(trees: list) -> list:
-  r"""The plain sums of squares :math:`\sum x^2` of several trees (``None``: 0), read in one pass.
-
-  Accumulated in each tree's :func:`widest_acc_dtype`. When the trees have equally sized
-  leaves in the same order (gradients, updates, params), the leaves at one position are
-  reduced together by one variadic reduce, so each leaf is read once and anything computed
-  from them (an update recomputed from its inputs) is fused into that loop instead of
-  being materialized. The reduce runs over row blocks (``(c, n / c)``, ``c <= 64``) so that
-  XLA:CPU splits it across threads. Not overflow-safe: see :func:`norm_from_sum`.
-  """
-  leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
-  dtypes = [widest_acc_dtype(l) for l in leaves]
-  totals = [jnp.zeros([], d) for d in dtypes]
-  present = [i for i, l in enumerate(leaves) if l]
-  sizes = {tuple(int(jnp.size(x)) for x in leaves[i]) for i in present}
-  if len(sizes) == 1:  # aligned: one loop per leaf position
-    groups = [[(i, leaves[i][k]) for i in present] for k in range(len(leaves[present[0]]))]
-  else:
-    groups = [[(i, x)] for i in present for x in leaves[i]]
-  for group in groups:
-    group = [(i, x) for i, x in group if jnp.size(x)]
-    if group:
-      for (i, _), s in zip(group, _fused_sums([x for _, x in group], [dtypes[i] for i, _ in group])):
-        totals[i] = totals[i] + s
-  return totals
-
-
-def norm_from_sum(total: jax.Array, tree_fn: Any) -> jax.Array:
-  """The L2 norm from a plain sum of squares, overflow-safe: ``sqrt(total)`` when that sum is
-  finite and above ``2**-100`` (as :func:`norm_parts`), else the scaled two-pass norm of
-  ``tree_fn()`` (called only inside that ``lax.cond`` branch), in ``total``'s dtype."""
-  def scaled():
-    leaves = jax.tree.leaves(tree_fn())
-    if not leaves:
-      return jnp.zeros([], total.dtype)
-    return _scaled_parts(leaves, 2.0, 2.0, None, total.dtype)[0]
-
-  safe = _plain_sum_is_safe(total)
-  return _tree.cond(safe, lambda: jnp.sqrt(total), scaled)
 
 
 def unit_axes(ndim: int) -> tuple[int, ...]:

@@ -5,9 +5,9 @@ updates applied, the learning rate actually applied, the global norms of the gra
 updates and params, and how many steps had non-finite gradients. ``stats(opt_state)``
 reads them from anywhere inside a (chained, injected, masked) state, inside ``jit`` or
 after it. The norms are computed inside the same compiled update (no extra compilation,
-no extra host round trip) in one fused pass, with the package's overflow-safe norm kernel
-as the fallback, so they are finite for finite gradients near the float maximum, as
-``clipping.clip_by_global_norm``'s.
+no extra host round trip) as plain sums of squares, with the package's overflow-safe norm
+kernel as the one fallback, so they are finite for finite gradients near the float
+maximum, as ``clipping.clip_by_global_norm``'s.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ __all__ = ["TrackState", "track", "stats", "current_learning_rate"]
 
 
 class TrackState(NamedTuple):
-  """The inner state plus the statistics of the last update (float32 / int32 scalars).
+  """The inner state plus the statistics of the last update (scalars: int32 counts, float32 norms,
+  the learning rate in its schedule's dtype).
 
   ``count`` is the number of updates applied so far (``stats()`` reports it as ``"step"``).
   """
@@ -39,144 +40,144 @@ class TrackState(NamedTuple):
   nonfinite_count: jax.Array
 
 
+def _widest(values: list) -> list[jax.Array]:
+  """``values`` as arrays of their widest float dtype (float32 at least): no promotion warnings."""
+  values = [jnp.asarray(v) for v in values]
+  dtypes = [v.dtype for v in values if jnp.issubdtype(v.dtype, jnp.floating)] + [jnp.dtype(jnp.float32)]
+  dtype = max(dtypes, key=lambda d: d.itemsize)
+  return [v.astype(dtype) for v in values]
+
+
 def current_learning_rate(opt_state: Any) -> jax.Array:
   """The learning rate applied at the last update, read from any optimizer state.
 
   It is the product of every learning rate our transforms applied (schedules and
   Adagrad's lr decay included), every ``plateau`` scale, and the ``learning_rate`` of
-  any ``optax.inject_hyperparams`` state. NaN when the state holds none of these (e.g.
-  plain ``optax.adam``, whose learning rate is not in its state: wrap it in
-  ``optax.inject_hyperparams`` to see it).
+  any ``optax.inject_hyperparams`` state, in the widest dtype among them (float64 for a
+  schedule computed in float64). It is the base learning rate: per-group multipliers
+  (``groups.scale_by_group``) are not in it. NaN (float32) when the state holds none of
+  these, e.g. plain ``optax.sgd(0.1)``, whose learning rate is not in its state: pass it to
+  ``track(tx, learning_rate=...)``, or wrap the optimizer in ``optax.inject_hyperparams``.
   """
-  lr, found = jnp.ones([], jnp.float32), False
-  for factor in _tree.learning_rate_factors(opt_state):
-    lr, found = lr * factor, True
+  factors = list(_tree.learning_rate_factors(opt_state))
   for s in _tree.find_states(opt_state, optax.InjectStatefulHyperparamsState):
     if "learning_rate" in s.hyperparams:
-      lr, found = lr * jnp.asarray(s.hyperparams["learning_rate"], jnp.float32), True
-  return lr if found else jnp.full([], jnp.nan, jnp.float32)
-
-
-def _all_finite(tree: Any, norm: jax.Array) -> jax.Array:
-  """Whether every value is finite; the full check runs only when the norm is not."""
-  def check(_):
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-  return _tree.cond(jnp.isfinite(norm), lambda _: jnp.asarray(True), check, None)
-
-
-# Primitives that make re-running the inner update costly or observable: matrix work, loops,
-# sorting, collectives, host callbacks. With any of them in the inner update, the update norm
-# is taken from the update itself (materialized) instead of from a re-run fused into the pass.
-_NO_RERUN = frozenset({
-    "dot_general", "conv_general_dilated", "while", "scan", "fft", "cholesky", "eigh", "eig", "svd", "qr", "lu",
-    "triangular_solve", "custom_linear_solve", "sort", "top_k", "cumsum", "cumprod", "cummax", "cummin",
-    "psum", "pmax", "pmin", "all_gather", "all_to_all", "ppermute", "psum_scatter", "reduce_scatter",
-    "debug_callback", "io_callback", "pure_callback", "debug_print",
-})
-
-
-def _primitives(jaxpr: Any):
-  """The names of every primitive in ``jaxpr`` and its sub-jaxprs (cond branches, pjit, custom_jvp)."""
-  for eqn in jaxpr.eqns:
-    yield eqn.primitive.name
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        sub = getattr(sub, "jaxpr", sub)
-        if hasattr(sub, "eqns"):
-          yield from _primitives(sub)
-
-
-def _rerun_is_cheap(rerun: Any) -> bool:
-  """Whether the inner update ``rerun()`` is elementwise-cheap and free of side effects."""
-  return _NO_RERUN.isdisjoint(_primitives(jax.make_jaxpr(rerun)().jaxpr))
+      factors.append(s.hyperparams["learning_rate"])
+  if not factors:
+    return jnp.full([], jnp.nan, jnp.float32)
+  factors = _widest(factors)
+  lr = factors[0]
+  for factor in factors[1:]:
+    lr = lr * factor
+  return lr
 
 
 def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.Array) -> tuple:
-  """``(grad_norm, update_norm, param_norm, nonfinite_count)`` of one update, in one pass.
+  """``(grad_norm, update_norm, param_norm, nonfinite_count)``: three overflow-safe norms with one check.
 
-  ``new_updates()`` gives the update: a re-run of the inner update on the same inputs, fused
-  into the one loop that also sums the squares of the gradients and params (the update is
-  never materialized), or the update itself when a re-run would be costly.
+  A gradient holding NaN / Inf takes the scaled fallback, whose max-abs is then non-finite.
   """
-  sums = _norms.sums_of_squares([updates, new_updates(), params])
-  grad_norm, update_norm, param_norm = (
-      _norms.norm_from_sum(s, tree_fn).astype(jnp.float32)
-      for s, tree_fn in zip(sums, (lambda: updates, new_updates, lambda: params)))
-  bad = (~_all_finite(updates, grad_norm)).astype(jnp.int32)
-  return grad_norm, update_norm, param_norm, nonfinite_count + bad
+  norms = _norms.l2_norms([updates, new_updates, params], apart=True)  # apart: the inner may square g
+  (grad_norm, g_max, _), (update_norm, _, _), (param_norm, _, _) = norms
+  bad = (~jnp.isfinite(g_max)).astype(jnp.int32)
+  return (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
+          nonfinite_count + bad)
 
 
-def _after(flag: jax.Array, tree: Any) -> Any:
-  """``tree`` itself, but as values that depend on ``flag`` (always true): ``where(flag, x, 0)``.
+def _after(flag: jax.Array, updates: Any) -> Any:
+  """``updates`` itself, as values that depend on ``flag`` (always true): ``where(flag, u, 0)``.
 
-  Applied to the inner state the update reads and to the updates it returns, so that XLA
-  orders the measurement (which reads the old state and params) before the writes that
-  overwrite those donated buffers in place, instead of copying the buffers first.
+  The caller writes ``params + updates`` into the donated params buffer; this makes that
+  write depend on the norms (which read the old params), so XLA orders it after them
+  instead of copying the params first (the same for an inner state read by a re-run).
+  ``lax.optimization_barrier`` does not do this on XLA:CPU (measured: the copy stays); the
+  select fuses into the loop that writes.
   """
-  def after(x):
-    if not isinstance(x, jax.Array) or jnp.issubdtype(x.dtype, jax.dtypes.extended):
-      return x
-    return jnp.where(flag, x, jnp.zeros_like(x))
-  return jax.tree.map(after, tree)
+  def after(u):
+    if not isinstance(u, jax.Array) or not jnp.issubdtype(u.dtype, jnp.inexact):
+      return u
+    return jnp.where(flag, u, jnp.zeros_like(u))
+  return jax.tree.map(after, updates)
 
 
-def track(inner: optax.GradientTransformation, every: int = 1) -> optax.GradientTransformationExtraArgs:
+def track(inner: optax.GradientTransformation, every: int = 1, *,
+          learning_rate: float | optax.Schedule | None = None) -> optax.GradientTransformationExtraArgs:
   r"""Wraps ``inner`` so that its state records the statistics of each update.
 
   Recorded after each update :math:`u_t = \text{inner}(g_t)`: ``count`` (updates applied),
-  ``learning_rate`` (see :func:`current_learning_rate`), ``grad_norm`` :math:`\|g_t\|_2`,
-  ``update_norm`` :math:`\|u_t\|_2`, ``param_norm`` :math:`\|\theta_{t-1}\|_2` (0 when no
-  params are passed) and ``nonfinite_count`` (steps whose gradients held NaN or Inf).
-  Extra keyword arguments (e.g. ``value=loss`` for a plateau scheduler) are forwarded.
+  ``learning_rate`` (``learning_rate(t)`` when given, else :func:`current_learning_rate`),
+  ``grad_norm`` :math:`\|g_t\|_2`, ``update_norm`` :math:`\|u_t\|_2`, ``param_norm``
+  :math:`\|\theta_{t-1}\|_2` (0 when no params are passed) and ``nonfinite_count`` (steps
+  whose gradients held NaN or Inf). Extra keyword arguments (e.g. ``value=loss`` for a
+  plateau scheduler) are forwarded.
 
-  Cost: one extra pass over the gradients, the params and the inner state, in which the
-  inner update is re-run and the three sums of squares are taken together (a multi-threaded
-  variadic reduce); the update itself is never materialized and no donated buffer is copied
-  (the inner state and the returned updates are ordered after the pass). Inner updates with
-  matrix work, loops, collectives or host callbacks are not re-run: their update is
-  measured as it is (and materialized). On XLA:CPU that pass costs about 1-1.5 AdamW
-  steps (the re-run arithmetic compiles to a scalar loop inside a reduction), so
-  ``track(adamw)`` is about 2-2.5x ``adamw`` there; ``every=k`` runs the pass under a
-  ``lax.cond`` on updates ``0, k, 2k, ...`` only, the other steps run the plain inner
-  update and keep the last values (``every=10``: about 1.2x ``adamw`` on CPU, see
-  ``benchmarks/README.md``). ``count`` and ``learning_rate`` are exact on every step.
+  How: the inner update runs once; the three norms are plain float32 (or wider) sums of
+  squares of the gradients, the update it returned and the params, as ``optax.global_norm``
+  would take them, and only when one of the sums overflows, underflows or is NaN does the
+  overflow-safe scaled kernel run (one ``lax.cond`` for all three), so the norms are finite
+  for finite inputs near the float maximum, as ``clipping.clip_by_global_norm``'s. The
+  returned updates depend on the norms (a select fused into ``apply_updates``), so no
+  donated buffer is copied. Cost: the update is materialized once (a parameter-sized
+  temporary) and read by one extra reduction, as is each of the gradients and params.
+  ``every=k`` puts the norms under a ``lax.cond`` taken on updates ``0, k, 2k, ...`` and
+  re-runs the inner update there (unless it has side effects such as host callbacks), so
+  that the other updates run the plain inner step; they keep the last values. ``count``
+  and ``learning_rate`` are exact on every update. Measured costs are in
+  ``benchmarks/README.md``.
 
   Args:
     inner: any ``optax.GradientTransformation``.
     every: measure the norms (and count non-finite steps) on updates ``0, k, 2k, ...``.
+    learning_rate: the learning rate (a float or an ``optax.Schedule`` of the update count)
+      to report, for an ``inner`` whose state does not show it (e.g. ``optax.sgd(0.1)``,
+      reported as NaN without it); it replaces what the state shows. Reported in the dtype
+      the schedule returns.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`TrackState`.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, optax
     >>> from jaxopt_practices import adaptive, monitor
     >>> tx = monitor.track(adaptive.adam(1e-3))
     >>> p = jnp.ones(3)
     >>> u, s = tx.update(jnp.full(3, 2.0), tx.init(p), p)
     >>> print(round(float(monitor.stats(s)["grad_norm"]), 4), round(float(monitor.stats(s)["learning_rate"]), 6))
     3.4641 0.001
+    >>> tx = monitor.track(optax.sgd(0.1), learning_rate=0.1)   # optax keeps no lr in its state
+    >>> print(monitor.stats(tx.update(jnp.ones(3), tx.init(p), p)[1])["learning_rate"])
+    0.1
   """
   _validate.check_transform("inner", inner)
   _validate.check_int("every", every, low=1)
+  if learning_rate is not None:
+    _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   inner = optax.with_extra_args_support(inner)
+
+  def reported_learning_rate(inner_state, count):
+    if learning_rate is None:
+      return current_learning_rate(inner_state)
+    return jnp.asarray(learning_rate(count) if callable(learning_rate) else learning_rate)
 
   def init_fn(params):
     inner_state = inner.init(params)
     zero = lambda: jnp.zeros([], jnp.float32)  # distinct buffers, so the state can be donated
-    return TrackState(inner_state, jnp.zeros([], jnp.int32), current_learning_rate(inner_state),
+    count = jnp.zeros([], jnp.int32)
+    return TrackState(inner_state, count, reported_learning_rate(inner_state, count),
                       zero(), zero(), zero(), jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     _validate.check_state("monitor.track", state, TrackState)
-    rerun = lambda: inner.update(updates, state.inner_state, params, **extra_args)[0]
-    inner_state, main = state.inner_state, None
-    if not _rerun_is_cheap(rerun):  # measure the update itself (it is then an operand)
-      main, inner_state = inner.update(updates, inner_state, params, **extra_args)
+    run = lambda inner_state: inner.update(updates, inner_state, params, **extra_args)
+    # every=k: a measured update re-runs the inner update inside the cond, so that the others
+    # never materialize it (on XLA:CPU a fresh parameter-sized temporary costs more than a
+    # step); an inner update with side effects (host callbacks) is not re-run.
+    rerun = every > 1 and not jax.make_jaxpr(run)(state.inner_state).effects
+    new_updates, inner_state = (None, None) if rerun else run(state.inner_state)
 
     def measure(_):
-      return _measure(updates, rerun if main is None else lambda: main, params, state.nonfinite_count)
+      measured_updates = run(state.inner_state)[0] if rerun else new_updates
+      return _measure(updates, measured_updates, params, state.nonfinite_count)
 
     def keep(_):
       return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
@@ -186,12 +187,13 @@ def track(inner: optax.GradientTransformation, every: int = 1) -> optax.Gradient
     else:
       measured = _tree.cond(state.count % every == 0, measure, keep, None)
     grad_norm, update_norm, param_norm, nonfinite = measured
-    measured_first = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
-    if main is None:
-      main, inner_state = inner.update(updates, _after(measured_first, inner_state), params, **extra_args)
-    new_updates = _after(measured_first, main)  # so params are updated in place after the measurement
+    done = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
+    if rerun:  # the measurement read the old inner state: its in-place overwrite comes after
+      new_updates, inner_state = run(_after(done, state.inner_state))
+    if params is not None:  # the caller will write params + updates over the params just read
+      new_updates = _after(done, new_updates)
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
-                           learning_rate=current_learning_rate(inner_state), grad_norm=grad_norm,
+                           learning_rate=reported_learning_rate(inner_state, state.count), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)
     return new_updates, new_state
 
@@ -202,7 +204,9 @@ def stats(opt_state: Any) -> dict[str, jax.Array]:
   """The statistics of the last update, from the one :func:`track` state inside ``opt_state``.
 
   Returns a dict of scalar arrays: ``step`` (the number of updates applied, the state's
-  ``count``), ``learning_rate``, ``grad_norm``, ``update_norm``, ``param_norm``,
+  ``count``), ``learning_rate`` (the base learning rate of the last update, see
+  :func:`current_learning_rate`: per-group multipliers of ``groups.scale_by_group`` are not
+  in it; NaN when it is not in the state and ``track`` was not given ``learning_rate=``), ``grad_norm``, ``update_norm``, ``param_norm``,
   ``update_param_ratio`` (NaN while ``param_norm`` is 0) and ``nonfinite_count``. Works
   inside ``jit`` (traced values) and outside (concrete values), on a raw optax state, a
   linen ``TrainState``, an ``nnx.Optimizer`` or its ``opt_state``.
