@@ -72,7 +72,7 @@ class TrainState(train_state.TrainState):
   #: ``extra_args = training.TrainState.extra_args | {"my_arg"}``.
   extra_args = frozenset({"value", "grad", "value_fn"})
 
-  def apply_gradients(self, *, grads: Any, **kwargs: Any) -> "TrainState":
+  def apply_gradients(self, *, grads: Any, **kwargs: Any) -> TrainState:
     """``step + 1``, params and ``opt_state`` updated by ``tx.update(grads, ..., **extra)``.
 
     Args:
