@@ -79,11 +79,12 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "cosine_warm_restarts": schedules.cosine_warm_restarts, "cyclical": schedules.cyclical,
     "one_cycle": schedules.one_cycle, "inverse_sqrt": schedules.inverse_sqrt, "linear": schedules.linear,
 }
-MOMENTUM_SCHEDULES = {"one_cycle_momentum": schedules.one_cycle_momentum,
-                      "cyclical_momentum": schedules.cyclical_momentum}
-CLIPS = {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_value,
-         "agc": clipping.adaptive_grad_clip}
-AVERAGING = {"ema": regularization.ema, "swa": regularization.swa}
+_Transforms = dict[str, Callable[..., optax.GradientTransformation]]
+MOMENTUM_SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
+    "one_cycle_momentum": schedules.one_cycle_momentum, "cyclical_momentum": schedules.cyclical_momentum}
+CLIPS: _Transforms = {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_value,
+                      "agc": clipping.adaptive_grad_clip}
+AVERAGING: _Transforms = {"ema": regularization.ema, "swa": regularization.swa}
 # The schedule argument that receives the optimizer's learning_rate (the peak value).
 _PEAK = {"constant": "value", "linear": "value", "one_cycle": "max_lr", "cyclical": "max_lr",
          "inverse_sqrt": "peak_value"}
@@ -148,7 +149,7 @@ class Recipe:
     return copy.deepcopy(dataclasses.asdict(self))
 
   @classmethod
-  def from_dict(cls, config: Mapping[str, Any]) -> Recipe:
+  def from_dict(cls, config: Mapping[str, Any] | Recipe) -> Recipe:
     """A ``Recipe`` of a config dict (a deep copy; a ``Recipe`` is copied).
 
     Raises:
@@ -194,10 +195,8 @@ def _call(section: str, factory: Callable, spec: Mapping[str, Any], **given: Any
   return factory(**given, **Section.of(factory, skip=tuple(given)).check(section, spec))
 
 
-def _masks(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _masks(spec: Mapping[str, Any]) -> dict[str, Any]:
   """``spec`` with a ``mask`` given as a list of regexes read as ``groups.match(list)``."""
-  if spec is None:
-    return None
   mask = spec.get("mask")
   if isinstance(mask, (list, tuple)) and all(isinstance(m, str) for m in mask):
     return {**spec, "mask": groups.match(list(mask))}
@@ -206,7 +205,7 @@ def _masks(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _optimizer(r: Recipe) -> tuple[Callable, dict[str, Any], float]:
   """The optimizer factory, its checked arguments without ``learning_rate``, and the learning rate."""
-  name, factory, rest = _choose("optimizer", OPTIMIZERS, _masks(r.optimizer) or {})
+  name, factory, rest = _choose("optimizer", OPTIMIZERS, _masks(r.optimizer))
   kw = Section.of(factory, required=("learning_rate",)).check(f"optimizer ({name})", rest)
   lr = kw.pop("learning_rate")
   if r.momentum_schedule is not None:
@@ -239,7 +238,7 @@ def _learning_rate(r: Recipe, lr: float) -> float | optax.Schedule:
 def _peak(r: Recipe, lr: float) -> float:
   """The peak of the optimizer's schedule: its peak argument (default the optimizer's ``learning_rate``)."""
   name = (r.schedule or {}).get("name")
-  peak = (r.schedule or {}).get(_PEAK.get(name, "init_value"), lr)
+  peak = (r.schedule or {}).get(_PEAK.get(name or "", "init_value"), lr)
   if not isinstance(peak, (int, float)) or peak <= 0:
     raise ValueError("weight_decay.learning_rate = 'schedule' divides the schedule by its peak, which must be a "
                      f"number > 0; got a peak of {peak!r}.")
@@ -250,7 +249,7 @@ def _weight_decay(r: Recipe, learning_rate: float | optax.Schedule, lr: float
                   ) -> tuple[optax.GradientTransformation, bool]:
   """The decoupled decay of the ``weight_decay`` section (per group with ``lr_mults`` / ``wd_mults``), and
   whether it ignores the learning rate's magnitude (placed after the plateau scale)."""
-  kw = _WEIGHT_DECAY.check("weight_decay", _masks(r.weight_decay))
+  kw = _WEIGHT_DECAY.check("weight_decay", _masks(r.weight_decay or {}))
   follow, rate = kw["learning_rate"], kw["rate"]
   if isinstance(follow, str) and follow not in ("optimizer", "schedule"):
     raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
