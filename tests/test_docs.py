@@ -55,8 +55,8 @@ def test_the_porting_page_and_the_tour_report_are_in_the_site():
 
 # Modules whose docstrings are complete (issue #20); monitor and clipping join when their rewrite
 # merges, and then the check covers every public module.
-COMPLETE = ("schedules", "plateau", "lr_finder", "initializers", "momentum", "adaptive", "regularization", "groups",
-            "recipe", "training", "parallel", "flat", "tour", "cli")
+COMPLETE = ("jaxopt_practices", "schedules", "plateau", "lr_finder", "initializers", "momentum", "adaptive",
+            "regularization", "groups", "recipe", "training", "parallel", "flat", "tour", "cli")
 _RAISES = re.compile(r"\braise ValueError|\b_?check_\w*\(")
 
 
@@ -80,7 +80,8 @@ def _sections_missing(obj) -> list[str]:
   every parameter, ``Returns:`` unless it returns ``None``, ``Raises:`` where its source raises
   ``ValueError`` or calls a ``check_*`` validator, and an ``Example:`` doctest. A record type (a
   NamedTuple state, a result, a dataclass) has a summary and ``Attributes:`` naming every field;
-  its example is the one of the function that makes it. Another class has a summary and an example.
+  its example is the one of the function that makes it. An exception or warning class has a
+  summary (its example is the function that raises it); another class has a summary and an example.
   """
   doc = inspect.getdoc(obj) or ""
   missing = [] if doc.strip() else ["summary"]
@@ -88,7 +89,7 @@ def _sections_missing(obj) -> list[str]:
     listed = _section(doc, "Attributes")
     return missing + [f"Attributes {f}" for f in _record_fields(obj) if not re.search(rf"\b{f}\b", listed)]
   if inspect.isclass(obj):
-    return missing + ([] if ">>>" in doc else ["Example"])
+    return missing + ([] if ">>>" in doc or issubclass(obj, BaseException) else ["Example"])
   listed = _section(doc, "Args")
   params = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
   missing += [f"Args {p}" for p in params if not re.search(rf"\b{p}\b", listed)]
