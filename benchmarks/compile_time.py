@@ -131,7 +131,8 @@ def measure(name: str, num_leaves: int, params=None, repeats: int = 1) -> dict:
              ours_wall_s=round(both(wall, "ours"), 3), reference_wall_s=round(both(wall, "reference"), 3),
              wall_ratio=round(both(wall, "ours") / both(wall, "reference"), 3),
              cpu_s={k: round(v, 3) for k, v in cpu.items()}, wall_s={k: round(v, 3) for k, v in wall.items()})
-  print(f"{name:22s} {num_leaves:5d} leaves  CPU ours {rec['ours_cpu_s']:7.2f} s  optax {rec['reference_cpu_s']:7.2f} s  "
+  print(f"{name:22s} {num_leaves:5d} leaves  CPU ours {rec['ours_cpu_s']:7.2f} s  "
+        f"optax {rec['reference_cpu_s']:7.2f} s  "
         f"ratio {rec['ratio']:.2f} ({rec['ratio_ours_first']:.2f} / {rec['ratio_reference_first']:.2f}); "
         f"wall ratio {rec['wall_ratio']:.2f}", flush=True)
   return rec
@@ -168,7 +169,8 @@ def write_readme(path: pathlib.Path, result: dict) -> None:
   lines = [f"Device: `{result['device']}`; jax {result['jax']}, optax {result['optax']}; {result['load']}",
            "", ("Seconds are process CPU seconds per compile (mean of both build orders); the ratio is of "
                 "their sums; wall seconds are in the JSON."), "",
-           "| case | leaves | ours CPU s | optax CPU s | ours / optax | ours first | optax first | wall ratio | goal | met |",
+           "| case | leaves | ours CPU s | optax CPU s | ours / optax | ours first | optax first | wall ratio | "
+           "goal | met |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
   for r in rows:
     lines.append(f"| `{r['ours']}` vs `{r['reference']}` | {r['leaves']} | {r['ours_cpu_s']:.2f} | "
@@ -177,7 +179,8 @@ def write_readme(path: pathlib.Path, result: dict) -> None:
                  f"{'yes' if r['ratio'] <= r['goal'] else '**no**'} |")
   growth = [(r, s) for r in rows for s in rows if r["case"] == s["case"] and r["leaves"] == 4 * s["leaves"]]
   if growth:
-    lines += ["", "| case | ours 480 / ours 120 leaves | optax 480 / optax 120 | goal | met |", "|---|---:|---:|---:|:---:|"]
+    lines += ["", "| case | ours 480 / ours 120 leaves | optax 480 / optax 120 | goal | met |",
+              "|---|---:|---:|---:|:---:|"]
     for r, s in growth:
       g = r["ours_cpu_s"] / s["ours_cpu_s"]
       lines.append(f"| `{r['case']}` | {g:.2f}x | {r['reference_cpu_s'] / s['reference_cpu_s']:.2f}x | <= 4.50x | "
@@ -188,9 +191,10 @@ def write_readme(path: pathlib.Path, result: dict) -> None:
 
 def _describe(start: tuple, end: tuple) -> str:
   loaded = max(start[0], end[0]) >= 1.0
+  caveat = ", the seconds are not an idle machine's" if loaded else ""
   return (f"{'measured under load from other jobs' if loaded else 'measured on a quiet machine'} (1-min load "
           f"average {start[0]:.1f} at the start, {end[0]:.1f} at the end, {os.cpu_count()} cores); ours and optax "
-          f"are interleaved in one process, so the ratios are fair{', the seconds are not an idle machine' + chr(39) + 's' if loaded else ''}.")
+          f"are interleaved in one process, so the ratios are fair{caveat}.")
 
 
 def main(argv=None):

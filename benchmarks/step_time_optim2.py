@@ -36,7 +36,8 @@ from step_time import Bench, _device
 HERE = pathlib.Path(__file__).parent
 
 CASES = {  # name: (ours, optax's or None, torch class and kwargs)
-    "adafactor": (lambda: adaptive.adafactor(1e-2), lambda: optax.adafactor(1e-2), (torch.optim.Adafactor, {"lr": 1e-2})),
+    "adafactor": (lambda: adaptive.adafactor(1e-2), lambda: optax.adafactor(1e-2),
+                  (torch.optim.Adafactor, {"lr": 1e-2})),
     "asgd": (lambda: momentum.asgd(1e-2), None, (torch.optim.ASGD, {"lr": 1e-2})),
     "muon": (lambda: adaptive.muon(1e-3), lambda: optax.contrib.muon(1e-3), (torch.optim.Muon, {"lr": 1e-3})),
 }

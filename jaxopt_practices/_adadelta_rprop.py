@@ -25,7 +25,12 @@ ScalarOrSchedule = _base.ScalarOrSchedule
 
 # ----------------------------------------------------------------------------- Adadelta
 class ScaleByAdadeltaState(NamedTuple):
-  """Running averages of the squared gradients and of the squared steps (torch's names)."""
+  """Running averages of the squared gradients and of the squared steps (torch's names).
+
+  Attributes:
+    square_avg: the running average of the squared gradients, float32 or wider.
+    acc_delta: the running average of the squared steps, float32 or wider.
+  """
   square_avg: optax.Updates
   acc_delta: optax.Updates
 
@@ -119,7 +124,12 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
 
 # ----------------------------------------------------------------------------- Rprop
 class ScaleByRpropState(NamedTuple):
-  """The previous gradient (0 where its sign flipped) and the per-coordinate step size (torch's names)."""
+  """The previous gradient (0 where its sign flipped) and the per-coordinate step size (torch's names).
+
+  Attributes:
+    prev: the previous gradient, 0 where its sign flipped, float32 or wider.
+    step_size: the per-coordinate step size (``step_sizes`` bounds it), float32 or wider.
+  """
   prev: optax.Updates
   step_size: optax.Updates
 

@@ -38,12 +38,19 @@ def _check_eps(eps: Any) -> tuple[float | None, float]:
 
 
 class ScaleByAdafactorState(NamedTuple):
-  """Updates applied so far; per leaf with ``ndim >= 2`` the row and column means of
-  :math:`g^2` (torch's ``row_var`` ``(..., n, 1)`` and ``col_var`` ``(..., 1, m)``), per other
-  leaf the full ``variance``. A leaf's unused fields hold a 0-d zero (float32 or wider). Each
-  field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not shaped like
-  the params, so ``optax.tree.map_params`` leaves them alone)."""
-  count: jax.Array
+  """Updates applied so far and the factored second moment, per param leaf.
+
+  Each moment field is a tuple with one entry per param leaf, in ``jax.tree.leaves`` order (not
+  shaped like the params, so ``optax.tree.map_params`` leaves them alone); a leaf's unused
+  fields hold a 0-d zero (float32 or wider).
+
+  Attributes:
+    count: int32 number of updates applied so far (torch's ``step`` minus one).
+    row_var: per leaf with ``ndim >= 2``, the row means of :math:`g^2`, ``(..., n, 1)``.
+    col_var: per leaf with ``ndim >= 2``, the column means of :math:`g^2`, ``(..., 1, m)``.
+    variance: per other leaf, the full second moment.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   row_var: tuple
   col_var: tuple
   variance: tuple
@@ -136,9 +143,9 @@ def scale_by_adafactor(beta2_decay: float = -0.8, eps: tuple[float | None, float
       return (u * (scale / denom)).astype(jnp.result_type(g)), r, c, v
 
     leaves, treedef = jax.tree.flatten(updates)
-    out = [one(*xs) for xs in zip(leaves, treedef.flatten_up_to(params), state.row_var, state.col_var,
+    out = [one(*xs) for xs in zip(leaves, _tree.flatten_up_to(updates, params), state.row_var, state.col_var,
                                   state.variance, strict=True)]
-    u = treedef.unflatten([x[0] for x in out])
+    u = jax.tree.unflatten(treedef, [x[0] for x in out])
     r, c, v = (tuple(x[i] for x in out) for i in (1, 2, 3))
     return u, ScaleByAdafactorState(count=_tree.increment(state.count), row_var=r, col_var=c, variance=v)
 

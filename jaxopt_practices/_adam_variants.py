@@ -1,4 +1,4 @@
-"""NAdam, RAdam and Adamax as in ``torch.optim`` 2.x (re-exported by ``adaptive``).
+"""NAdam and RAdam as in ``torch.optim`` 2.x (re-exported by ``adaptive``; Adamax is in ``_adamax``).
 
 Each is a ``scale_by_*`` block (its state right above it) and the full optimizer, an
 ``optax.chain`` of public pieces: ``regularization.l2_penalty``, the scaling and
@@ -20,8 +20,7 @@ from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
-__all__ = ["ScaleByNadamState", "scale_by_nadam", "nadam", "ScaleByRadamState", "scale_by_radam", "radam",
-           "ScaleByAdamaxState", "scale_by_adamax", "adamax"]
+__all__ = ["ScaleByNadamState", "scale_by_nadam", "nadam", "ScaleByRadamState", "scale_by_radam", "radam"]
 
 ScalarOrSchedule = _base.ScalarOrSchedule
 
@@ -33,7 +32,8 @@ def _check_betas(b1: float, b2: float, eps: float) -> None:
 
 
 def _with_decay(core: optax.GradientTransformation, learning_rate: ScalarOrSchedule,
-                weight_decay: ScalarOrSchedule | None, decoupled: bool, mask: _validate.Mask) -> optax.GradientTransformation:
+                weight_decay: ScalarOrSchedule | None, decoupled: bool,
+                mask: _validate.Mask) -> optax.GradientTransformation:
   """``chain(l2_penalty, core, -lr)``, or with ``decoupled`` ``chain(core, -lr, decoupled_weight_decay)``."""
   _validate.check_bool("decoupled_weight_decay", decoupled)
   if not decoupled:
@@ -48,9 +48,16 @@ def _with_decay(core: optax.GradientTransformation, learning_rate: ScalarOrSched
 
 # ----------------------------------------------------------------------------- NAdam
 class ScaleByNadamState(NamedTuple):
-  """Updates applied so far, the product of the momentum coefficients (torch's ``mu_product``, a
-  float32 scalar as torch keeps it), and the first and second moments."""
-  count: jax.Array
+  """Updates applied so far, the product of the momentum coefficients, and the first and second moments.
+
+  Attributes:
+    count: int32 number of updates applied so far (torch's ``step`` minus one).
+    mu_product: torch's ``mu_product``, the product of the momentum coefficients so far, a
+      float32 scalar as torch keeps it.
+    mu: the first moment (torch's ``exp_avg``), float32 or wider.
+    nu: the second moment (torch's ``exp_avg_sq``), float32 or wider.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu_product: jax.Array
   mu: optax.Updates
   nu: optax.Updates
@@ -174,8 +181,14 @@ def nadam(learning_rate: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0
 
 # ----------------------------------------------------------------------------- RAdam
 class ScaleByRadamState(NamedTuple):
-  """Updates applied so far and the first and second moments."""
-  count: jax.Array
+  """Updates applied so far and the first and second moments.
+
+  Attributes:
+    count: int32 number of updates applied so far (torch's ``step`` minus one).
+    mu: the first moment (torch's ``exp_avg``), float32 or wider.
+    nu: the second moment (torch's ``exp_avg_sq``), float32 or wider.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu: optax.Updates
   nu: optax.Updates
 
@@ -188,8 +201,8 @@ def _sma_lengths(b2: float, t: jax.Array, bc2: jax.Array, dtype) -> tuple[jax.Ar
   leaves get torch's :math:`\rho_t` to round-off (the direct formula loses 1e-4 near the threshold).
   """
   if not (isinstance(b2, (int, float)) and 0.0 < b2 < 1.0):  # an injected array (or 0): the direct formula
-    rho_inf = 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
-    return rho_inf, rho_inf - 2.0 * t * (1.0 - bc2) / bc2
+    rho_inf_array = 2.0 / (1.0 - jnp.asarray(b2, dtype)) - 1.0
+    return rho_inf_array, rho_inf_array - 2.0 * t * (1.0 - bc2) / bc2
   rho_inf, two_over_log = 2.0 / (1.0 - b2) - 1.0, -2.0 / math.log(b2)
   y = t * jnp.asarray(-math.log(b2), dtype)
   series = y / 2.0 - y**2 / 12.0 + y**4 / 720.0 - y**6 / 30240.0 + y**8 / 1209600.0
@@ -299,100 +312,3 @@ def radam(learning_rate: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0
     Liu et al, On the Variance of the Adaptive Learning Rate and Beyond, 2020.
   """
   return _with_decay(scale_by_radam(b1, b2, eps), learning_rate, weight_decay, decoupled_weight_decay, mask)
-
-
-# ----------------------------------------------------------------------------- Adamax
-class ScaleByAdamaxState(NamedTuple):
-  """Updates applied so far, the first moment and the exponentially weighted infinity norm."""
-  count: jax.Array
-  mu: optax.Updates
-  exp_inf: optax.Updates
-
-
-def scale_by_adamax(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
-  r"""Adamax's scaling, as in ``torch.optim.Adamax``, without the learning rate.
-
-  .. math::
-    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad u^\infty_t = \max(\beta_2 u^\infty_{t-1}, |g_t| + \epsilon),
-    \quad u_t = \frac{m_t}{(1-\beta_1^t)\, u^\infty_t}
-
-  As ``optax.scale_by_adamax`` (eps inside the max), except for complex leaves: torch and
-  this take :math:`|\cdot|` per real component, optax the modulus.
-
-  Args:
-    b1: :math:`\beta_1 \in [0, 1)`.
-    b2: :math:`\beta_2 \in [0, 1)`.
-    eps: :math:`\epsilon \ge 0`.
-
-  Returns:
-    Adamax's scaling; the state is :class:`ScaleByAdamaxState`.
-
-  Raises:
-    ValueError: naming ``b1``, ``b2`` or ``eps`` when one is out of range.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxopt_practices import adaptive
-    >>> tx = adaptive.scale_by_adamax(eps=0.0)
-    >>> u, _ = tx.update(jnp.array([-4.0]), tx.init(jnp.zeros(1)))
-    >>> print(u.round(6))
-    [-1.]
-
-  References:
-    Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015 (section 7.1).
-  """
-  _check_betas(b1, b2, eps)
-
-  def init_fn(params):
-    return ScaleByAdamaxState(count=jnp.zeros([], jnp.int32), mu=_tree.zeros_acc(params),
-                              exp_inf=_tree.zeros_acc(params))
-
-  def update_fn(updates, state, params=None):
-    _validate.check_state("adaptive.scale_by_adamax", state, ScaleByAdamaxState)
-    del params
-    mu = _tree.moment(updates, state.mu, b1, 1)
-    decay = _tree.per_dtype(lambda dtype: jnp.asarray(b2, dtype))
-    exp_inf = _tree.map_components(lambda g, u: jnp.maximum(decay(u.dtype) * u, jnp.abs(g.astype(u.dtype)) + eps),
-                                   updates, state.exp_inf)
-    bc1 = _tree.per_dtype(lambda dtype: _tree.bias_correction(b1, state.count.astype(dtype) + 1.0, dtype))
-    out = _tree.map_components(lambda m, u: m / u / bc1(m.dtype), mu, exp_inf)
-    return _tree.cast_like(out, updates), ScaleByAdamaxState(count=_tree.increment(state.count), mu=mu, exp_inf=exp_inf)
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def adamax(learning_rate: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-           weight_decay: ScalarOrSchedule | None = None, mask: _validate.Mask = None) -> optax.GradientTransformation:
-  r"""Adamax ≙ ``torch.optim.Adamax`` (coupled L2 ``weight_decay``).
-
-  .. math:: g_t \leftarrow g_t + \lambda\theta_{t-1},\quad \theta_t = \theta_{t-1} - \eta_t u_t
-
-  with :math:`u_t` from :func:`scale_by_adamax`: ``chain([l2_penalty(weight_decay, mask)],
-  scale_by_adamax(...), scale_by_learning_rate(learning_rate))``. ``optax.adamax`` has no
-  ``weight_decay`` (``optax.adamaxw``'s is decoupled).
-
-  Args:
-    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
-    b1, b2, eps: see :func:`scale_by_adamax`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default, torch's 0) adds no step.
-    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch).
-
-  Returns:
-    The chain ``[l2_penalty], scale_by_adamax, scale_by_learning_rate``.
-
-  Raises:
-    ValueError: for ``learning_rate < 0``, ``weight_decay < 0`` or a bad :func:`scale_by_adamax` argument.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxopt_practices import adaptive
-    >>> tx = adaptive.adamax(0.1, weight_decay=1.0)
-    >>> p = jnp.array([-1.0, 1.0])
-    >>> u, _ = tx.update(jnp.array([5.0, 5.0]), tx.init(p), p)  # gradients 4 and 6 after the L2 step
-    >>> print(u.round(6))
-    [-0.1 -0.1]
-
-  References:
-    Kingma & Ba, Adam: A Method for Stochastic Optimization, 2015 (section 7.1).
-  """
-  return _base.coupled_optimizer([scale_by_adamax(b1, b2, eps)], learning_rate, weight_decay, mask)

@@ -66,8 +66,15 @@ def asgd_learning_rate(learning_rate: ScalarOrSchedule = 1e-2, lambd: float = 1e
 
 
 class ScaleByAsgdState(NamedTuple):
-  """Updates applied so far and torch's ``ax``, the average of the iterates (float32 or wider)."""
-  count: jax.Array
+  """Updates applied so far and torch's ``ax``, the average of the iterates (float32 or wider).
+
+  Attributes:
+    count: int32 number of updates applied so far (0 at ``init``); torch's ``step`` minus one.
+    ax: the average of the iterates from step ``t0`` on, shaped like the params, in float32 or
+      wider (zeros at ``init``, then the iterate itself until that step); read it with
+      :func:`asgd_params`.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   ax: optax.Params
 
 

@@ -31,9 +31,13 @@ class _Dtype:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ParamDtypes:
-  """The params' dtypes: ``per_leaf`` is shaped like the params, with a static node (no array
-  leaf) per param. So it survives ``jit``, ``pmap`` and restoring into a target, and, being
-  built by mapping over the params, ``optax.tree.map_params`` maps over it like any buffer."""
+  """The params' dtypes, kept in an averaging state to cast the average back to them.
+
+  Attributes:
+    per_leaf: shaped like the params, with a static node (no array leaf) per param holding its
+      dtype's name. So it survives ``jit``, ``pmap`` and restoring into a target, and, being
+      built by mapping over the params, ``optax.tree.map_params`` maps over it like any buffer.
+  """
   per_leaf: Any
 
   @classmethod
@@ -86,14 +90,19 @@ class EmaState(NamedTuple):
   r"""Weighted sum :math:`z_t` of the params (float32+), its total weight :math:`w_t`, dtypes, and more.
 
   The average itself is ``weighted_sum / total_weight``: read it with :func:`ema_params`.
-  ``count`` is the number of updates so far (``decay`` is read at it, ``every`` counts it);
-  ``checksum`` fingerprints the params this transform expects at its next ``update`` and
-  ``misplaced`` records that they differed once (``ema`` was not last in the chain).
+
+  Attributes:
+    weighted_sum: :math:`z_t`, shaped like the params, in float32 (float64 for float64 params).
+    total_weight: :math:`w_t`, a scalar (1 throughout with ``debias=False``).
+    dtypes: the params' dtypes (:class:`ParamDtypes`), for casting the average back.
+    count: int32 number of updates so far (``decay`` is read at it, ``every`` counts it).
+    checksum: fingerprint of the params this transform expects at its next ``update``.
+    misplaced: bool, set once those params differed (``ema`` was not last in the chain).
   """
   weighted_sum: Any
   total_weight: jax.Array
   dtypes: ParamDtypes
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   checksum: jax.Array
   misplaced: jax.Array
 
@@ -143,6 +152,11 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`EmaState`
     (inside a chain's tuple with ``inner``), read the average with :func:`ema_params`.
+
+  Raises:
+    ValueError: for a ``decay`` outside ``[0, 1)``, a non-bool ``debias``, an ``every`` out of
+      its range or an ``inner`` that is not a ``GradientTransformation``; at ``update`` without
+      ``params``.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -258,8 +272,16 @@ def ema_params(opt_state: Any) -> Any:
 
 
 class SwaState(NamedTuple):
-  """Updates applied, snapshots averaged so far, the running average (float32+), dtypes."""
-  count: jax.Array
+  """Updates applied, snapshots averaged so far, the running average (float32+), dtypes.
+
+  Attributes:
+    count: int32 number of updates applied so far (0 at ``init``).
+    n_averaged: int32 number of snapshots in ``average`` (torch ``AveragedModel.n_averaged``).
+    average: the running mean, shaped like the params, in float32 or wider (the params until
+      the first snapshot); read it with :func:`swa_params`.
+    dtypes: the params' dtypes (:class:`ParamDtypes`).
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   n_averaged: jax.Array
   average: Any
   dtypes: ParamDtypes
@@ -290,6 +312,10 @@ def swa(start_step: int, every: int = 1, *,
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`SwaState`,
     read the average with :func:`swa_params`.
+
+  Raises:
+    ValueError: for a ``start_step`` or ``every`` out of its range or an ``inner`` that is not a
+      ``GradientTransformation``; at ``update`` without ``params``.
 
   Example:
     >>> import jax.numpy as jnp, optax

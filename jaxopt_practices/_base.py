@@ -73,8 +73,13 @@ class ScaleByLearningRateState(NamedTuple):
   """Updates applied so far (the schedule's ``count``) and the last learning rate applied.
 
   ``learning_rate`` is what ``monitor.stats`` reports (times any plateau scale).
+
+  Attributes:
+    count: int32 number of updates applied so far (0 at ``init``); the schedule is evaluated at it.
+    learning_rate: the learning rate of the last update (at ``init``: the one the first update will
+      use), after ``lr_decay``, in float32.
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   learning_rate: jax.Array
 
 
@@ -96,6 +101,11 @@ def scale_by_learning_rate(
 
   Returns:
     An ``optax.GradientTransformation``; its state is :class:`ScaleByLearningRateState`.
+
+  Raises:
+    ValueError: at construction for a negative ``learning_rate`` or ``lr_decay`` or a
+      non-bool ``flip_sign``; at ``update`` when a decoupled weight decay was placed before it
+      (its message names the fix).
 
   Example:
     >>> import jax.numpy as jnp
@@ -154,8 +164,12 @@ def _masked_map(fn, updates: Any, params: Any, mask: Any) -> Any:
 
 
 class L2PenaltyState(NamedTuple):
-  """Number of updates so far (the ``count`` at which a ``rate`` schedule is evaluated)."""
-  count: jax.Array
+  """Number of updates so far (the ``count`` at which a ``rate`` schedule is evaluated).
+
+  Attributes:
+    count: int32 number of updates applied so far (0 at ``init``).
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
 
 
 def l2_penalty(rate: ScalarOrSchedule, mask: _validate.Mask = None) -> optax.GradientTransformation:
@@ -175,6 +189,10 @@ def l2_penalty(rate: ScalarOrSchedule, mask: _validate.Mask = None) -> optax.Gra
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``); its state is :class:`L2PenaltyState`.
+
+  Raises:
+    ValueError: for a negative ``rate`` or a ``mask`` of another kind; at ``update`` without
+      ``params``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -208,8 +226,12 @@ def l2_penalty(rate: ScalarOrSchedule, mask: _validate.Mask = None) -> optax.Gra
 
 
 class DecoupledWeightDecayState(NamedTuple):
-  """Number of updates so far (the ``count`` at which ``rate`` / ``learning_rate`` schedules are read)."""
-  count: jax.Array
+  """Number of updates so far (the ``count`` at which ``rate`` / ``learning_rate`` schedules are read).
+
+  Attributes:
+    count: int32 number of updates applied so far (0 at ``init``).
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
 
 
 def decoupled_weight_decay(
@@ -251,6 +273,10 @@ def decoupled_weight_decay(
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``); its state is
     :class:`DecoupledWeightDecayState` (the last of a chain's tuple with ``inner``).
+
+  Raises:
+    ValueError: for a negative ``rate`` or ``learning_rate``, a ``mask`` of another kind or an
+      ``inner`` that is not a ``GradientTransformation``; at ``update`` without ``params``.
 
   Example:
     >>> import jax.numpy as jnp

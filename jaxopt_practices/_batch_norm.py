@@ -92,8 +92,7 @@ def update_bn(apply_fn: Callable[[Any, Any], Any], variables: Any, batches: Iter
       continue
     out = forward(average, batch)
     b = jax.tree.map(lambda o, a, m: (o - m * a) / (1 - m), out, average, keep)
-    weight = 1.0 / (count + 1)
-    average = jax.tree.map(lambda a, b: a + (b - a) * weight, average, b)
+    average = jax.tree.map(lambda a, b, w=1.0 / (count + 1): a + (b - a) * w, average, b)
   if average is None:
     raise ValueError("batches must hold at least one batch, got an empty iterable.")
   return average

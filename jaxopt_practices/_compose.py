@@ -99,6 +99,14 @@ def sequential(schedules: Sequence[float | optax.Schedule], milestones: Sequence
     schedules: ``n >= 1`` schedules (or floats, constants).
     milestones: ``n - 1`` strictly increasing step counts ``>= 1``.
 
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: if ``schedules`` or ``milestones`` is not a list, ``schedules`` is empty or holds
+      a negative float, ``milestones`` has not ``len(schedules) - 1`` entries, or they are not
+      strictly increasing counts ``>= 1``.
+
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.sequential(
@@ -157,6 +165,13 @@ def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anne
     swa_start: :math:`S \ge 0`.
     anneal_steps: steps of the annealing, ``>= 0``, PyTorch's ``anneal_epochs``.
     anneal_strategy: ``"cos"`` or ``"linear"``.
+
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative float ``schedule`` or ``swa_lr``, a ``swa_start`` /
+      ``anneal_steps`` that is not a count ``>= 0``, or an unknown ``anneal_strategy``.
 
   Example:
     >>> from jaxopt_practices import schedules

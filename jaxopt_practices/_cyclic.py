@@ -73,6 +73,13 @@ def cyclical(
     mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
     gamma: ``exp_range``'s decay in (0, 1].
 
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative ``base_lr`` or ``max_lr``, a ``step_size_up`` / ``step_size_down``
+      that is not a count in range, an unknown ``mode``, or a ``gamma`` outside ``(0, 1]``.
+
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.cyclical(0.0, 1.0, step_size_up=2, step_size_down=1)
@@ -112,6 +119,12 @@ def cyclical_momentum(
     base_momentum: momentum at the lr peak, in [0, 1).
     max_momentum: momentum at the cycle start, in [0, 1).
     step_size_up, step_size_down, mode, gamma: as in :func:`cyclical`.
+
+  Returns:
+    An ``optax.Schedule`` of the count, for a ``momentum`` / ``b1`` argument.
+
+  Raises:
+    ValueError: for a momentum outside ``[0, 1)``, or cycle arguments :func:`cyclical` rejects.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -232,6 +245,15 @@ def one_cycle(
     three_phase: use PyTorch's symmetric three-phase variant.
     epochs, steps_per_epoch: ``>= 1`` each, instead of ``total_steps``.
 
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative ``max_lr``, a ``div_factor`` / ``final_div_factor`` ``<= 0``, a
+      ``pct_start`` outside ``[0, 1]``, an unknown ``anneal_strategy``, no length (neither
+      ``total_steps`` nor ``epochs`` with ``steps_per_epoch``), only one of ``epochs`` /
+      ``steps_per_epoch``, or a ``total_steps`` that disagrees with their product.
+
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.one_cycle(1.0, total_steps=10, div_factor=10.0, final_div_factor=1.0)
@@ -277,6 +299,12 @@ def one_cycle_momentum(
       :func:`one_cycle`.
     base_momentum: momentum at the lr peak, in [0, 1).
     max_momentum: momentum at the start and end, in [0, 1).
+
+  Returns:
+    An ``optax.Schedule`` of the count, for a ``momentum`` / ``b1`` argument.
+
+  Raises:
+    ValueError: for a momentum outside ``[0, 1)``, or phase arguments :func:`one_cycle` rejects.
 
   Example:
     >>> from jaxopt_practices import schedules

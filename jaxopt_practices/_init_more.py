@@ -33,8 +33,12 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
     a: lower bound.
     b: upper bound, ``> a``.
 
+  Returns:
+    An :data:`~jaxopt_practices.initializers.Initializer` ``init(key, shape, dtype=jnp.float32)``.
+
   Raises:
-    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+    ValueError: for a non-finite ``mean``, ``a`` or ``b``, a ``std <= 0``, or ``a >= b``; ``init``
+      for a non-float dtype.
 
   Example:
     >>> import jax
@@ -78,8 +82,12 @@ def sparse(sparsity: float, std: float = 0.01) -> Initializer:
     sparsity: the fraction of each input's weights set to zero, in [0, 1].
     std: the standard deviation of the non-zero values, ``>= 0``.
 
+  Returns:
+    An :data:`~jaxopt_practices.initializers.Initializer` ``init(key, shape, dtype=jnp.float32)``.
+
   Raises:
-    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+    ValueError: for a ``sparsity`` outside ``[0, 1]`` or a negative ``std``; ``init`` for a shape
+      that is not 2-D.
 
   Example:
     >>> import jax
@@ -119,8 +127,12 @@ def dirac(groups: int = 1) -> Initializer:
   Args:
     groups: the number of convolution groups, ``>= 1``.
 
+  Returns:
+    An :data:`~jaxopt_practices.initializers.Initializer` ``init(key, shape, dtype=jnp.float32)``.
+
   Raises:
-    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+    ValueError: for a ``groups`` that is not an int ``>= 1``; ``init`` for a shape that is not a
+      Conv kernel with 1-3 spatial dims, or an ``out`` not divisible by ``groups``.
 
   Example:
     >>> import jax
@@ -157,8 +169,11 @@ def eye() -> Initializer:
   ``jnp.eye(in, out)`` for an ``(in, out)`` kernel (torch's ``eye(out, in)`` transposed):
   ``x @ K`` keeps the first ``min(in, out)`` features and pads with zeros. 2-D shapes only.
 
+  Returns:
+    An :data:`~jaxopt_practices.initializers.Initializer` ``init(key, shape, dtype=jnp.float32)``.
+
   Raises:
-    ValueError: for a bad argument (at construction) or a shape it does not take (at the call).
+    ValueError: ``init``, for a shape that is not 2-D.
 
   Example:
     >>> import jax

@@ -35,7 +35,10 @@ class LayerStats:
 class InitReport(_layers.LayerRecords):
   """Per-layer statistics in forward order; ``str()`` is a table, :meth:`plot` a figure.
 
-  A sequence of :class:`LayerStats` (``report[i]``, ``len(report)``, ``for r in report``).
+  It reads as a sequence of :class:`LayerStats`: ``report[i]``, ``len(report)``, iteration.
+
+  Attributes:
+    layers: one :class:`LayerStats` per kernel layer the forward pass ran, in forward order.
 
   Example:
     >>> import jax
@@ -154,7 +157,7 @@ def init_report(apply_fn: Callable[[Any, Any], Any] | None, params: Any, batch: 
   if forward is not None:
     raise ValueError(f"forward applies to an nnx.Module (linen models run through apply_fn), got forward = "
                      f"{forward!r}.")
-  _layers.check_apply_fn(apply_fn)
+  apply_fn = _layers.check_apply_fn(apply_fn)
   params, _ = _layers.unfreeze(params)
   probe, meta = _layers.linen_probe(apply_fn)
   stats = probe(params, batch)

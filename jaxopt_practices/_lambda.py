@@ -1,4 +1,6 @@
-"""The factor schedulers of ``torch.optim.lr_scheduler``: ``linear`` (LinearLR), ``lambda_lr`` (LambdaLR), ``multiplicative`` (MultiplicativeLR).
+"""The factor schedulers of ``torch.optim.lr_scheduler``.
+
+``linear`` (LinearLR), ``lambda_lr`` (LambdaLR) and ``multiplicative`` (MultiplicativeLR).
 
 Public through ``jaxopt_practices.schedules``; the conventions of that module hold here. Each
 multiplies a base value (PyTorch's optimizer ``lr``) by a factor of the count.

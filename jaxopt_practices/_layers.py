@@ -97,11 +97,12 @@ _JITTED = ("apply_fn must be the un-jitted function (e.g. lambda p, x: model.app
            "you gave to jax.jit; it is jitted here with the interceptor. Got apply_fn = {apply_fn!r}.")
 
 
-def check_apply_fn(apply_fn: Any) -> None:
-  """Raises ``ValueError`` unless ``apply_fn`` is callable and not already jitted (``jax.jit`` / ``nnx.jit``)."""
+def check_apply_fn(apply_fn: Any) -> Callable[..., Any]:
+  """``apply_fn``; raises ``ValueError`` unless it is callable and not already jitted (``jax.jit`` / ``nnx.jit``)."""
   _validate.check_callable("apply_fn", apply_fn)
   if isinstance(apply_fn, jax.stages.Wrapped) or callable(getattr(apply_fn, "lower", None)):
     raise ValueError(_JITTED.format(what="a jitted one", apply_fn=apply_fn))
+  return apply_fn
 
 
 def capture_linen(apply_fn: Callable, params: Any, batch: Any, weight_norm: bool = False) -> list[Call]:

@@ -93,14 +93,15 @@ def sweep_step(loss_fn: Callable[..., jax.Array], make_optimizer: Callable[[Any]
     return jax.jit(step, donate_argnums=donate), carry, carry
 
   wrt = nnx.Param if wrt is None else wrt
-  node = params if rngs is None else (params, rngs)
-  graphdef, swept, rest = nnx.split(node, wrt, ...)
+  node: Any = params if rngs is None else (params, rngs)  # the model, or (model, rngs)
+  graphdef, swept, *others = nnx.split(node, wrt, ...)
+  (rest,) = others
 
   def model_loss(p, batch_and_rest):
     batch, rest = batch_and_rest
     node = nnx.merge(graphdef, p, rest)
     loss = loss_fn(node, batch) if rngs is None else loss_fn(node[0], batch, node[1])
-    return loss, nnx.as_pure(nnx.split(node, wrt, ...)[2])
+    return loss, nnx.as_pure(nnx.split(node, wrt, ...)[-1])
 
   def nnx_step(carry, opt_state, batch, lr):
     p, rest = carry
@@ -128,7 +129,8 @@ def sweep(step: Callable[..., Any], p: Any, opt_state: Any, stream: Cycle, lrs: 
       ``TraceContextError``), naming the fix.
   """
   num_steps = len(lrs)
-  losses, smoothed = [], []
+  losses: list[float] = []
+  smoothed: list[float] = []
   best, stopped = math.inf, False
   with _progress.bar(progress, total=num_steps, desc="LR range test") as bar:
     for k in range(num_steps):

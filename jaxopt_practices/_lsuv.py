@@ -45,6 +45,11 @@ class LSUVReport(_layers.LayerRecords):
 
   A sequence of :class:`LayerScaling` (``report[i]``, ``len(report)``, ``for r in report``).
 
+  Attributes:
+    layers: one :class:`LayerScaling` per layer LSUV rescaled, in forward order.
+    target_std: the output std LSUV aimed at (its ``target_std`` argument).
+    tol: the tolerance it accepted (its ``tol`` argument); ``converged`` reads both.
+
   Example:
     >>> import jax
     >>> from flax import nnx

@@ -43,6 +43,9 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
     eps: :math:`\epsilon \ge 0`.
     ns_dtype: the dtype of the iteration (torch: bfloat16).
 
+  Returns:
+    The orthogonalized matrix, shaped like ``x``, in ``ns_dtype``.
+
   Raises:
     ValueError: when ``x`` is not 2-D or an argument is out of range.
 
@@ -111,12 +114,19 @@ def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn
   except TypeError:
     floating = False
   if not floating:
-    raise ValueError(f"ns_dtype must be a floating dtype (jnp.bfloat16, jnp.float32, ...), got ns_dtype = {ns_dtype!r}.")
+    raise ValueError(f"ns_dtype must be a floating dtype (jnp.bfloat16, jnp.float32, ...), "
+                     f"got ns_dtype = {ns_dtype!r}.")
 
 
 class ScaleByMuonState(NamedTuple):
-  """Updates applied so far and the momentum buffer (float32 or wider; torch's ``momentum_buffer``)."""
-  count: jax.Array
+  """Updates applied so far and the momentum buffer (float32 or wider; torch's ``momentum_buffer``).
+
+  Attributes:
+    count: int32 number of updates applied so far.
+    momentum_buffer: the momentum buffer, shaped like the params (torch's ``momentum_buffer``),
+      float32 or wider.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   momentum_buffer: optax.Updates
 
 
@@ -198,17 +208,17 @@ def scale_by_muon(
       return o.astype(buf.dtype) * _ratio(g.shape, adjust_lr_fn), buf
 
     out = jax.tree.map(one, updates, state.momentum_buffer)
-    treedef = jax.tree.structure(updates)
-    pairs = treedef.flatten_up_to(out)
-    u = _tree.cast_like(treedef.unflatten([x[0] for x in pairs]), updates)
-    return u, ScaleByMuonState(count=_tree.increment(state.count), momentum_buffer=treedef.unflatten([x[1] for x in pairs]))
+    u = _tree.cast_like(jax.tree.map(lambda _, pair: pair[0], updates, out), updates)
+    momentum_buffer = jax.tree.map(lambda _, pair: pair[1], updates, out)
+    return u, ScaleByMuonState(count=_tree.increment(state.count), momentum_buffer=momentum_buffer)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
-         eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, ns_dtype: Any = jnp.dtype(jnp.bfloat16),
+         eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
+         ns_dtype: Any = jnp.dtype(jnp.bfloat16),
 ) -> optax.GradientTransformation:
   r"""Muon ≙ ``torch.optim.Muon``, for 2-D leaves (Flax ``(in, out)`` kernels).
 

@@ -18,7 +18,7 @@ __all__ = ["bar", "shown"]
 class _NoBar:
   """Stands in for a ``tqdm`` bar that is not drawn."""
 
-  def __enter__(self) -> "_NoBar":
+  def __enter__(self) -> _NoBar:
     return self
 
   def __exit__(self, *exc: Any) -> None:

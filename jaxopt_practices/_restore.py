@@ -59,7 +59,7 @@ def _read(restored: Any, path: tuple, like: Any) -> Any:
   dtype = getattr(like, "dtype", None)
   if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):  # a typed key (nnx.Rngs)
     if not jax.dtypes.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.prng_key):
-      value = jax.random.wrap_key_data(np.asarray(value), impl=jax.random.key_impl(like))
+      value = jax.random.wrap_key_data(jax.numpy.asarray(value), impl=jax.random.key_impl(like))
     return value
   if np.shape(value) != np.shape(like):
     raise ValueError(f"training.restore: the checkpoint's {where} has shape {np.shape(value)}, the target's "
@@ -83,14 +83,14 @@ def into(target: Any, restored: Any) -> Any:
     restored = nnx.to_pure_dict(restored)
   graph = isinstance(target, nnx.Pytree)  # an nnx.Module, nnx.Optimizer, ...: updated in place
   state = nnx.state(target) if graph else None
-  tree = nnx.to_pure_dict(state) if graph else target
+  tree = target if state is None else nnx.to_pure_dict(state)
   flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
   leaves = [_read(restored, path, like) for path, like in flat]
   if _count(restored) != len(leaves):
     raise ValueError(f"training.restore: the checkpoint holds {_count(restored)} arrays and the target "
                      f"{len(leaves)}: it was made by another optimizer or model.")
   new = jax.tree_util.tree_unflatten(treedef, leaves)
-  if not graph:
+  if state is None:
     return new
   nnx.replace_by_pure_dict(state, new)
   nnx.update(target, state)

@@ -61,11 +61,11 @@ def componentwise(fn: Callable[..., Any], *xs: Any) -> Any:
   results (an array or a tuple of arrays) are recombined into complex arrays. This is how
   PyTorch optimizes complex params: every moment, clip and decay acts on each real component.
   """
-  xs = [jnp.asarray(x) for x in xs]
-  if not any(jnp.iscomplexobj(x) for x in xs):
-    return fn(*xs)
-  re = fn(*[jnp.real(x) if jnp.iscomplexobj(x) else x for x in xs])
-  im = fn(*[jnp.imag(x) if jnp.iscomplexobj(x) else x for x in xs])
+  arrays = [jnp.asarray(x) for x in xs]
+  if not any(jnp.iscomplexobj(x) for x in arrays):
+    return fn(*arrays)
+  re = fn(*[jnp.real(x) if jnp.iscomplexobj(x) else x for x in arrays])
+  im = fn(*[jnp.imag(x) if jnp.iscomplexobj(x) else x for x in arrays])
   return jax.tree.map(jax.lax.complex, re, im)
 
 
@@ -249,11 +249,17 @@ def resolve_mask(mask: Any, params: Any) -> Any:
     mask = mask(params)
   leaves, treedef = jax.tree.flatten(mask)
   try:
-    subtrees = treedef.flatten_up_to(params)
+    subtrees = flatten_up_to(mask, params)
   except (ValueError, TypeError) as e:
     raise ValueError(f"mask must have the structure of the params or a prefix of it (as in optax.masked); "
                      f"mask structure {treedef}, params structure {jax.tree.structure(params)}.") from e
-  return treedef.unflatten([_spread(m, sub) for m, sub in zip(leaves, subtrees)])
+  return jax.tree.unflatten(treedef, [_spread(m, sub) for m, sub in zip(leaves, subtrees)])
+
+
+def flatten_up_to(prefix: Any, tree: Any) -> list[Any]:
+  """The subtrees of ``tree`` at the leaves of ``prefix`` (``PyTreeDef.flatten_up_to``), in leaf order."""
+  treedef: Any = jax.tree.structure(prefix)  # jaxlib's stub of PyTreeDef lacks flatten_up_to
+  return treedef.flatten_up_to(tree)
 
 
 # ----------------------------------------------------------------------------- finding states

@@ -22,7 +22,11 @@ import optax
 
 
 class PracticeWarning(UserWarning):
-  """Warnings raised by jaxopt_practices (tests turn them into errors)."""
+  """Warnings issued by jaxopt_practices, e.g. ``initializers.lsuv`` on a dead or unconverged layer.
+
+  Filter them with ``warnings.filterwarnings(..., category=PracticeWarning)``; the test suite
+  turns every warning into an error.
+  """
 
 
 Mask = Union[str, None, Any, Callable[[Any], Any]]

@@ -152,7 +152,7 @@ def weight_norm_init(
                      "weight_norm_init(model, batch).")
   if isinstance(params, nnx.Module):
     return params, _init_nnx(params, batch, apply_fn)
-  _layers.check_apply_fn(apply_fn)
+  apply_fn = _layers.check_apply_fn(apply_fn)
   params, frozen = _layers.unfreeze(params)
   probe, meta_fn = _layers.linen_probe(apply_fn, weight_norm=True)
   meta = meta_fn(params, batch)

@@ -17,14 +17,18 @@ import optax
 from jaxopt_practices import _base
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
+from jaxopt_practices._adagrad import (ScaleByAdagradState as ScaleByAdagradState, adagrad as adagrad,
+                                       scale_by_adagrad as scale_by_adagrad)  # torch.optim.Adagrad
 from jaxopt_practices._adadelta_rprop import (ScaleByAdadeltaState as ScaleByAdadeltaState, adadelta as adadelta,
     ScaleByRpropState as ScaleByRpropState, rprop as rprop, scale_by_adadelta as scale_by_adadelta,
     scale_by_rprop as scale_by_rprop)  # torch.optim.Adadelta, Rprop
 from jaxopt_practices._adafactor import (ScaleByAdafactorState as ScaleByAdafactorState, adafactor as adafactor,
                                          scale_by_adafactor as scale_by_adafactor)  # torch.optim.Adafactor
-from jaxopt_practices._adam_variants import (ScaleByAdamaxState as ScaleByAdamaxState, adamax as adamax,
-    ScaleByNadamState as ScaleByNadamState, nadam as nadam, ScaleByRadamState as ScaleByRadamState, radam as radam,
-    scale_by_adamax as scale_by_adamax, scale_by_nadam as scale_by_nadam, scale_by_radam as scale_by_radam)
+from jaxopt_practices._adam_variants import (ScaleByNadamState as ScaleByNadamState, nadam as nadam,
+    ScaleByRadamState as ScaleByRadamState, radam as radam, scale_by_nadam as scale_by_nadam,
+    scale_by_radam as scale_by_radam)
+from jaxopt_practices._adamax import (ScaleByAdamaxState as ScaleByAdamaxState, adamax as adamax,
+                                      scale_by_adamax as scale_by_adamax)
 from jaxopt_practices._muon import (ScaleByMuonState as ScaleByMuonState, muon as muon,  # torch.optim.Muon
                                     orthogonalize as orthogonalize, scale_by_muon as scale_by_muon)
 
@@ -34,98 +38,24 @@ __all__ = [
     "ScaleByNadamState", "scale_by_nadam", "nadam", "ScaleByRadamState", "scale_by_radam", "radam",
     "ScaleByAdamaxState", "scale_by_adamax", "adamax", "ScaleByAdadeltaState", "scale_by_adadelta", "adadelta",
     "ScaleByRpropState", "scale_by_rprop", "rprop",
-    "ScaleByAdafactorState", "scale_by_adafactor", "adafactor", "ScaleByMuonState", "scale_by_muon", "muon", "orthogonalize",
+    "ScaleByAdafactorState", "scale_by_adafactor", "adafactor", "ScaleByMuonState", "scale_by_muon", "muon",
+    "orthogonalize",
 ]
 
 ScalarOrSchedule = _base.ScalarOrSchedule
 
 
-# ----------------------------------------------------------------------------- Adagrad
-class ScaleByAdagradState(NamedTuple):
-  """Running sum of squared gradients."""
-  sum_of_squares: optax.Updates
-
-
-def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> optax.GradientTransformation:
-  r"""Adagrad's scaling, ``g / (sqrt(sum g^2) + eps)`` with eps outside the root.
-
-  .. math:: s_t = s_{t-1} + g_t^2, \qquad u_t = g_t / (\sqrt{s_t} + \epsilon), \quad s_0 = s_{\text{init}}
-
-  Differs from ``optax.scale_by_rss``: optax puts eps inside the root and starts at 0.1.
-
-  Args:
-    initial_accumulator_value: :math:`s_{\text{init}} \ge 0`.
-    eps: :math:`\epsilon \ge 0`.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxopt_practices import adaptive
-    >>> tx = adaptive.scale_by_adagrad()
-    >>> u, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
-    >>> print(u)
-    [1.]
-  """
-  _validate.check_number("initial_accumulator_value", initial_accumulator_value, low=0.0)
-  _validate.check_number("eps", eps, low=0.0)
-
-  def init_fn(params):
-    return ScaleByAdagradState(sum_of_squares=_tree.full_acc(params, initial_accumulator_value))
-
-  def update_fn(updates, state, params=None):
-    _validate.check_state("adaptive.scale_by_adagrad", state, ScaleByAdagradState)
-    del params
-    sums = _tree.map_components(lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares)
-    out = _tree.map_components(lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, sums)
-    return out, ScaleByAdagradState(sum_of_squares=sums)
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def adagrad(
-    learning_rate: ScalarOrSchedule = 1e-2,
-    lr_decay: float = 0.0,
-    weight_decay: float | None = None,
-    initial_accumulator_value: float = 0.0,
-    eps: float = 1e-10,
-    mask: _validate.Mask = None,
-) -> optax.GradientTransformation:
-  r"""Adagrad ≙ ``torch.optim.Adagrad``.
-
-  .. math::
-    g_t \leftarrow g_t + \lambda\theta_{t-1},\quad s_t = s_{t-1} + g_t^2,\quad
-    \theta_t = \theta_{t-1} - \frac{\eta_t}{1 + (t-1)\,\text{lr\_decay}}\,\frac{g_t}{\sqrt{s_t} + \epsilon}
-
-  Differs from ``optax.adagrad`` (eps inside the root, initial accumulator 0.1, no
-  ``lr_decay`` or ``weight_decay``).
-
-  Args:
-    learning_rate: :math:`\eta \ge 0`, a float or a schedule.
-    lr_decay: non-negative learning-rate decay.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step.
-    initial_accumulator_value: starting value of :math:`s`, ``>= 0``.
-    eps: :math:`\epsilon \ge 0`, outside the root.
-    mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxopt_practices import adaptive
-    >>> tx = adaptive.adagrad(0.5)
-    >>> u, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
-    >>> print(u)
-    [-0.5]
-
-  References:
-    Duchi et al, Adaptive Subgradient Methods for Online Learning and Stochastic Optimization, 2011.
-  """
-  return _base.coupled_optimizer([scale_by_adagrad(initial_accumulator_value, eps)], learning_rate, weight_decay, mask,
-                                 lr_decay)
-
-
 # ----------------------------------------------------------------------------- RMSprop
 class ScaleByRmspropState(NamedTuple):
-  """Updates applied so far, square average, gradient average (centered only) and momentum
-  buffer (momentum only); the unused ones are empty tuples."""
-  count: jax.Array
+  """Updates applied so far, square average, gradient average (centered only) and momentum buffer.
+
+  Attributes:
+    count: int32 number of updates applied so far; a ``momentum`` schedule is read at it.
+    square_avg: :math:`v_t`, the moving average of the squared gradients (float32 or wider).
+    grad_avg: the moving average of the gradients with ``centered``, else ``()``.
+    momentum_buffer: the momentum buffer with a ``momentum``, else ``()``.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   square_avg: optax.Updates
   grad_avg: optax.Updates
   momentum_buffer: optax.Updates
@@ -155,6 +85,14 @@ def scale_by_rmsprop(
     momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None`` (the default) keeps no
       buffer, any number keeps one (0 and injected arrays too; a Python 0 skips the arithmetic).
     centered: normalise by the estimated variance instead of the raw second moment.
+
+  Returns:
+    An ``optax.GradientTransformation`` (state :class:`ScaleByRmspropState`); scale by the
+    learning rate afterwards.
+
+  Raises:
+    ValueError: for an ``alpha`` or ``momentum`` outside ``[0, 1)``, a negative ``eps`` or a
+      non-bool ``centered``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -224,6 +162,14 @@ def rmsprop(
     centered: centered RMSprop.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
+  Returns:
+    ``chain([l2_penalty], scale_by_rmsprop(...), scale_by_learning_rate(learning_rate))``, an
+    ``optax.GradientTransformation``; add its updates to the params.
+
+  Raises:
+    ValueError: for a negative ``learning_rate`` or ``weight_decay``, or the arguments
+      :func:`scale_by_rmsprop` rejects.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import adaptive
@@ -241,9 +187,15 @@ def rmsprop(
 
 # ----------------------------------------------------------------------------- Adam
 class ScaleByAdamState(NamedTuple):
-  """Updates applied so far, first and second moments, and (AMSGrad only) the running max of
-  the second moment; ``nu_max`` is an empty tuple without ``amsgrad``."""
-  count: jax.Array
+  r"""Updates applied so far, first and second moments, and (AMSGrad only) the running max of the second.
+
+  Attributes:
+    count: int32 number of updates applied so far: :math:`t - 1` of the bias corrections.
+    mu: :math:`m_t`, the first moment (torch's ``exp_avg``), float32 or wider.
+    nu: :math:`v_t`, the second moment (torch's ``exp_avg_sq``), float32 or wider.
+    nu_max: :math:`\hat v_t` with ``amsgrad`` (torch's ``max_exp_avg_sq``), else ``()``.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   mu: optax.Updates
   nu: optax.Updates
   nu_max: optax.Updates
@@ -269,6 +221,14 @@ def scale_by_adam(
     b2: :math:`\beta_2 \in [0, 1)`.
     eps: :math:`\epsilon \ge 0`, outside the root.
     amsgrad: keep the running max of :math:`v_t`.
+
+  Returns:
+    An ``optax.GradientTransformation`` (state :class:`ScaleByAdamState`); scale by the
+    learning rate afterwards.
+
+  Raises:
+    ValueError: for a ``b1`` or ``b2`` outside ``[0, 1)``, a negative ``eps`` or a non-bool
+      ``amsgrad``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -331,6 +291,14 @@ def adam(
     amsgrad: AMSGrad variant.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
+  Returns:
+    ``chain([l2_penalty], scale_by_adam(...), scale_by_learning_rate(learning_rate))``, an
+    ``optax.GradientTransformation``; add its updates to the params.
+
+  Raises:
+    ValueError: for a negative ``learning_rate`` or ``weight_decay``, or the arguments
+      :func:`scale_by_adam` rejects.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import adaptive
@@ -378,6 +346,14 @@ def adamw(
     amsgrad: AMSGrad variant.
     mask: which leaves decay: ``None`` (all, as PyTorch), ``"auto"`` (``ndim >= 2``), a
       pytree of bools, or a callable ``params -> pytree of bools``.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose updates are added to the params; the decay is
+    :func:`~jaxopt_practices.regularization.decoupled_weight_decay` after the learning-rate scaling.
+
+  Raises:
+    ValueError: for a negative ``learning_rate`` or ``weight_decay``, a ``mask`` of another
+      kind, or the arguments :func:`scale_by_adam` rejects.
 
   Example:
     >>> import jax.numpy as jnp

@@ -18,7 +18,8 @@ The common PyTorch ports::
                 groups.weight_decay(1e-2, None, learning_rate=lr, lr_mults=[("head/.*", 10.0)]))
 
     # timm's param_groups_weight_decay: no decay for ndim <= 1 and model.no_weight_decay()
-    adaptive.adamw(lr, weight_decay=0.05, mask=groups.exclude(groups.kernels(), groups.match(["pos_embed", "cls_token"])))
+    no_decay = groups.match(["pos_embed", "cls_token"])
+    adaptive.adamw(lr, weight_decay=0.05, mask=groups.exclude(groups.kernels(), no_decay))
 
 ``match`` is a mask for any ``mask=`` argument (the optimizers' coupled ``weight_decay``,
 ``regularization.l2_penalty`` / ``decoupled_weight_decay``, ``adaptive.adamw``,
@@ -74,6 +75,12 @@ def _map_paths(fn: Callable[[str], Any], tree: Any) -> Any:
 
 def paths(tree: Any) -> Any:
   """The path of every leaf, as a tree of strings shaped like ``tree`` (what patterns match).
+
+  Args:
+    tree: any pytree (params, updates, a mask); its leaves' paths are joined with ``"/"``.
+
+  Returns:
+    A pytree shaped like ``tree`` whose leaves are the paths, e.g. ``"Dense_0/kernel"``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -136,7 +143,7 @@ def match(patterns: str | Sequence[str], *, allow_unmatched: bool = False) -> Ca
     >>> groups.match(["bn.weight", ".*/kernel"])(params)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: groups.match: pattern(s) ['bn.weight'] match no leaf of the params. ['bn.weight'] look like PyTorch names: ...
+    ValueError: groups.match: pattern(s) ['bn.weight'] match no leaf of the params. ...
   """
   items = [patterns] if isinstance(patterns, str) else patterns
   if not isinstance(items, Sequence):
@@ -194,6 +201,10 @@ def scale_by_group(multipliers: Sequence[tuple[str, float]] | Mapping[str, float
 
   Returns:
     An ``optax.GradientTransformation`` with an empty state (``optax.EmptyState``).
+
+  Raises:
+    ValueError: for ``multipliers`` that are not ``(regex, multiplier)`` pairs, an invalid
+      regex, a negative or non-finite multiplier, or a negative ``default``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -277,6 +288,11 @@ def weight_decay(rate: _base.ScalarOrSchedule, mask: _validate.Mask = "auto", *,
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``).
 
+  Raises:
+    ValueError: for a negative ``rate`` or ``learning_rate``, a ``mask`` of another kind,
+      ``lr_mults`` / ``wd_mults`` that are not ``(regex, multiplier)`` pairs, or ``lr_mults``
+      without a ``learning_rate``.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxopt_practices import groups
@@ -344,9 +360,11 @@ def labels(rules: Sequence[tuple[str, str]] | Mapping[str, str], default: str) -
     raise ValueError(f"rules must be a list of (regex, label) pairs, got rules = {rules!r}.")
   compiled = []
   for pair in items:
-    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2 or not isinstance(pair[1], str):
+    is_pair = isinstance(pair, Sequence) and not isinstance(pair, (str, bytes)) and len(pair) == 2
+    if not is_pair or not isinstance(pair[1], str):
       raise ValueError(f"rules must be a list of (regex, label) pairs with string labels, got {pair!r} in rules.")
     compiled.append((_compile("rules", pair[0]), pair[1]))
   if not isinstance(default, str):
     raise ValueError(f"default must be a string label, got default = {default!r}.")
-  return lambda params: _map_paths(lambda name: next((lab for p, lab in compiled if p.fullmatch(name)), default), params)
+  label_of = lambda name: next((lab for p, lab in compiled if p.fullmatch(name)), default)
+  return lambda params: _map_paths(label_of, params)

@@ -29,10 +29,7 @@ linen (``apply_fn, params``) and NNX (``forward, model``: the model where the pa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from jaxopt_practices import _fans
@@ -41,106 +38,8 @@ from jaxopt_practices._fans import NONLINEARITIES as NONLINEARITIES
 from jaxopt_practices._fans import Initializer as Initializer
 from jaxopt_practices._fans import calculate_gain as calculate_gain
 from jaxopt_practices._fans import compute_fans as compute_fans
-
-
-def zeros(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-  """An initializer of zeros, as ``torch.nn.init.zeros_``.
-
-  Example:
-    >>> import jax
-    >>> from jaxopt_practices import initializers
-    >>> initializers.zeros(jax.random.key(0), (2,))
-    Array([0., 0.], dtype=float32)
-  """
-  del key
-  return jnp.zeros(_fans.as_shape(shape), dtype)
-
-
-def ones(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-  """An initializer of ones, as ``torch.nn.init.ones_``.
-
-  Example:
-    >>> import jax
-    >>> from jaxopt_practices import initializers
-    >>> initializers.ones(jax.random.key(0), (2,))
-    Array([1., 1.], dtype=float32)
-  """
-  del key
-  return jnp.ones(_fans.as_shape(shape), dtype)
-
-
-def constant(value: float) -> Initializer:
-  """An initializer filling with ``value``, as ``torch.nn.init.constant_``.
-
-  Args:
-    value: a finite number.
-
-  Example:
-    >>> import jax
-    >>> from jaxopt_practices import initializers
-    >>> initializers.constant(0.5)(jax.random.key(0), (2,))
-    Array([0.5, 0.5], dtype=float32)
-  """
-  _validate.check_number("value", value)
-
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    return jnp.full(_fans.as_shape(shape), value, dtype)
-
-  return init
-
-
-def normal(stddev: float = 0.01, mean: float = 0.0) -> Initializer:
-  r"""Plain normal :math:`\mathcal N(\text{mean}, \text{stddev}^2)`, as ``torch.nn.init.normal_``.
-
-  The default ``stddev=0.01`` is ``jax.nn.initializers.normal``'s (PyTorch's default is 1).
-
-  Args:
-    stddev: the standard deviation, ``>= 0``.
-    mean: the mean.
-
-  Example:
-    >>> import jax
-    >>> from jaxopt_practices import initializers
-    >>> initializers.normal(0.0, mean=2.0)(jax.random.key(0), (2,))
-    Array([2., 2.], dtype=float32)
-  """
-  _validate.check_number("stddev", stddev, low=0.0)
-  _validate.check_number("mean", mean)
-  stddev, mean = float(stddev), float(mean)
-
-  def init(key, shape, dtype=jnp.float32):
-    return _fans.draw_normal(key, _fans.as_shape(shape), dtype, mean, stddev)
-
-  return init
-
-
-def uniform(low: float = 0.0, high: float = 1.0) -> Initializer:
-  r"""Uniform :math:`\mathcal U(\text{low}, \text{high})`, as ``torch.nn.init.uniform_(a, b)``.
-
-  (``jax.nn.initializers.uniform(scale)`` draws from ``[0, scale)`` instead.)
-
-  Args:
-    low: the lower bound.
-    high: the upper bound, ``>= low``.
-
-  Example:
-    >>> import jax
-    >>> from jaxopt_practices import initializers
-    >>> w = initializers.uniform(-1.0, 1.0)(jax.random.key(0), (1000,))
-    >>> bool((w >= -1).all() and (w < 1).all())
-    True
-  """
-  _validate.check_number("low", low)
-  _validate.check_number("high", high)
-  if float(high) < float(low):
-    raise ValueError(f"high must be >= low, got low = {low!r}, high = {high!r}.")
-  low, high = float(low), float(high)
-
-  def init(key, shape, dtype=jnp.float32):
-    return _fans.draw_uniform(key, _fans.as_shape(shape), dtype, low, high)
-
-  return init
+from jaxopt_practices._init_plain import constant as constant, normal as normal, uniform as uniform
+from jaxopt_practices._init_plain import ones as ones, zeros as zeros
 
 
 def _xavier(name: str, gain: float, dist: str) -> Initializer:
@@ -157,6 +56,13 @@ def xavier_uniform(gain: float = 1.0) -> Initializer:
 
   Args:
     gain: a factor :math:`\ge 0`, e.g. :func:`calculate_gain`.
+
+  Returns:
+    An :data:`Initializer` ``init(key, shape, dtype=jnp.float32)``; ``init`` raises
+    ``ValueError`` for a shape of fewer than 2 dimensions (no fans) or a non-float dtype.
+
+  Raises:
+    ValueError: for a negative or non-finite ``gain``.
 
   Example:
     >>> import jax
@@ -181,6 +87,12 @@ def xavier_normal(gain: float = 1.0) -> Initializer:
 
   Args:
     gain: a factor :math:`\ge 0`, e.g. :func:`calculate_gain`.
+
+  Returns:
+    An :data:`Initializer`, raising as :func:`xavier_uniform`'s does.
+
+  Raises:
+    ValueError: for a negative or non-finite ``gain``.
 
   Example:
     >>> import jax
@@ -221,6 +133,14 @@ def he_normal(negative_slope: float = 0.0, mode: str = "fan_in", nonlinearity: s
     nonlinearity: the name for :func:`calculate_gain` (PyTorch recommends ``relu``
       or ``leaky_relu``).
 
+  Returns:
+    An :data:`Initializer` ``init(key, shape, dtype=jnp.float32)``; ``init`` raises
+    ``ValueError`` for a shape of fewer than 2 dimensions (no fans) or a non-float dtype.
+
+  Raises:
+    ValueError: for a non-finite ``negative_slope``, or a ``mode`` / ``nonlinearity`` not in
+      ``("fan_in", "fan_out")`` / :data:`NONLINEARITIES`.
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import initializers
@@ -247,6 +167,12 @@ def he_uniform(negative_slope: float = 0.0, mode: str = "fan_in", nonlinearity: 
     mode: ``"fan_in"`` or ``"fan_out"``.
     nonlinearity: the name for :func:`calculate_gain`.
 
+  Returns:
+    An :data:`Initializer`, raising as :func:`he_normal`'s does.
+
+  Raises:
+    ValueError: as :func:`he_normal` does, for a bad ``negative_slope``, ``mode`` or ``nonlinearity``.
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import initializers
@@ -271,6 +197,10 @@ def lecun_normal() -> Initializer:
   PyTorch's ``kaiming_normal_(nonlinearity="linear")``; untruncated, unlike
   ``jax.nn.initializers.lecun_normal``. The right scale for SELU networks.
 
+  Returns:
+    An :data:`Initializer` ``init(key, shape, dtype=jnp.float32)``; ``init`` raises
+    ``ValueError`` for a shape of fewer than 2 dimensions (no fans) or a non-float dtype.
+
   Example:
     >>> import jax
     >>> from jaxopt_practices import initializers
@@ -287,6 +217,9 @@ def lecun_uniform() -> Initializer:
   r"""LeCun uniform: :math:`\mathcal U(-\sqrt{3/\text{fan\_in}}, \sqrt{3/\text{fan\_in}})`.
 
   PyTorch's ``kaiming_uniform_(nonlinearity="linear")``.
+
+  Returns:
+    An :data:`Initializer`, raising as :func:`lecun_normal`'s does.
 
   Example:
     >>> import jax
@@ -312,6 +245,13 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
   Args:
     gain: a factor :math:`\ge 0`.
+
+  Returns:
+    An :data:`Initializer` ``init(key, shape, dtype=jnp.float32)``; ``init`` raises
+    ``ValueError`` for a shape of fewer than 2 dimensions or a non-float dtype.
+
+  Raises:
+    ValueError: for a negative or non-finite ``gain``.
 
   Example:
     >>> import jax, jax.numpy as jnp

@@ -30,8 +30,14 @@ ScalarOrSchedule = _base.ScalarOrSchedule
 
 
 class ScaleByMomentumState(NamedTuple):
-  """Updates applied so far and the momentum buffer (float32 or wider; PyTorch's ``momentum_buffer``)."""
-  count: jax.Array
+  """Updates applied so far and the momentum buffer (float32 or wider; PyTorch's ``momentum_buffer``).
+
+  Attributes:
+    count: int32 number of updates applied so far (0 at ``init``); a ``momentum`` schedule is read
+      at it, and at 0 the buffer is set to the gradient (PyTorch's first step).
+    momentum_buffer: :math:`b_t`, shaped like the params, in float32 or wider.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   momentum_buffer: optax.Updates
 
 
@@ -58,6 +64,10 @@ def scale_by_momentum(
   Returns:
     An ``optax.GradientTransformation`` (state :class:`ScaleByMomentumState`); scale by the
     learning rate afterwards.
+
+  Raises:
+    ValueError: for a ``momentum`` outside ``[0, 1)``, a ``dampening`` outside ``[0, 1]``, a
+      non-bool ``nesterov``, or ``nesterov=True`` with a zero momentum or non-zero dampening.
 
   Example:
     >>> import jax.numpy as jnp
@@ -143,6 +153,10 @@ def sgd(
 
   Returns:
     An ``optax.GradientTransformation`` whose updates are added to the params.
+
+  Raises:
+    ValueError: for a negative ``learning_rate`` or ``weight_decay``, a ``mask`` of another kind,
+      or ``momentum`` / ``dampening`` / ``nesterov`` that :func:`scale_by_momentum` rejects.
 
   Example:
     >>> import jax.numpy as jnp, optax

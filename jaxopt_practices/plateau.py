@@ -46,10 +46,14 @@ __all__ = ["PlateauRule", "ReduceOnPlateauState", "reduce_on_plateau", "scale", 
 class PlateauRule:
   """The arguments of :func:`reduce_on_plateau` that one evaluation reads, kept in its state.
 
-  Numbers are array leaves (float32; ``patience`` and ``cooldown`` int32), so the state
-  stays checkpointable, replicable and ``inject_hyperparams``-able; ``mode`` and
-  ``threshold_mode`` are static fields (part of the tree structure, not leaves). Every
-  update writes the transform's current rule here; :func:`step` reads it.
+  Every update writes the transform's current rule here; :func:`step` reads it.
+
+  Attributes:
+    factor, patience, threshold, cooldown, min_scale, eps: as in :func:`reduce_on_plateau`, as
+      array leaves (float32; ``patience`` and ``cooldown`` int32), so the state stays
+      checkpointable, replicable and ``inject_hyperparams``-able.
+    mode, threshold_mode: as in :func:`reduce_on_plateau`; static fields (part of the tree
+      structure, not leaves).
   """
   factor: jax.Array
   patience: jax.Array
@@ -72,7 +76,15 @@ class PlateauRule:
 
 @_tree.learning_rate_factor(lambda s: s.scale)
 class ReduceOnPlateauState(NamedTuple):
-  """Scale applied to the updates, PyTorch's plateau bookkeeping, the current accumulation window, the rule."""
+  """Scale applied to the updates, PyTorch's plateau bookkeeping, the current accumulation window, the rule.
+
+  Attributes:
+    scale: float32, the current learning rate over the base one (read it with :func:`scale`).
+    best, num_bad_epochs, cooldown_counter: PyTorch's (``best`` is ±inf before any evaluation).
+    window_count, window_sum: int32 count and float32 sum of the values in the current window.
+    rule: the :class:`PlateauRule` that :func:`step` applies.
+    driven_by: int32 bits: 1 = values given to ``update``, 2 = :func:`step` (3, both: an error).
+  """
   scale: jax.Array             # float32, lr / base lr
   best: jax.Array              # float32, best metric so far (+inf / -inf before the first)
   num_bad_epochs: jax.Array    # int32, bad evaluations in a row (PyTorch's num_bad_epochs)
@@ -246,6 +258,10 @@ def reduce_on_plateau(
     ``update(updates, state, params=None, *, value=None)``. Its state is a
     :class:`ReduceOnPlateauState`, which also holds the rule (:class:`PlateauRule`).
 
+  Raises:
+    ValueError: for an argument outside the range its ``Args`` line gives, an unknown ``mode`` or
+      ``threshold_mode``, or an ``axis_name`` that is not a string or ``None``.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jaxopt_practices import plateau
@@ -300,6 +316,12 @@ def scale(state: Any) -> jax.Array:
   ``state`` may be the transform's own state or any container holding exactly one (an
   ``optax.chain`` state, ``inject_hyperparams``, a linen ``TrainState``, an
   ``nnx.Optimizer`` or its ``opt_state``).
+
+  Args:
+    state: an optimizer state, or a container of one, holding one ``reduce_on_plateau`` state.
+
+  Returns:
+    The float32 scale, the learning rate over the base one (1 until the first reduction).
 
   Example:
     >>> import jax.numpy as jnp, optax

@@ -60,6 +60,7 @@ from typing import Any
 import optax
 
 from jaxopt_practices import _presets
+from jaxopt_practices._section import Section as Section
 from jaxopt_practices import _validate
 from jaxopt_practices import adaptive, clipping, groups, momentum, plateau, regularization, schedules
 
@@ -78,79 +79,16 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "cosine_warm_restarts": schedules.cosine_warm_restarts, "cyclical": schedules.cyclical,
     "one_cycle": schedules.one_cycle, "inverse_sqrt": schedules.inverse_sqrt, "linear": schedules.linear,
 }
-MOMENTUM_SCHEDULES = {"one_cycle_momentum": schedules.one_cycle_momentum,
-                      "cyclical_momentum": schedules.cyclical_momentum}
-CLIPS = {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_value,
-         "agc": clipping.adaptive_grad_clip}
-AVERAGING = {"ema": regularization.ema, "swa": regularization.swa}
+_Transforms = dict[str, Callable[..., optax.GradientTransformation]]
+MOMENTUM_SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
+    "one_cycle_momentum": schedules.one_cycle_momentum, "cyclical_momentum": schedules.cyclical_momentum}
+CLIPS: _Transforms = {"global_norm": clipping.clip_by_global_norm, "value": clipping.clip_by_value,
+                      "agc": clipping.adaptive_grad_clip}
+AVERAGING: _Transforms = {"ema": regularization.ema, "swa": regularization.swa}
 # The schedule argument that receives the optimizer's learning_rate (the peak value).
-_PEAK = {"constant": "value", "linear": "value", "one_cycle": "max_lr", "cyclical": "max_lr", "inverse_sqrt": "peak_value"}
+_PEAK = {"constant": "value", "linear": "value", "one_cycle": "max_lr", "cyclical": "max_lr",
+         "inverse_sqrt": "peak_value"}
 _MULTS = ("lr_mults", "wd_mults")  # the config keys that are lists of [regex, multiplier], not sections
-
-
-@dataclasses.dataclass(frozen=True)
-class Section:
-  """The keys one config section takes: the ``required`` ones and the ``optional`` ones with their defaults.
-
-  Sections that configure a public factory take its keyword arguments (:meth:`of`); the
-  others are written out (``warmup``, ``weight_decay``).
-
-  Example:
-    >>> from jaxopt_practices import recipe
-    >>> warmup = recipe.Section(required=("steps",), optional={"start_value": 0.0})
-    >>> warmup.check("warmup", {"steps": 100})
-    {'start_value': 0.0, 'steps': 100}
-    >>> warmup.check("warmup", {"start_value": 0.1})
-    Traceback (most recent call last):
-    ...
-    ValueError: warmup.steps is required: warmup needs 'steps'; it also takes 'start_value'.
-  """
-  required: tuple[str, ...] = ()
-  optional: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  @classmethod
-  def of(cls, factory: Callable, *, required: tuple[str, ...] = (), defaults: Mapping[str, Any] | None = None,
-         skip: tuple[str, ...] = ()) -> Section:
-    """The keyword arguments of ``factory``: required where it has no default, else optional with it.
-
-    Args:
-      factory: a public factory such as ``momentum.sgd``.
-      required: arguments required even though ``factory`` has a default for them.
-      defaults: arguments optional with these defaults instead of the factory's.
-      skip: arguments that are not config keys (``build`` passes them itself).
-    """
-    defaults = dict(defaults or {})
-    req, opt = [], {}
-    for name, p in inspect.signature(factory).parameters.items():
-      if name in skip:
-        continue
-      if name in defaults and name not in required:
-        opt[name] = defaults[name]
-      elif name in required or p.default is inspect.Parameter.empty:
-        req.append(name)
-      else:
-        opt[name] = p.default
-    return cls(tuple(req), opt)
-
-  def check(self, where: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """``spec`` with the defaults of the optional keys it leaves out.
-
-    Raises:
-      ValueError: naming the unknown keys and listing the valid ones, or naming the missing
-        (absent or ``None``) required keys and listing what ``where`` needs.
-    """
-    valid = [*self.required, *self.optional]
-    unknown = sorted(set(spec) - set(valid))
-    if unknown:
-      raise ValueError(f"unknown argument(s) {unknown} for {where}; valid arguments are {valid}.")
-    missing = [k for k in self.required if spec.get(k) is None]
-    if missing:
-      section = where.split(" (")[0]
-      names = ", ".join(f"{section}.{k}" for k in missing)
-      takes = f"; it also takes {', '.join(map(repr, self.optional))}" if self.optional else ""
-      raise ValueError(f"{names} {'is' if len(missing) == 1 else 'are'} required: {where} needs "
-                       f"{', '.join(map(repr, self.required))}{takes}.")
-    return {**self.optional, **spec}
 
 
 _WARMUP = Section(required=("steps",), optional={"start_value": 0.0, "shift": True})
@@ -167,6 +105,30 @@ class Recipe:
   A schedule's peak (``init_value``, ``value``, ``max_lr`` or ``peak_value``) defaults to the
   optimizer's ``learning_rate``. ``lr_mults`` / ``wd_mults`` are lists of ``[regex, multiplier]``
   (see the module docstring).
+
+  Attributes:
+    optimizer: ``{"name": one of OPTIMIZERS, "learning_rate": ..., ...}`` (default: SGD, lr 0.1).
+    schedule: ``{"name": one of SCHEDULES, ...}``, its peak the optimizer's learning rate;
+      ``"steps_per_epoch"`` steps it once per epoch.
+    warmup: ``{"steps": int, "start_value": 0.0, "shift": True}`` (``schedules.warmup``).
+    momentum_schedule: ``{"name": one of MOMENTUM_SCHEDULES, ...}``, fed to the optimizer's
+      ``momentum`` (sgd, rmsprop) or ``b1`` (adam, adamw).
+    plateau: the arguments of ``plateau.reduce_on_plateau``.
+    clip: ``{"name": one of CLIPS, ...}``.
+    gradient_noise: the arguments of ``regularization.gradient_noise``.
+    l2: ``{"rate": float, "mask": None | "auto" | list of regexes}``, coupled L2.
+    weight_decay: ``{"rate", "mask": "auto", "learning_rate": "optimizer" | "schedule" | None}``,
+      the decoupled decay (see the module docstring).
+    averaging: ``{"name": one of AVERAGING, ...}``; an ``ema``'s ``decay`` may be a schedule section.
+    skip_nonfinite: ``{"max_consecutive": int | None}`` (``clipping.skip_nonfinite``).
+    lr_mults: ``[[regex, multiplier], ...]``: × the learning rate of the matching leaves.
+    wd_mults: ``[[regex, multiplier], ...]``: × the ``weight_decay`` rate of the matching leaves.
+
+  Example:
+    >>> from jaxopt_practices import recipe
+    >>> r = recipe.Recipe.from_dict({"optimizer": {"name": "adam", "learning_rate": 1e-3}})
+    >>> r.optimizer["name"], r.schedule, r.to_dict()["warmup"]
+    ('adam', None, None)
   """
   optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "sgd", "learning_rate": 0.1})
   schedule: dict | None = None
@@ -176,17 +138,24 @@ class Recipe:
   clip: dict | None = None
   gradient_noise: dict | None = None
   l2: dict | None = None                # {"rate": float, "mask": None | "auto"}
-  weight_decay: dict | None = None      # {"rate", "mask": "auto" | None, "learning_rate": "optimizer" | "schedule" | None}
+  weight_decay: dict | None = None      # {"rate", "mask": "auto" | None, "learning_rate": "optimizer" | ...}
   averaging: dict | None = None
   skip_nonfinite: dict | None = None    # {"max_consecutive": int | None}
   lr_mults: list | None = None          # [[regex, multiplier], ...]: × the learning rate of matching leaves
   wd_mults: list | None = None          # [[regex, multiplier], ...]: × the weight_decay rate of matching leaves
 
   def to_dict(self) -> dict[str, Any]:
+    """The config as a JSON-serialisable dict (a deep copy)."""
     return copy.deepcopy(dataclasses.asdict(self))
 
   @classmethod
-  def from_dict(cls, config: Mapping[str, Any]) -> Recipe:
+  def from_dict(cls, config: Mapping[str, Any] | Recipe) -> Recipe:
+    """A ``Recipe`` of a config dict (a deep copy; a ``Recipe`` is copied).
+
+    Raises:
+      ValueError: for a config that is not a dict, an unknown key, a section that is not a dict
+        or ``None``, or ``lr_mults`` / ``wd_mults`` that are not ``[regex, multiplier]`` pairs.
+    """
     if isinstance(config, Recipe):
       return copy.deepcopy(config)
     if not isinstance(config, Mapping):
@@ -226,10 +195,8 @@ def _call(section: str, factory: Callable, spec: Mapping[str, Any], **given: Any
   return factory(**given, **Section.of(factory, skip=tuple(given)).check(section, spec))
 
 
-def _masks(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _masks(spec: Mapping[str, Any]) -> dict[str, Any]:
   """``spec`` with a ``mask`` given as a list of regexes read as ``groups.match(list)``."""
-  if spec is None:
-    return None
   mask = spec.get("mask")
   if isinstance(mask, (list, tuple)) and all(isinstance(m, str) for m in mask):
     return {**spec, "mask": groups.match(list(mask))}
@@ -238,7 +205,7 @@ def _masks(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _optimizer(r: Recipe) -> tuple[Callable, dict[str, Any], float]:
   """The optimizer factory, its checked arguments without ``learning_rate``, and the learning rate."""
-  name, factory, rest = _choose("optimizer", OPTIMIZERS, _masks(r.optimizer) or {})
+  name, factory, rest = _choose("optimizer", OPTIMIZERS, _masks(r.optimizer))
   kw = Section.of(factory, required=("learning_rate",)).check(f"optimizer ({name})", rest)
   lr = kw.pop("learning_rate")
   if r.momentum_schedule is not None:
@@ -271,7 +238,7 @@ def _learning_rate(r: Recipe, lr: float) -> float | optax.Schedule:
 def _peak(r: Recipe, lr: float) -> float:
   """The peak of the optimizer's schedule: its peak argument (default the optimizer's ``learning_rate``)."""
   name = (r.schedule or {}).get("name")
-  peak = (r.schedule or {}).get(_PEAK.get(name, "init_value"), lr)
+  peak = (r.schedule or {}).get(_PEAK.get(name or "", "init_value"), lr)
   if not isinstance(peak, (int, float)) or peak <= 0:
     raise ValueError("weight_decay.learning_rate = 'schedule' divides the schedule by its peak, which must be a "
                      f"number > 0; got a peak of {peak!r}.")
@@ -282,7 +249,7 @@ def _weight_decay(r: Recipe, learning_rate: float | optax.Schedule, lr: float
                   ) -> tuple[optax.GradientTransformation, bool]:
   """The decoupled decay of the ``weight_decay`` section (per group with ``lr_mults`` / ``wd_mults``), and
   whether it ignores the learning rate's magnitude (placed after the plateau scale)."""
-  kw = _WEIGHT_DECAY.check("weight_decay", _masks(r.weight_decay))
+  kw = _WEIGHT_DECAY.check("weight_decay", _masks(r.weight_decay or {}))
   follow, rate = kw["learning_rate"], kw["rate"]
   if isinstance(follow, str) and follow not in ("optimizer", "schedule"):
     raise ValueError("weight_decay.learning_rate must be 'optimizer' (the decay follows the optimizer's "
@@ -313,6 +280,11 @@ def build(config: Mapping[str, Any] | Recipe) -> optax.GradientTransformationExt
     An ``optax.GradientTransformationExtraArgs``. With a ``plateau`` section, either pass
     ``value=loss`` to every ``update``, or call ``plateau.step(opt_state, val_loss)`` once per
     epoch and ``update`` without ``value``.
+
+  Raises:
+    ValueError: for an unknown key, name or argument, a missing required key, a value that the
+      practice's factory rejects, a ``momentum_schedule`` without a momentum (or ``b1``) to
+      drive, or ``wd_mults`` without a ``weight_decay`` section.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -379,6 +351,10 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
 
   Returns:
     A JSON-serialisable config dict.
+
+  Raises:
+    ValueError: for an unknown ``name``, a ``total_steps`` that is not an int ``>= 2`` or a
+      negative ``learning_rate``.
 
   Example:
     >>> from jaxopt_practices import recipe

@@ -55,8 +55,13 @@ ScalarOrSchedule = _base.ScalarOrSchedule
 
 # ----------------------------------------------------------------------------- gradient noise
 class GradientNoiseState(NamedTuple):
-  """Update count and the raw ``uint32`` PRNG key data (checkpointable, unlike typed keys)."""
-  count: jax.Array
+  """Update count and the raw ``uint32`` PRNG key data (checkpointable, unlike typed keys).
+
+  Attributes:
+    count: int32 number of updates applied so far (:math:`t` of the noise's variance).
+    key: ``jax.random.key_data`` of the key the next update splits, ``uint32``.
+  """
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   key: jax.Array
 
 
@@ -82,6 +87,10 @@ def gradient_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
 
   Returns:
     An ``optax.GradientTransformation``; its state is :class:`GradientNoiseState`.
+
+  Raises:
+    ValueError: for a negative ``eta`` or ``gamma``, a ``seed`` that is not an integer in range,
+      or an ``axis_name`` that is not a string or ``None``.
 
   Example:
     >>> import jax.numpy as jnp

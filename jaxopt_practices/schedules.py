@@ -80,6 +80,13 @@ def constant(value: float, factor: float = 1.0, total_steps: int = 0) -> optax.S
     factor: :math:`f \in [0, 1]`, as PyTorch.
     total_steps: :math:`T \ge 0`, PyTorch's ``total_iters``.
 
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative ``value``, a ``factor`` outside ``[0, 1]``, or a ``total_steps``
+      that is not a count ``>= 0``.
+
   Example:
     >>> from jaxopt_practices import schedules
     >>> print(schedules.constant(0.1)(5))
@@ -105,6 +112,13 @@ def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> optax.S
     step_size: steps between decays, ``>= 1``.
     gamma: factor :math:`\gamma \ge 0` (``> 1`` grows, as PyTorch allows).
 
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative ``init_value`` or ``gamma``, or a ``step_size`` that is not a
+      count ``>= 1``.
+
   Example:
     >>> from jaxopt_practices import schedules
     >>> sched = schedules.step_decay(1.0, step_size=10, gamma=0.5)
@@ -128,6 +142,13 @@ def multistep_decay(init_value: float, milestones: Sequence[int], gamma: float =
     init_value: :math:`\eta_0 \ge 0`.
     milestones: positive integer steps (any order).
     gamma: factor :math:`\gamma \ge 0` (``> 1`` grows, as PyTorch allows).
+
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative ``init_value`` or ``gamma``, or ``milestones`` that are not a
+      non-empty sequence of counts ``>= 1``.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -158,6 +179,12 @@ def exponential_decay(init_value: float, gamma: float) -> optax.Schedule:
     init_value: :math:`\eta_0 \ge 0`.
     gamma: factor :math:`\gamma \ge 0` (``> 1`` grows, as PyTorch allows), computed as
       :math:`\exp(t \log\gamma)` with the logarithm in double precision.
+
+  Returns:
+    An ``optax.Schedule`` of the count.
+
+  Raises:
+    ValueError: for a negative ``init_value`` or ``gamma``.
 
   Example:
     >>> from jaxopt_practices import schedules
@@ -301,6 +328,12 @@ def plot(schedule: optax.Schedule, num_steps: int, ax: Any = None, *, label: str
     num_steps: number of steps to plot, ``>= 1``.
     ax: a matplotlib ``Axes`` to draw on (default: a new figure).
     label: the curve's legend label and, on a new figure, its title.
+
+  Returns:
+    The ``matplotlib.figure.Figure`` drawn on (``ax.figure`` when ``ax`` is given).
+
+  Raises:
+    ValueError: if ``schedule`` is not callable or ``num_steps`` is not a count ``>= 1``.
 
   Example:
     >>> from jaxopt_practices import schedules

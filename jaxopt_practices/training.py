@@ -32,10 +32,18 @@ class TrainState(train_state.TrainState):
   the state (e.g. ``batch_stats`` in a subclass) are ``.replace()``-d as flax does; the names
   in :attr:`extra_args` (``value``, ``grad``, ``value_fn``, and any a subclass declares) go to
   ``tx.update`` (transforms that take no extra arguments ignore them, as in ``optax.chain``);
-  any other name is a ``ValueError`` (a typo must not be dropped silently). ``create``, ``replace`` and the pytree layout are flax's, so the state
+  any other name is a ``ValueError`` (a typo must not be dropped silently). ``create``,
+  ``replace`` and the pytree layout are flax's, so the state
   works under ``jax.jit`` / ``pmap``, with Orbax, and with every reader of this package
   (``monitor.stats(state)``, ``plateau.scale(state)``, ``plateau.step(state, val_loss)``,
   ``regularization.ema_params(state)``).
+
+  Attributes:
+    step: the number of ``apply_gradients`` calls so far (flax's).
+    apply_fn: the model's apply function, e.g. ``model.apply`` (not a pytree leaf).
+    params: the parameters.
+    tx: the optimizer, an ``optax.GradientTransformation`` (not a pytree leaf).
+    opt_state: its state.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, flax.linen as nn
@@ -64,7 +72,7 @@ class TrainState(train_state.TrainState):
   #: ``extra_args = training.TrainState.extra_args | {"my_arg"}``.
   extra_args = frozenset({"value", "grad", "value_fn"})
 
-  def apply_gradients(self, *, grads: Any, **kwargs: Any) -> "TrainState":
+  def apply_gradients(self, *, grads: Any, **kwargs: Any) -> TrainState:
     """``step + 1``, params and ``opt_state`` updated by ``tx.update(grads, ..., **extra)``.
 
     Args:

@@ -17,7 +17,8 @@ CASES = [
     ContractCase("group_weight_decay_lr_independent", groups.weight_decay,
                  dict(rate=0.1, wd_mults=[("dense/kernel", 3.0)])),
     ContractCase("decay_on_combined_masks", regularization.decoupled_weight_decay,
-                 dict(rate=0.1, mask=groups.union(groups.exclude(groups.kernels(), groups.match("conv/0", allow_unmatched=True)),
-                                                  groups.intersect(groups.match("dense/.*", allow_unmatched=True), None))),
+                 dict(rate=0.1, mask=groups.union(
+                     groups.exclude(groups.kernels(), groups.match("conv/0", allow_unmatched=True)),
+                     groups.intersect(groups.match("dense/.*", allow_unmatched=True), None))),
                  inject=False),  # inject_hyperparams reads any callable as a schedule (static_args=("mask",))
 ]

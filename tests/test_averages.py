@@ -1,4 +1,7 @@
-"""regularization.ema(decay=schedule, every=k): torchvision's and timm's EMA loops, written out; placement (issue #22 item 3, #21 item 2)."""
+"""regularization.ema(decay=schedule, every=k): torchvision's and timm's EMA loops, written out.
+
+Also the placement checks (issue #22 item 3, #21 item 2).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ STEPS = 20
 
 def _stream(num_steps=STEPS, seed=0):
   rng = np.random.default_rng(seed)
-  p0 = {"w": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32), "b": jnp.asarray(rng.standard_normal(2), jnp.float32)}
+  p0 = {"w": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32),
+        "b": jnp.asarray(rng.standard_normal(2), jnp.float32)}
   grads = [jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), p0) for _ in range(num_steps)]
   return p0, grads
 

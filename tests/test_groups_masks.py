@@ -104,7 +104,8 @@ def test_match_explains_torch_style_names_on_a_linen_model():
       return nn.Dense(2)(nn.BatchNorm(use_running_average=not train)(nn.Dense(3)(x)))
 
   params = Net().init(jax.random.key(0), jnp.ones((1, 2)))["params"]
-  tx = regularization.decoupled_weight_decay(0.1, groups.exclude(groups.kernels(), groups.match(["bn.weight", "fc.bias"])))
+  no_decay = groups.match(["bn.weight", "fc.bias"])
+  tx = regularization.decoupled_weight_decay(0.1, groups.exclude(groups.kernels(), no_decay))
   with pytest.raises(ValueError) as e:  # at the first update, inside jit too
     jax.jit(tx.update)(params, tx.init(params), params)
   msg = str(e.value)

@@ -113,7 +113,7 @@ def test_learning_rate_keeps_the_schedule_dtype_under_x64():
       params = jnp.ones(2, jnp.float64)
       state = tx.init(params)
       assert monitor.stats(state)["learning_rate"].dtype == jnp.float64
-      for t in range(3):
+      for _ in range(3):
         _, state = jax.jit(tx.update)(jnp.ones(2, jnp.float64), state, params)
       lr = monitor.stats(state)["learning_rate"]
       assert lr.dtype == jnp.float64 and float(lr) == 0.1 / 3

@@ -91,7 +91,8 @@ def test_bfloat16_newton_schulz_is_torchs(shape):
 
 
 MUON = [dict(lr=0.02), dict(lr=0.02, weight_decay=0.05, momentum=0.9, nesterov=False, adjust_lr_fn="match_rms_adamw"),
-        dict(lr=0.01, weight_decay=0.0, ns_coefficients=(2.0, -1.5, 0.5), ns_steps=3, eps=1e-3, adjust_lr_fn="original")]
+        dict(lr=0.01, weight_decay=0.0, ns_coefficients=(2.0, -1.5, 0.5), ns_steps=3, eps=1e-3,
+             adjust_lr_fn="original")]
 
 
 @pytest.mark.parametrize("cfg", MUON, ids=str)

@@ -1,4 +1,7 @@
-"""Issue #21 item 1: decoupled decay in optax's slot (before the lr scaling) is refused; the forms that take the optimizer."""
+"""Issue #21 item 1: decoupled decay in optax's slot (before the lr scaling) is refused.
+
+Also the forms that take the optimizer.
+"""
 
 from __future__ import annotations
 

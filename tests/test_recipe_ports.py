@@ -1,4 +1,7 @@
-"""recipe: big_vision's schedule-shaped decay, the EMA's period, fastai's fit_one_cycle preset (issue #22 items 3, 7, 8)."""
+"""recipe: big_vision's schedule-shaped decay, the EMA's period, fastai's fit_one_cycle preset.
+
+Issue #22 items 3, 7, 8.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ def test_weight_decay_follows_the_schedule_shape_as_big_vision():
                      "schedule": {"name": "cosine_annealing", "t_max": total - warm}, "warmup": {"steps": warm},
                      "weight_decay": {"rate": wd, "mask": None, "learning_rate": "schedule"}})
   rng = np.random.default_rng(0)
-  p = {"w": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32), "b": jnp.asarray(rng.standard_normal(2), jnp.float32)}
+  p = {"w": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32),
+       "b": jnp.asarray(rng.standard_normal(2), jnp.float32)}
   ref = jax.tree.map(lambda x: np.asarray(x, np.float64), p)
   state = tx.init(p)
   for t in range(total + 3):
@@ -61,7 +65,8 @@ def test_weight_decay_learning_rate_options_differ_as_documented():
     got[follow] = float(u["w"][0, 0])
   np.testing.assert_allclose([got["optimizer"], got["schedule"], got[None]], [-0.025, -0.05, -0.1], rtol=1e-6)
   with pytest.raises(ValueError, match="'optimizer'.*'schedule'.*got 'shape'"):
-    recipe.build({"optimizer": {"name": "sgd", "learning_rate": 0.5}, "weight_decay": {"rate": 0.1, "learning_rate": "shape"}})
+    recipe.build({"optimizer": {"name": "sgd", "learning_rate": 0.5},
+                  "weight_decay": {"rate": 0.1, "learning_rate": "shape"}})
 
 
 def test_averaging_ema_takes_every():
@@ -74,7 +79,8 @@ def test_averaging_ema_takes_every():
     u, s = tx.update(g, s, p)
     v, h = hand.update(g, h, q)
     p, q = optax.apply_updates(p, u), optax.apply_updates(q, v)
-  np.testing.assert_allclose(np.asarray(regularization.ema_params(s)), np.asarray(regularization.ema_params(h)), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(regularization.ema_params(s)), np.asarray(regularization.ema_params(h)),
+                             rtol=1e-6)
   # a decay schedule section: torchvision's copy through the warmup (decay 0 for t <= 6), then 0.7
   warm = {"name": "ema", "decay": {"name": "constant", "value": 0.7, "factor": 0.0, "total_steps": 7},
           "debias": False, "every": 2}

@@ -115,7 +115,8 @@ SCHEDULES = {
     "inverse_sqrt_timescale": lambda: schedules.inverse_sqrt(0.1, 5, timescale=7),
     "swa_lr": lambda: schedules.swa_lr(schedules.cosine_annealing(0.1, 20), 0.05, 10, 3),
     "per_epoch": lambda: schedules.per_epoch(schedules.cosine_annealing(0.1, 5), 4),
-    "multiply": lambda: schedules.multiply(schedules.linear(0.1), lambda t: jnp.minimum(1.0, (30 - t).astype(float) / 10), 0.5),
+    "multiply": lambda: schedules.multiply(schedules.linear(0.1),
+                                           lambda t: jnp.minimum(1.0, (30 - t).astype(float) / 10), 0.5),
     "linear": lambda: schedules.linear(0.1, 0.25, 1.0, 8),
     "lambda_lr": lambda: schedules.lambda_lr(0.1, lambda t: 0.95**t.astype(float)),
     "multiplicative": lambda: schedules.multiplicative(0.1, lambda e: 0.9, 10),
@@ -332,7 +333,7 @@ def test_big_vision_schedule_formula(name, wide):
     np.testing.assert_allclose(values(ours(), 100), ref, rtol=1e-12 if wide else 2e-6, atol=1e-15 if wide else 1e-9)
 
 
-# ------------------------------------------------------------------ LinearLR, LambdaLR, MultiplicativeLR, ChainedScheduler
+# ----------------------------------------------------- LinearLR, LambdaLR, MultiplicativeLR, ChainedScheduler
 TORCH_NEW = {  # ours, torch's scheduler, lr, steps
     "linear_defaults": (lambda: schedules.linear(0.1), lambda o: lr_scheduler.LinearLR(o), 0.1, 20),
     "linear_up": (lambda: schedules.linear(0.5, 0.25, 0.75, 30), lambda o: lr_scheduler.LinearLR(o, 0.25, 0.75, 30),
@@ -347,11 +348,13 @@ TORCH_NEW = {  # ours, torch's scheduler, lr, steps
                        lambda o: lr_scheduler.MultiplicativeLR(o, lambda e: 0.95 if e % 3 else 1.02), 0.1, 81),
     "chained_constant_exponential": (
         lambda: schedules.multiply(schedules.constant(1.0, 0.1, 2), schedules.exponential_decay(0.1, 0.9)),
-        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(o, 0.1, 2), lr_scheduler.ExponentialLR(o, 0.9)]),
+        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(o, 0.1, 2),
+                                                 lr_scheduler.ExponentialLR(o, 0.9)]),
         0.1, 50),
     "chained_linear_step": (
         lambda: schedules.multiply(schedules.linear(1.0, 0.5, 1.0, 10), schedules.step_decay(0.2, 7, 0.5)),
-        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.LinearLR(o, 0.5, 1.0, 10), lr_scheduler.StepLR(o, 7, 0.5)]),
+        lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.LinearLR(o, 0.5, 1.0, 10),
+                                                 lr_scheduler.StepLR(o, 7, 0.5)]),
         0.2, 60),
 }
 
@@ -440,4 +443,5 @@ def test_constant_callables_are_shaped_like_count():
   count = jnp.zeros((2, 3), jnp.int32)
   assert schedules.lambda_lr(0.1, lambda t: 1.0)(count).shape == (2, 3)
   assert schedules.multiply(lambda t: 0.5, lambda t: 2.0)(count).shape == (2, 3)
-  np.testing.assert_array_equal(np.asarray(schedules.multiply(lambda t: 0.5, 0.2)(count)), np.full((2, 3), 0.1, np.float32))
+  np.testing.assert_array_equal(np.asarray(schedules.multiply(lambda t: 0.5, 0.2)(count)),
+                                np.full((2, 3), 0.1, np.float32))

@@ -161,7 +161,8 @@ def test_asgd_float32_matches_torch_to_round_off():
   ours, state = _scan(momentum.asgd(0.02, **kw), p0, grads)
   theirs, opt = _torch(torch.optim.ASGD, dict(lr=0.02, **kw), p0, grads)
   assert _rel_err(ours, theirs) <= 1e-5
-  assert _rel_err(momentum.asgd_params(state), [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]) <= 1e-5
+  ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
+  assert _rel_err(momentum.asgd_params(state), ax) <= 1e-5
 
 
 def test_asgd_on_a_flat_buffer_equals_the_tree():

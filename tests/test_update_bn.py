@@ -61,7 +61,10 @@ class LinenNet(nn.Module):
 
 
 def _reference_ema(snapshots, d, every):
-  """torchvision's AveragedModel(avg_fn=ema_avg, use_buffers=True): the buffers get the same avg_fn at the same steps."""
+  """torchvision's AveragedModel(avg_fn=ema_avg, use_buffers=True).
+
+  The buffers get the same avg_fn at the same steps.
+  """
   avg = np.asarray(snapshots[0], np.float64)
   for t, x in enumerate(snapshots[1:]):
     if t % every == 0:
@@ -106,7 +109,8 @@ def test_batch_stats_averaged_alongside_params_nnx():
   model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.BatchNorm(4, momentum=0.8, rngs=nnx.Rngs(1)),
                          nnx.Linear(4, 1, rngs=nnx.Rngs(2)))
   x = jnp.asarray(_batches(k=1, b=16)[0])
-  optimizer = nnx.Optimizer(model, regularization.ema(d, debias=False, every=every, inner=optax.sgd(0.1)), wrt=nnx.Param)
+  tx = regularization.ema(d, debias=False, every=every, inner=optax.sgd(0.1))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   bn_ema = regularization.ema(d, debias=False, every=every)
   snapshot = lambda: jax.tree.map(jnp.copy, nnx.state(model, nnx.BatchStat))  # noqa: E731  (nnx.state is live)
   stats = snapshot()

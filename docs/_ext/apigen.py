@@ -10,6 +10,7 @@ the pages into ``docs/api/`` when a build starts (they are generated, not commit
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pathlib
@@ -37,8 +38,10 @@ def public_names(module: str) -> list[str]:
 def _directive(module: str, name: str) -> str:
   obj = getattr(importlib.import_module(full_name(module)), name)
   target = f"{full_name(module)}.{name}"
-  if inspect.isclass(obj):
-    return f".. autoclass:: {target}\n   :members:\n   :exclude-members: count, index\n"
+  if inspect.isclass(obj):  # a record's fields are documented once, by its docstring's Attributes:
+    fields = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+    hidden = ", ".join(["count", "index", *getattr(obj, "_fields", ()), *fields])
+    return f".. autoclass:: {target}\n   :members:\n   :exclude-members: {hidden}\n"
   if callable(obj) and (inspect.isfunction(obj) or inspect.isbuiltin(obj) or hasattr(obj, "__wrapped__")):
     return f".. autofunction:: {target}\n"
   return f".. py:data:: {target}\n\n   {_describe(obj)}\n"
