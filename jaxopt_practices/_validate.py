@@ -273,12 +273,25 @@ def check_transform(name: str, value: Any) -> optax.GradientTransformation:
   return value
 
 
-def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31 - 1) -> int:
+def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31 - 1,
+                allow_traced: bool = False) -> Any:
   """A step count as a Python int; ``ValueError`` unless it is an integer in ``[low, high]``.
 
   Integral floats are accepted (``110.0`` from epoch arithmetic such as
   ``warmup_epochs * steps_per_epoch``) and ``110.5`` is rejected, as are bools, NaN, infinities
   and traced values (a step count sizes a schedule at construction and must be concrete).
+  A concrete 0-d array counts as its number.
+
+  Args:
+    name: the argument's name, used in the message.
+    value: the count to check.
+    low, high: the allowed range (``high=None``: unbounded).
+    allow_traced: return a traced ``value`` unchecked instead of raising: for a count that is a
+      numeric argument ``optax.inject_hyperparams`` passes back traced at ``update`` (it was
+      checked concrete at ``init``). The caller casts it with ``jnp.asarray(value, jnp.int32)``.
+
+  Returns:
+    ``value`` as a Python int (a traced ``value`` as it is, with ``allow_traced``).
 
   Example:
     >>> from jaxopt_practices import _validate
@@ -290,6 +303,8 @@ def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31
     ValueError: t_max must be an integer number of steps (an integral float such as 110.0 is fine), got t_max = 110.5.
   """
   if _is_traced(value):
+    if allow_traced:
+      return value
     raise ValueError(f"{name} must be a concrete number of steps, got a traced {name} = {value!r}.")
   real = isinstance(value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)) and not isinstance(value, bool)
   arr = np.asarray(value) if real else np.asarray(None)
