@@ -208,7 +208,7 @@ def scale_by_muon(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule = 0.1, momentum: float = 0.95,
+def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule | None = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
          eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, ns_dtype: Any = jnp.dtype(jnp.bfloat16),
 ) -> optax.GradientTransformation:
@@ -234,7 +234,8 @@ def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule 
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
-    weight_decay: :math:`\lambda \ge 0`, decoupled, following the lr (torch's).
+    weight_decay: :math:`\lambda \ge 0`, decoupled, following the lr (torch's), a float or a schedule;
+      ``None`` adds no decay step.
     momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype: see :func:`scale_by_muon`.
 
   Returns:
@@ -256,9 +257,7 @@ def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule 
   References:
     Jordan et al, Muon: An optimizer for hidden layers in neural networks, 2024.
   """
-  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
-  return optax.chain(
-      scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
-      _base.scale_by_learning_rate(learning_rate),
-      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate),
-  )
+  _validate.check_weight_decay(weight_decay)
+  decay = [] if weight_decay is None else [_base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
+  return optax.chain(scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
+                     _base.scale_by_learning_rate(learning_rate), *decay)

@@ -110,6 +110,19 @@ def check_decay(name: str, value: Any, allow_schedule: bool = False) -> None:
   check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
 
 
+def check_weight_decay(value: Any) -> None:
+  """Raises ``ValueError`` unless ``value`` is an optimizer's ``weight_decay``.
+
+  The one rule of every optimizer's ``weight_decay`` (coupled L2 or decoupled): ``None`` (no
+  decay step at all), a finite number ``>= 0`` or a schedule of the update count.
+
+  Args:
+    value: the ``weight_decay`` argument.
+  """
+  if value is not None:
+    check_number("weight_decay", value, low=0.0, allow_schedule=True)
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
   """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``.
 
