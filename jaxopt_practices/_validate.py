@@ -263,14 +263,16 @@ def check_state(owner: str, state: Any, *types: type) -> None:
 
   The first line of every ``update``: an isinstance check at trace time (no runtime cost),
   so a state restored without a target (dicts and lists) fails here, with the fix, instead
-  of as an ``AttributeError`` deep inside the update.
+  of as an ``AttributeError`` deep inside the update. A stateless transform (``types``
+  holds ``optax.EmptyState``) also takes ``None``, as optax's own stateless transforms do:
+  there is nothing to restore, so nothing to detect.
 
   Args:
     owner: the public transform, for the message (e.g. ``"momentum.scale_by_momentum"``).
     state: the state ``update`` was given.
     types: the state types the transform accepts.
   """
-  if isinstance(state, types):
+  if isinstance(state, types) or (state is None and optax.EmptyState in types):
     return
   want = " or ".join(t.__name__ for t in types)
   msg = f"{owner}: update got a state of type {type(state).__name__} where a {want} was expected."
