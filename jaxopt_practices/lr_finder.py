@@ -99,7 +99,8 @@ class LRRangeTestResult:
   def valley(self, valley_tolerance: float) -> float:
     """``valley`` re-read from this sweep with another ``valley_tolerance`` (0: fastai's rule), no new sweep."""
     _validate.check_number("valley_tolerance", valley_tolerance, low=0.0)
-    return _lr_suggest.suggest(self.lrs, self.smoothed_losses, self.window, valley_tolerance * self.noise)["valley"]
+    drop = valley_tolerance * self.noise  # valley_tolerance counts noise stds; min_drop is in loss units
+    return _lr_suggest.suggest(self.lrs, self.smoothed_losses, self.window, min_drop=drop)["valley"]
 
 
 _LABELS = {"valley": "valley", "minimum": "minimum/10", "steep": "steep"}
@@ -263,7 +264,7 @@ def lr_range_test(
     raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
   window = _lr_suggest.window(smoothed_arr, num_steps, stopped)
   noise = _lr_suggest.smoothed_noise(losses_arr, window, smoothing)
-  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window, valley_tolerance * noise)
+  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window, min_drop=valley_tolerance * noise)
   return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
                            suggestion=suggestions[suggestion], suggestions=suggestions,
                            stopped_early=stopped, mode=mode, suggested_by=suggestion, window=window,
