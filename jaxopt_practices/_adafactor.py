@@ -206,6 +206,7 @@ def adafactor(
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   _validate.check_weight_decay(weight_decay)
-  decay = [] if weight_decay is None else [_base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
-  return optax.chain(scale_by_adafactor(beta2_decay, eps, d), _base.scale_by_learning_rate(_relative_step(learning_rate)),
-                     *decay)
+  decay = [] if weight_decay is None else [
+      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
+  return optax.chain(scale_by_adafactor(beta2_decay, eps, d),
+                     _base.scale_by_learning_rate(_relative_step(learning_rate)), *decay)

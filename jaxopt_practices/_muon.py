@@ -258,6 +258,7 @@ def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule 
     Jordan et al, Muon: An optimizer for hidden layers in neural networks, 2024.
   """
   _validate.check_weight_decay(weight_decay)
-  decay = [] if weight_decay is None else [_base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
+  decay = [] if weight_decay is None else [
+      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
   return optax.chain(scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
                      _base.scale_by_learning_rate(learning_rate), *decay)

@@ -393,6 +393,7 @@ def adamw(
     Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
   """
   _validate.check_weight_decay(weight_decay)
-  decay = [] if weight_decay is None else [_base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate)]
+  decay = [] if weight_decay is None else [
+      _base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate)]
   return optax.chain(  # learning_rate is checked by scale_by_learning_rate
       scale_by_adam(b1, b2, eps, amsgrad), _base.scale_by_learning_rate(learning_rate), *decay)

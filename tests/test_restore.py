@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import grad_stream, nested_params, state_signature
+from helpers import grad_stream, state_signature
 from jaxopt_practices import adaptive, clipping, flat, momentum, monitor, plateau, recipe, regularization
 from test_contract import CASES
 
