@@ -126,7 +126,8 @@ def check_weight_decay(value: Any) -> None:
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
   """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``.
 
-  A concrete 0-d integer array (what ``optax.inject_hyperparams`` passes) counts as an integer.
+  For integers that are not counts of steps (sizes, groups, seeds); a step count goes through
+  :func:`check_steps`, which also takes integral floats. A concrete 0-d integer array (what ``optax.inject_hyperparams`` passes) counts as an integer.
   """
   if _is_traced(value):
     return

@@ -439,6 +439,7 @@ CLIPPING = [
     Row(clipping.adaptive_grad_clip, dict(eps=-1e-3), "eps"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=-1), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=1.5), "max_consecutive"),
+    Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=110.5), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=True), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=lambda g: g), "inner"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, on_failure="warn"), "on_failure"),
@@ -551,6 +552,7 @@ RECIPE = [
 MONITOR = [
     Row(monitor.track, dict(inner=_SGD, every=0), "every"),
     Row(monitor.track, dict(inner=_SGD, every=1.5), "every"),
+    Row(monitor.track, dict(inner=_SGD, every=110.5), "every"),
     Row(monitor.track, dict(inner="x"), "inner"),
     Row(monitor.stats, dict(opt_state=optax.EmptyState()), "TrackState"),
 ]
@@ -805,6 +807,11 @@ def _average_run(tx, read):
   return out
 
 
+def _PENDING(what: str):  # noqa: N802 - reads as a mark
+  """An entry that fails on today's code (check_int rejects 2.0) until the module's owner lands the fix."""
+  return pytest.mark.xfail(strict=True, raises=ValueError, reason=f"issue #20: {what}")
+
+
 def _muon_update(**kw):
   tx, p = adaptive.muon(0.1, ns_dtype=jnp.float32, **kw), jnp.ones((2, 3)) + jnp.eye(2, 3)
   return tx.update(p, tx.init(p), p)[0].tolist()
@@ -829,10 +836,15 @@ COUNTS = [
     ("adaptive.orthogonalize(ns_steps=)",
      lambda n: adaptive.orthogonalize(jnp.eye(3, 2) + 0.1, ns_steps=n, ns_dtype=jnp.float32).tolist(), 5),
     ("adaptive.muon(ns_steps=)", lambda n: _muon_update(ns_steps=n), 5),
+    pytest.param("monitor.track(every=)", lambda n: monitor.track(_SGD, every=n).init(jnp.zeros(2)), 2,
+                 marks=_PENDING("monitor.py moves every to check_steps (in the monitor rewrite)")),
+    pytest.param("clipping.skip_nonfinite(max_consecutive=)",
+                 lambda n: clipping.skip_nonfinite(_SGD, max_consecutive=n).init(jnp.zeros(2)), 2,
+                 marks=_PENDING("_skip.py moves max_consecutive to check_steps (in the _skip rewrite)")),
 ]
 
 
-@pytest.mark.parametrize("name, build, n", COUNTS, ids=[c[0] for c in COUNTS])
+@pytest.mark.parametrize("name, build, n", COUNTS, ids=[(c.values if hasattr(c, "values") else c)[0] for c in COUNTS])
 def test_step_counts_take_integral_floats(name, build, n):
   """``n.0`` gives what ``n`` gives (the ``n + 0.5`` rows of BAD raise naming the argument)."""
   assert build(float(n)) == build(n), name
