@@ -99,7 +99,8 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     rho: :math:`\rho \in [0, 1]`.
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default, torch's 0) adds no step.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2, a float or a schedule; ``None`` (the default, torch's 0)
+      adds no step.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch).
 
   Returns:

@@ -167,7 +167,7 @@ def adafactor(
     beta2_decay: float = -0.8,
     eps: tuple[float | None, float] = (None, 1e-3),
     d: float = 1.0,
-    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay: ScalarOrSchedule | None = 0.0,
 ) -> optax.GradientTransformation:
   r"""Adafactor ≙ ``torch.optim.Adafactor`` (PyTorch's variant, with its defaults).
 
@@ -190,7 +190,8 @@ def adafactor(
     beta2_decay: :math:`\le 0`.
     eps: :math:`(\epsilon_1, \epsilon_2)`, :math:`\epsilon_1` ``None`` (the dtype's epsilon) or ``>= 0``.
     d: clipping threshold ``>= 1``.
-    weight_decay: :math:`\lambda \ge 0`, decoupled, following the lr (torch's).
+    weight_decay: :math:`\lambda \ge 0`, decoupled, following the lr (torch's), a float or a schedule;
+      ``None`` adds no decay step.
 
   Returns:
     An ``optax.GradientTransformation`` (needs ``params``).
@@ -211,9 +212,8 @@ def adafactor(
     Shazeer & Stern, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost, 2018.
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
-  return optax.chain(
-      scale_by_adafactor(beta2_decay, eps, d),
-      _base.scale_by_learning_rate(_relative_step(learning_rate)),
-      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate),
-  )
+  _validate.check_weight_decay(weight_decay)
+  decay = [] if weight_decay is None else [
+      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
+  return optax.chain(scale_by_adafactor(beta2_decay, eps, d),
+                     _base.scale_by_learning_rate(_relative_step(learning_rate)), *decay)

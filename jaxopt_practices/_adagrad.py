@@ -74,7 +74,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10)
 def adagrad(
     learning_rate: ScalarOrSchedule = 1e-2,
     lr_decay: float = 0.0,
-    weight_decay: float | None = None,
+    weight_decay: ScalarOrSchedule | None = None,
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
     mask: _validate.Mask = None,
@@ -91,7 +91,7 @@ def adagrad(
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     lr_decay: non-negative learning-rate decay.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2, a float or a schedule; ``None`` (the default) adds no step.
     initial_accumulator_value: starting value of :math:`s`, ``>= 0``.
     eps: :math:`\epsilon \ge 0`, outside the root.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.

@@ -36,12 +36,12 @@ def _with_decay(core: optax.GradientTransformation, learning_rate: ScalarOrSched
                 mask: _validate.Mask) -> optax.GradientTransformation:
   """``chain(l2_penalty, core, -lr)``, or with ``decoupled`` ``chain(core, -lr, decoupled_weight_decay)``."""
   _validate.check_bool("decoupled_weight_decay", decoupled)
+  _validate.check_weight_decay(weight_decay)
   if not decoupled:
     return _base.coupled_optimizer([core], learning_rate, weight_decay, mask)
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   if weight_decay is None:
     return optax.chain(core, _base.scale_by_learning_rate(learning_rate))
-  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
   return optax.chain(core, _base.scale_by_learning_rate(learning_rate),
                      _base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate))
 
@@ -152,7 +152,7 @@ def nadam(learning_rate: ScalarOrSchedule = 2e-3, b1: float = 0.9, b2: float = 0
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     b1, b2, eps, momentum_decay: as in :func:`scale_by_nadam` (torch's ``betas=(b1, b2)``).
-    weight_decay: :math:`\lambda \ge 0`; ``None`` (the default, torch's 0) adds no step.
+    weight_decay: :math:`\lambda \ge 0`, a float or a schedule; ``None`` (the default, torch's 0) adds no step.
     decoupled_weight_decay: decay the params as AdamW (NAdamW) instead of coupled L2.
     mask: leaves the weight decay applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
@@ -289,7 +289,7 @@ def radam(learning_rate: ScalarOrSchedule = 1e-3, b1: float = 0.9, b2: float = 0
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     b1, b2, eps: :math:`\beta_1, \beta_2 \in [0, 1)`, :math:`\epsilon \ge 0` of :func:`scale_by_radam`.
-    weight_decay: :math:`\lambda \ge 0`; ``None`` (the default, torch's 0) adds no step.
+    weight_decay: :math:`\lambda \ge 0`, a float or a schedule; ``None`` (the default, torch's 0) adds no step.
     decoupled_weight_decay: decay the params as AdamW instead of coupled L2.
     mask: leaves the weight decay applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 

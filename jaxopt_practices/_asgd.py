@@ -141,7 +141,7 @@ def asgd(
     lambd: float = 1e-4,
     alpha: float = 0.75,
     t0: float = 1e6,
-    weight_decay: float | None = 0.0,
+    weight_decay: ScalarOrSchedule | None = 0.0,
     mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""Averaged SGD ≙ ``torch.optim.ASGD``.
@@ -167,7 +167,7 @@ def asgd(
     lambd: decay term :math:`\lambda \ge 0`.
     alpha: power :math:`\alpha \ge 0` for the step-size update.
     t0: the step at which averaging starts, ``>= 0``.
-    weight_decay: :math:`w \ge 0`, coupled L2 (PyTorch's); ``None`` adds no step.
+    weight_decay: :math:`w \ge 0`, coupled L2 (PyTorch's), a float or a schedule; ``None`` adds no step.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch).
 
   Returns:
@@ -190,8 +190,7 @@ def asgd(
     Bottou, Stochastic Gradient Descent Tricks, 2012.
   """
   eta = asgd_learning_rate(learning_rate, lambd, alpha)
-  if weight_decay is not None:
-    _validate.check_number("weight_decay", weight_decay, low=0.0)
+  _validate.check_weight_decay(weight_decay)
   decay = [] if weight_decay is None else [_base.l2_penalty(weight_decay, mask)]
   return optax.chain(*decay, _base.scale_by_learning_rate(eta),
                      _base.decoupled_weight_decay(lambd, None, learning_rate=eta), scale_by_asgd(t0))

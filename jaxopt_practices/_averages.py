@@ -173,7 +173,7 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
   """
   _validate.check_number("decay", decay, low=0.0, high=1.0, high_open=True, allow_schedule=True)
   _validate.check_bool("debias", debias)
-  _validate.check_int("every", every, low=1)
+  every = _validate.check_steps("every", every, low=1, allow_traced=True)  # inject_hyperparams: traced
   if inner is not None:
     _validate.check_transform("inner", inner)
     return optax.chain(inner, ema(decay, debias, every))
@@ -332,8 +332,8 @@ def swa(start_step: int, every: int = 1, *,
   References:
     Izmailov et al, Averaging Weights Leads to Wider Optima and Better Generalization, 2018.
   """
-  _validate.check_int("start_step", start_step, low=0)
-  _validate.check_int("every", every, low=1)
+  start_step = _validate.check_steps("start_step", start_step, allow_traced=True)  # inject_hyperparams: traced
+  every = _validate.check_steps("every", every, low=1, allow_traced=True)
   if inner is not None:
     _validate.check_transform("inner", inner)
     return optax.chain(inner, swa(start_step, every))

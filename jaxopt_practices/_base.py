@@ -335,7 +335,6 @@ def coupled_optimizer(core: list[optax.GradientTransformation], learning_rate: S
   on the value.
   """
   _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
-  if weight_decay is not None:
-    _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  _validate.check_weight_decay(weight_decay)
   decay = [] if weight_decay is None else [l2_penalty(weight_decay, mask)]
   return optax.chain(*decay, *core, scale_by_learning_rate(learning_rate, lr_decay=lr_decay))

@@ -8,7 +8,9 @@ every count.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -139,11 +141,11 @@ def sequential(schedules: Sequence[float | optax.Schedule], milestones: Sequence
   return schedule
 
 
-def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anneal_steps: int = 10,
-           anneal_strategy: str = "cos") -> optax.Schedule:
-  r"""``schedule`` until ``swa_start``, then annealed to ``swa_lr`` and held ≙ ``torch SWALR``.
+def swa_lr(schedule: float | optax.Schedule, swa_lr: float, start_step: int | None = None, anneal_steps: int = 10,
+           anneal_strategy: str = "cos", *, swa_start: int | None = None) -> optax.Schedule:
+  r"""``schedule`` until ``start_step``, then annealed to ``swa_lr`` and held ≙ ``torch SWALR``.
 
-  With :math:`S` = ``swa_start``, :math:`A` = ``max(anneal_steps, 1)`` and
+  With :math:`S` = ``start_step``, :math:`A` = ``max(anneal_steps, 1)`` and
   :math:`k = \min(t - S, A)`:
 
   .. math:: \eta_t = s(t) \ (t \le S), \qquad
@@ -155,16 +157,18 @@ def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anne
   ``SWALR(optimizer, swa_lr, anneal_epochs=A, anneal_strategy)``: stepping
   ``scheduler.step()`` after each update while ``count < S`` and ``swa_scheduler.step()``
   from then on. The docs' loop (``if i > swa_start: swa_scheduler.step() else:
-  scheduler.step()``) is ``swa_start = swa_start_torch + 1``. ``anneal_steps = 0`` acts as 1,
+  scheduler.step()``) is ``start_step = swa_start + 1``. ``anneal_steps = 0`` acts as 1,
   as SWALR's formula does (SWALR with ``anneal_epochs=0`` also overwrites the lr when it is
   constructed; that is not reproduced). Pair it with ``regularization.swa``.
 
   Args:
     schedule: the learning rate before SWA, a schedule or a float.
     swa_lr: :math:`\eta_{swa} \ge 0`.
-    swa_start: :math:`S \ge 0`.
+    start_step: :math:`S \ge 0`, the update count where the annealing starts (as
+      ``regularization.swa(start_step=)``).
     anneal_steps: steps of the annealing, ``>= 0``, PyTorch's ``anneal_epochs``.
     anneal_strategy: ``"cos"`` or ``"linear"``.
+    swa_start: deprecated name of ``start_step`` (v0.3; warns, removed in the next release).
 
   Returns:
     An ``optax.Schedule`` of the count.
@@ -175,7 +179,7 @@ def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anne
 
   Example:
     >>> from jaxopt_practices import schedules
-    >>> sched = schedules.swa_lr(1.0, swa_lr=0.5, swa_start=2, anneal_steps=2, anneal_strategy="linear")
+    >>> sched = schedules.swa_lr(1.0, swa_lr=0.5, start_step=2, anneal_steps=2, anneal_strategy="linear")
     >>> print([float(sched(t)) for t in range(6)])
     [1.0, 1.0, 1.0, 0.75, 0.5, 0.5]
 
@@ -184,20 +188,37 @@ def swa_lr(schedule: float | optax.Schedule, swa_lr: float, swa_start: int, anne
   """
   _validate.check_number("schedule", schedule, low=0.0, allow_schedule=True)
   _validate.check_number("swa_lr", swa_lr, low=0.0)
-  swa_start = _validate.check_steps("swa_start", swa_start)
+  first = _start_step(start_step, swa_start)
   anneal_steps = _validate.check_steps("anneal_steps", anneal_steps)
   _validate.check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
   inner, n = as_schedule(schedule), max(anneal_steps, 1)
 
   def sched(count):
     t = as_count(count)
-    start = inner(jnp.full_like(t, swa_start))
-    k = jnp.clip(t - swa_start, 0, n)
+    start = inner(jnp.full_like(t, first))
+    k = jnp.clip(t - first, 0, n)
     weight = half_cos(k, n - k, n) if anneal_strategy == "cos" else (n - k).astype(real()) / fl(n)
     annealed = fl(swa_lr) + (start - fl(swa_lr)) * weight
-    return jnp.where(t <= swa_start, inner(t), annealed)
+    return jnp.where(t <= first, inner(t), annealed)
 
   return sched
+
+
+def _start_step(start_step: Any, swa_start: Any) -> int:
+  """``swa_lr``'s ``start_step``, or its deprecated name ``swa_start`` (checked, then a warning)."""
+  if swa_start is None:
+    if start_step is None:
+      raise ValueError("swa_lr needs start_step, the update count where the annealing starts (an integer >= 0), "
+                       "got start_step = None.")
+    return _validate.check_steps("start_step", start_step)
+  if start_step is not None:
+    raise ValueError(f"swa_lr takes start_step (swa_start is its deprecated name), not both; got "
+                     f"start_step = {start_step!r} and swa_start = {swa_start!r}.")
+  value = _validate.check_steps("swa_start", swa_start)
+  warnings.warn("schedules.swa_lr(swa_start=) is deprecated since v0.3 and will be removed in the next release: "
+                "write swa_lr(..., start_step=), the name regularization.swa(start_step=) uses.",
+                DeprecationWarning, stacklevel=3)
+  return value
 
 
 def per_epoch(schedule: float | optax.Schedule, steps_per_epoch: int) -> optax.Schedule:

@@ -17,11 +17,11 @@ MIN_WINDOW = 5  # fewer points than this left after the trim: read the suggestio
 _MAD_TO_STD = 1.4826  # the std of a normal distribution is 1.4826 times its median absolute deviation
 
 
-def valley_index(losses: np.ndarray, tolerance: float = 0.0) -> int:
+def valley_index(losses: np.ndarray, min_drop: float = 0.0) -> int:
   """fastai's ``valley``: the index 1/3 + 1/6 of the way along the longest decreasing subsequence.
 
   ``lds[i]`` is the length of the longest subsequence ending at ``i`` in which each point is
-  more than ``tolerance`` below the one before it (``tolerance = 0``: strictly decreasing, as
+  more than ``min_drop`` (loss units) below the one before it (``min_drop = 0``: strictly decreasing, as
   fastai); the longest one ends at ``max_end`` and (as fastai counts it) starts at
   ``max_end - lds[max_end]``. fastai can return index -1 (the last lr) when the whole curve
   decreases from its first point; here that index is clamped to 0.
@@ -30,7 +30,7 @@ def valley_index(losses: np.ndarray, tolerance: float = 0.0) -> int:
   lds = np.ones(n, np.int64)
   max_start = max_end = 0
   for i in range(1, n):
-    lower = losses[i] < losses[:i] - tolerance
+    lower = losses[i] < losses[:i] - min_drop
     if lower.any():
       lds[i] = max(lds[i], int(lds[:i][lower].max()) + 1)
     if lds[max_end] < lds[i]:
@@ -69,16 +69,17 @@ def smoothed_noise(losses: np.ndarray, window: tuple[int, int], smoothing: float
 
 
 def suggest(lrs: np.ndarray, smoothed: np.ndarray, window: tuple[int, int],
-            valley_tolerance: float = 0.0) -> dict[str, float]:
+            min_drop: float = 0.0) -> dict[str, float]:
   """The three suggestions, read from ``lrs[start:stop]`` / ``smoothed[start:stop]``.
 
-  ``valley_tolerance`` is the drop (in loss units) a point needs to extend a valley.
+  ``min_drop`` is the drop, in loss units, a point needs to extend a valley (``lr_range_test``'s
+  ``valley_tolerance`` is in units of the smoothed loss's noise: ``min_drop = valley_tolerance * noise``).
   """
   start, stop = window
   lrs, smoothed = lrs[start:stop], smoothed[start:stop]
   steep = int(np.argmin(np.diff(smoothed))) if len(smoothed) >= 2 else 0
   return {
-      "valley": float(lrs[valley_index(smoothed, valley_tolerance)]),
+      "valley": float(lrs[valley_index(smoothed, min_drop)]),
       "minimum": float(lrs[int(np.argmin(smoothed))] / 10.0),
       "steep": float(lrs[steep]),
   }

@@ -84,10 +84,11 @@ class LSUVReport(_layers.LayerRecords):
     return "\n".join(lines)
 
 
-def _check_args(target_std, tol, max_iters, orthogonal_init, key):
+def _check_args(target_std, tol, max_iters, orthogonal_init, key) -> int:
+  """The argument checks of :func:`lsuv`; returns ``max_iters`` as an int."""
   _validate.check_number("target_std", target_std, low=0.0, low_open=True)
   _validate.check_number("tol", tol, low=0.0, low_open=True)
-  _validate.check_int("max_iters", max_iters, low=1)
+  max_iters = _validate.check_steps("max_iters", max_iters, low=1)
   _validate.check_bool("orthogonal_init", orthogonal_init)
   if orthogonal_init and key is None:
     raise ValueError("key must be a jax.random key when orthogonal_init=True, got key = None.")
@@ -95,6 +96,7 @@ def _check_args(target_std, tol, max_iters, orthogonal_init, key):
                                            or (key.dtype == jnp.uint32 and key.shape == (2,)))
   if key is not None and not is_key:
     raise ValueError(f"key must be a jax.random key (e.g. jax.random.key(0)) or None, got key = {key!r}.")
+  return max_iters
 
 
 class _LinenLayers:
@@ -316,12 +318,12 @@ def lsuv(
                      "(or a forward(model, batch) first), not lsuv(model, ...).")
   if isinstance(params, nnx.Module):
     _layers.check_nnx(params, apply_fn, "apply_fn")
-    _check_args(target_std, tol, max_iters, orthogonal_init, key)
+    max_iters = _check_args(target_std, tol, max_iters, orthogonal_init, key)
     with _layers.nnx_state_kept(params):
       report = _run(_NNXLayers(params, batch, apply_fn), target_std, tol, max_iters, orthogonal_init, key, "lsuv")
     return params, report
   _layers.check_apply_fn(apply_fn)
-  _check_args(target_std, tol, max_iters, orthogonal_init, key)
+  max_iters = _check_args(target_std, tol, max_iters, orthogonal_init, key)
   layers = _LinenLayers(apply_fn, params, batch)
   report = _run(layers, target_std, tol, max_iters, orthogonal_init, key, "lsuv")
   return layers.result(), report
@@ -366,7 +368,7 @@ def lsuv_nnx(
     (True, 'DeprecationWarning')
   """
   _layers.check_nnx(model, forward)  # bad arguments are ValueErrors first, as in lsuv
-  _check_args(target_std, tol, max_iters, orthogonal_init, key)
+  max_iters = _check_args(target_std, tol, max_iters, orthogonal_init, key)
   _layers.deprecated("lsuv_nnx(model, batch, forward=f)", "lsuv(f, model, batch)[1]")
   return lsuv(forward, model, batch, target_std=target_std, tol=tol, max_iters=max_iters,
               orthogonal_init=orthogonal_init, key=key)[1]

@@ -58,7 +58,7 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
   """
   if jnp.ndim(x) != 2:
     raise ValueError(f"x must be a 2-D matrix, got x of shape {jnp.shape(x)}.")
-  _check_muon(0.0, False, ns_coefficients, eps, ns_steps, None, ns_dtype)
+  ns_steps = _check_muon(0.0, False, ns_coefficients, eps, ns_steps, None, ns_dtype)
   a, b, c = ns_coefficients
   dtype = jnp.dtype(ns_dtype)
   acc = jnp.dtype(jnp.float64) if dtype == jnp.float64 else jnp.dtype(jnp.float32)
@@ -73,7 +73,7 @@ def orthogonalize(x: jax.Array, ns_coefficients: tuple[float, float, float] = (3
     update = (b * gram.astype(acc) + c * dot(gram, gram)).astype(dtype)
     return (a * x.astype(acc) + dot(update, x)).astype(dtype)
 
-  x = jax.lax.fori_loop(0, ns_steps, body, x)
+  x = jax.lax.fori_loop(0, ns_steps if isinstance(ns_steps, int) else jnp.asarray(ns_steps, jnp.int32), body, x)
   return x.T if tall else x
 
 
@@ -99,7 +99,8 @@ def _check_matrices(tree: Any, owner: str) -> None:
       raise ValueError(f"{owner} does not support complex params (neither does torch.optim.Muon).")
 
 
-def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype) -> None:
+def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype) -> Any:
+  """Checks the arguments; returns ``ns_steps`` as an int (traced under ``inject_hyperparams``)."""
   _validate.check_number("momentum", momentum, low=0.0, high=1.0)
   _validate.check_bool("nesterov", nesterov)
   if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
@@ -107,7 +108,7 @@ def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn
   for i, v in enumerate(ns_coefficients):
     _validate.check_number(f"ns_coefficients[{i}]", v)
   _validate.check_number("eps", eps, low=0.0)
-  _validate.check_int("ns_steps", ns_steps, low=0, high=99)
+  ns_steps = _validate.check_steps("ns_steps", ns_steps, low=0, high=99, allow_traced=True)
   _validate.check_choice("adjust_lr_fn", adjust_lr_fn, ADJUST_LR_FNS)
   try:
     floating = jnp.issubdtype(jnp.dtype(ns_dtype), jnp.floating)
@@ -116,6 +117,7 @@ def _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn
   if not floating:
     raise ValueError(f"ns_dtype must be a floating dtype (jnp.bfloat16, jnp.float32, ...), "
                      f"got ns_dtype = {ns_dtype!r}.")
+  return ns_steps
 
 
 class ScaleByMuonState(NamedTuple):
@@ -187,7 +189,7 @@ def scale_by_muon(
     Jordan et al, Muon: An optimizer for hidden layers in neural networks, 2024;
     Liu et al, Muon is Scalable for LLM Training, 2025.
   """
-  _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype)
+  ns_steps = _check_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype)
 
   def init_fn(params):
     _check_matrices(params, "adaptive.scale_by_muon")
@@ -215,7 +217,7 @@ def scale_by_muon(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule = 0.1, momentum: float = 0.95,
+def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule | None = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
          eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
          ns_dtype: Any = jnp.dtype(jnp.bfloat16),
@@ -242,7 +244,8 @@ def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule 
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
-    weight_decay: :math:`\lambda \ge 0`, decoupled, following the lr (torch's).
+    weight_decay: :math:`\lambda \ge 0`, decoupled, following the lr (torch's), a float or a schedule;
+      ``None`` adds no decay step.
     momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype: see :func:`scale_by_muon`.
 
   Returns:
@@ -264,9 +267,8 @@ def muon(learning_rate: ScalarOrSchedule = 1e-3, weight_decay: ScalarOrSchedule 
   References:
     Jordan et al, Muon: An optimizer for hidden layers in neural networks, 2024.
   """
-  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
-  return optax.chain(
-      scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
-      _base.scale_by_learning_rate(learning_rate),
-      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate),
-  )
+  _validate.check_weight_decay(weight_decay)
+  decay = [] if weight_decay is None else [
+      _base.decoupled_weight_decay(weight_decay, None, learning_rate=learning_rate)]
+  return optax.chain(scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
+                     _base.scale_by_learning_rate(learning_rate), *decay)

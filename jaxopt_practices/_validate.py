@@ -114,10 +114,24 @@ def check_decay(name: str, value: Any, allow_schedule: bool = False) -> None:
   check_number(name, value, low=0.0, high=1.0, high_open=True, allow_schedule=allow_schedule)
 
 
+def check_weight_decay(value: Any) -> None:
+  """Raises ``ValueError`` unless ``value`` is an optimizer's ``weight_decay``.
+
+  The one rule of every optimizer's ``weight_decay`` (coupled L2 or decoupled): ``None`` (no
+  decay step at all), a finite number ``>= 0`` or a schedule of the update count.
+
+  Args:
+    value: the ``weight_decay`` argument.
+  """
+  if value is not None:
+    check_number("weight_decay", value, low=0.0, allow_schedule=True)
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
   """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``.
 
-  A concrete 0-d integer array (what ``optax.inject_hyperparams`` passes) counts as an integer.
+  For integers that are not counts of steps (sizes, groups, seeds); a step count goes through
+  :func:`check_steps`, which also takes integral floats. A concrete 0-d integer array (what ``optax.inject_hyperparams`` passes) counts as an integer.
   """
   if _is_traced(value):
     return
@@ -254,14 +268,16 @@ def check_state(owner: str, state: Any, *types: type) -> None:
 
   The first line of every ``update``: an isinstance check at trace time (no runtime cost),
   so a state restored without a target (dicts and lists) fails here, with the fix, instead
-  of as an ``AttributeError`` deep inside the update.
+  of as an ``AttributeError`` deep inside the update. A stateless transform (``types``
+  holds ``optax.EmptyState``) also takes ``None``, as optax's own stateless transforms do:
+  there is nothing to restore, so nothing to detect.
 
   Args:
     owner: the public transform, for the message (e.g. ``"momentum.scale_by_momentum"``).
     state: the state ``update`` was given.
     types: the state types the transform accepts.
   """
-  if isinstance(state, types):
+  if isinstance(state, types) or (state is None and optax.EmptyState in types):
     return
   want = " or ".join(t.__name__ for t in types)
   msg = f"{owner}: update got a state of type {type(state).__name__} where a {want} was expected."
@@ -277,12 +293,25 @@ def check_transform(name: str, value: Any) -> optax.GradientTransformation:
   return value
 
 
-def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31 - 1) -> int:
+def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31 - 1,
+                allow_traced: bool = False) -> Any:
   """A step count as a Python int; ``ValueError`` unless it is an integer in ``[low, high]``.
 
   Integral floats are accepted (``110.0`` from epoch arithmetic such as
   ``warmup_epochs * steps_per_epoch``) and ``110.5`` is rejected, as are bools, NaN, infinities
   and traced values (a step count sizes a schedule at construction and must be concrete).
+  A concrete 0-d array counts as its number.
+
+  Args:
+    name: the argument's name, used in the message.
+    value: the count to check.
+    low, high: the allowed range (``high=None``: unbounded).
+    allow_traced: return a traced ``value`` unchecked instead of raising: for a count that is a
+      numeric argument ``optax.inject_hyperparams`` passes back traced at ``update`` (it was
+      checked concrete at ``init``). The caller casts it with ``jnp.asarray(value, jnp.int32)``.
+
+  Returns:
+    ``value`` as a Python int (a traced ``value`` as it is, with ``allow_traced``).
 
   Example:
     >>> from jaxopt_practices import _validate
@@ -294,6 +323,8 @@ def check_steps(name: str, value: Any, *, low: int = 0, high: int | None = 2**31
     ValueError: t_max must be an integer number of steps (an integral float such as 110.0 is fine), got t_max = 110.5.
   """
   if _is_traced(value):
+    if allow_traced:
+      return value
     raise ValueError(f"{name} must be a concrete number of steps, got a traced {name} = {value!r}.")
   real = isinstance(value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)) and not isinstance(value, bool)
   arr = np.asarray(value) if real else np.asarray(None)

@@ -141,7 +141,7 @@ def rmsprop(
     learning_rate: ScalarOrSchedule = 1e-2,
     alpha: float = 0.99,
     eps: float = 1e-8,
-    weight_decay: float | None = None,
+    weight_decay: ScalarOrSchedule | None = None,
     momentum: ScalarOrSchedule | None = None,
     centered: bool = False,
     mask: _validate.Mask = None,
@@ -157,7 +157,7 @@ def rmsprop(
     learning_rate: :math:`\eta \ge 0`, a float or a schedule.
     alpha: smoothing constant in [0, 1).
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2, a float or a schedule; ``None`` (the default) adds no step.
     momentum: :math:`\mu \in [0, 1)`, a float or a schedule; ``None``: no buffer (:func:`scale_by_rmsprop`).
     centered: centered RMSprop.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
@@ -271,7 +271,7 @@ def adam(
     b1: ScalarOrSchedule = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: float | None = None,
+    weight_decay: ScalarOrSchedule | None = None,
     amsgrad: bool = False,
     mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
@@ -287,7 +287,8 @@ def adam(
     b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule.
     b2: :math:`\beta_2 \in [0, 1)`.
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW); ``None`` (the default) adds no step.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2 (not AdamW), a float or a schedule; ``None`` (the default)
+      adds no step.
     amsgrad: AMSGrad variant.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
@@ -318,7 +319,7 @@ def adamw(
     b1: ScalarOrSchedule = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: float = 1e-2,
+    weight_decay: ScalarOrSchedule | None = 1e-2,
     amsgrad: bool = False,
     mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
@@ -342,7 +343,7 @@ def adamw(
     b1: :math:`\beta_1 \in [0, 1)`, a float or a schedule.
     b2: :math:`\beta_2 \in [0, 1)`.
     eps: :math:`\epsilon \ge 0`.
-    weight_decay: :math:`\lambda \ge 0`.
+    weight_decay: :math:`\lambda \ge 0`, a float or a schedule; ``None`` adds no decay step.
     amsgrad: AMSGrad variant.
     mask: which leaves decay: ``None`` (all, as PyTorch), ``"auto"`` (``ndim >= 2``), a
       pytree of bools, or a callable ``params -> pytree of bools``.
@@ -367,9 +368,8 @@ def adamw(
   References:
     Loshchilov & Hutter, Decoupled Weight Decay Regularization, 2019.
   """
-  _validate.check_number("weight_decay", weight_decay, low=0.0, allow_schedule=True)
+  _validate.check_weight_decay(weight_decay)
+  decay = [] if weight_decay is None else [
+      _base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate)]
   return optax.chain(  # learning_rate is checked by scale_by_learning_rate
-      scale_by_adam(b1, b2, eps, amsgrad),
-      _base.scale_by_learning_rate(learning_rate),
-      _base.decoupled_weight_decay(weight_decay, mask, learning_rate=learning_rate),
-  )
+      scale_by_adam(b1, b2, eps, amsgrad), _base.scale_by_learning_rate(learning_rate), *decay)

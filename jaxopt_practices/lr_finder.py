@@ -99,7 +99,8 @@ class LRRangeTestResult:
   def valley(self, valley_tolerance: float) -> float:
     """``valley`` re-read from this sweep with another ``valley_tolerance`` (0: fastai's rule), no new sweep."""
     _validate.check_number("valley_tolerance", valley_tolerance, low=0.0)
-    return _lr_suggest.suggest(self.lrs, self.smoothed_losses, self.window, valley_tolerance * self.noise)["valley"]
+    drop = valley_tolerance * self.noise  # valley_tolerance counts noise stds; min_drop is in loss units
+    return _lr_suggest.suggest(self.lrs, self.smoothed_losses, self.window, min_drop=drop)["valley"]
 
 
 _LABELS = {"valley": "valley", "minimum": "minimum/10", "steep": "steep"}
@@ -245,8 +246,8 @@ def lr_range_test(
     Howard & Gugger, fastai: A Layered API for Deep Learning, 2020.
   """
   _validate.check_choice("suggestion", suggestion, SUGGESTIONS)
-  _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
-                   diverge_threshold, progress, wrt, rngs)
+  num_steps = _check_arguments(loss_fn, params, make_optimizer, start_lr, end_lr, num_steps, mode, smoothing,
+                               diverge_threshold, progress, wrt, rngs)
   _validate.check_number("valley_tolerance", valley_tolerance, low=0.0)
   tx0 = make_optimizer(start_lr)
   if not (hasattr(tx0, "init") and hasattr(tx0, "update")):
@@ -263,7 +264,7 @@ def lr_range_test(
     raise ValueError(f"the loss at the starting params is not finite ({losses[0]}); check loss_fn and params.")
   window = _lr_suggest.window(smoothed_arr, num_steps, stopped)
   noise = _lr_suggest.smoothed_noise(losses_arr, window, smoothing)
-  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window, valley_tolerance * noise)
+  suggestions = _lr_suggest.suggest(lrs, smoothed_arr, window, min_drop=valley_tolerance * noise)
   return LRRangeTestResult(lrs=lrs, losses=losses_arr, smoothed_losses=smoothed_arr,
                            suggestion=suggestions[suggestion], suggestions=suggestions,
                            stopped_early=stopped, mode=mode, suggested_by=suggestion, window=window,
@@ -272,13 +273,13 @@ def lr_range_test(
 
 def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: Any, end_lr: Any, num_steps: Any,
                      mode: Any, smoothing: Any, diverge_threshold: Any, progress: Any, wrt: Any,
-                     rngs: Any) -> None:
-  """The argument checks of :func:`lr_range_test` (ValueError naming the argument)."""
+                     rngs: Any) -> int:
+  """The argument checks of :func:`lr_range_test` (ValueError naming the argument); returns ``num_steps``."""
   _validate.check_callable("loss_fn", loss_fn)
   _validate.check_callable("make_optimizer", make_optimizer)
   _validate.check_number("start_lr", start_lr, low=0.0, low_open=True)
   _validate.check_number("end_lr", end_lr, low=float(start_lr), low_open=True)
-  _validate.check_int("num_steps", num_steps, low=2)
+  num_steps = _validate.check_steps("num_steps", num_steps, low=2)
   _validate.check_choice("mode", mode, ("exp", "linear"))
   _validate.check_number("smoothing", smoothing, low=0.0, high=1.0, low_open=True)
   _validate.check_number("diverge_threshold", diverge_threshold, low=1.0, low_open=True)
@@ -297,5 +298,6 @@ def _check_arguments(loss_fn: Any, params: Any, make_optimizer: Any, start_lr: A
     raise ValueError(f"rngs must be an nnx.Rngs (e.g. nnx.Rngs(dropout=0)) or None, got rngs = {rngs!r}.")
   if not leaves or not all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves):
     raise ValueError(f"{what} must be a non-empty pytree of floating-point arrays.")
+  return num_steps
 
 

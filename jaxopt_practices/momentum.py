@@ -126,7 +126,7 @@ def sgd(
     momentum: ScalarOrSchedule | None = None,
     dampening: float = 0.0,
     nesterov: bool = False,
-    weight_decay: float | None = None,
+    weight_decay: ScalarOrSchedule | None = None,
     mask: _validate.Mask = None,
 ) -> optax.GradientTransformation:
   r"""Stochastic gradient descent ≙ ``torch.optim.SGD`` (momentum, dampening, Nesterov, L2).
@@ -147,8 +147,8 @@ def sgd(
       ``sgd(...)`` with the same arguments and their checkpoints restore into each other.
     dampening: :math:`\tau \in [0, 1]`.
     nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
-    weight_decay: :math:`\lambda \ge 0`, coupled L2; ``None`` (the default) adds no step,
-      by the same rule.
+    weight_decay: :math:`\lambda \ge 0`, coupled L2, a float or a schedule; ``None`` (the default) adds no
+      step, by the same rule.
     mask: leaves the coupled ``weight_decay`` applies to (``None``: all, as PyTorch), e.g. ``groups.match(...)``.
 
   Returns:
@@ -171,8 +171,7 @@ def sgd(
   References:
     Sutskever et al, On the importance of initialization and momentum in deep learning, 2013.
   """
-  if weight_decay is not None:
-    _validate.check_number("weight_decay", weight_decay, low=0.0)  # a number, not a schedule, as PyTorch
+  _validate.check_weight_decay(weight_decay)
   if momentum is not None or nesterov:
     core = [scale_by_momentum(0.0 if momentum is None else momentum, dampening, nesterov)]
   else:

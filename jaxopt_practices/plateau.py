@@ -276,13 +276,13 @@ def reduce_on_plateau(
     PyTorch, ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
   """
   _validate.check_number("factor", factor, low=0.0, high=1.0, high_open=True)
-  _validate.check_int("patience", patience, low=0)
+  patience = _validate.check_steps("patience", patience, allow_traced=True)  # inject_hyperparams: traced
   _validate.check_number("threshold", threshold, low=0.0)
   _validate.check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
   _validate.check_choice("mode", mode, ("min", "max"))
-  _validate.check_int("cooldown", cooldown, low=0)
+  cooldown = _validate.check_steps("cooldown", cooldown, allow_traced=True)
   _validate.check_number("min_scale", min_scale, low=0.0, high=1.0)
-  _validate.check_int("accumulation_size", accumulation_size, low=1)
+  accumulation_size = _validate.check_steps("accumulation_size", accumulation_size, low=1, allow_traced=True)
   _validate.check_axis_name(axis_name)
   _validate.check_number("eps", eps, low=0.0)
   arguments = (factor, patience, threshold, cooldown, min_scale, eps, mode, threshold_mode)

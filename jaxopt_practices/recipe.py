@@ -363,7 +363,7 @@ def preset(name: str, total_steps: int = 10_000, learning_rate: float | None = N
     ({'steps': 50}, {'name': 'cosine_annealing', 't_max': 950})
     >>> tx = recipe.build(config)
   """
-  _validate.check_int("total_steps", total_steps, low=2)  # a warmup step and a scheduled one
+  total_steps = _validate.check_steps("total_steps", total_steps, low=2)  # a warmup step and a scheduled one
   if learning_rate is not None:
     _validate.check_number("learning_rate", learning_rate, low=0.0)
   presets = _presets.configs(total_steps)

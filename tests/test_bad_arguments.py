@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -197,11 +198,15 @@ SCHEDULES = [
     Row(schedules.sequential, dict(schedules=[0.1, 0.2], milestones=3), "milestones"),
     Row(schedules.sequential, dict(schedules=[0.1, 0.2, 0.3], milestones=[5, 5]), "milestones"),
     Row(schedules.sequential, dict(schedules=[0.1, 0.2], milestones=[0]), "milestones"),
-    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=-0.1, swa_start=5), "swa_lr"),
-    Row(schedules.swa_lr, dict(schedule="cos", swa_lr=0.1, swa_start=5), "schedule"),
-    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=-1), "swa_start"),
-    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=5, anneal_steps=-1), "anneal_steps"),
-    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=5, anneal_strategy="exp"), "anneal_strategy"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=-0.1, start_step=5), "swa_lr"),
+    Row(schedules.swa_lr, dict(schedule="cos", swa_lr=0.1, start_step=5), "schedule"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, start_step=-1), "start_step"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, start_step=110.5), "start_step"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1), "start_step"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, swa_start=-1), "swa_start"),  # deprecated name
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, start_step=5, swa_start=5), "swa_start"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, start_step=5, anneal_steps=-1), "anneal_steps"),
+    Row(schedules.swa_lr, dict(schedule=0.1, swa_lr=0.1, start_step=5, anneal_strategy="exp"), "anneal_strategy"),
     Row(schedules.scale_by_learning_rate, dict(learning_rate=-1.0), "learning_rate"),
     Row(schedules.scale_by_learning_rate, dict(learning_rate=0.1, lr_decay=-0.1), "lr_decay"),
     Row(schedules.scale_by_learning_rate, dict(learning_rate=0.1, flip_sign=1), "flip_sign"),
@@ -224,9 +229,12 @@ PLATEAU = [
     Row(plateau.reduce_on_plateau, dict(threshold_mode="relative"), "threshold_mode"),
     Row(plateau.reduce_on_plateau, dict(mode="minimum"), "mode"),
     Row(plateau.reduce_on_plateau, dict(cooldown=-2), "cooldown"),
+    Row(plateau.reduce_on_plateau, dict(cooldown=110.5), "cooldown"),
     Row(plateau.reduce_on_plateau, dict(min_scale=-0.1), "min_scale"),
     Row(plateau.reduce_on_plateau, dict(min_scale=1.5), "min_scale"),
     Row(plateau.reduce_on_plateau, dict(accumulation_size=0), "accumulation_size"),
+    Row(plateau.reduce_on_plateau, dict(accumulation_size=110.5), "accumulation_size"),
+    Row(plateau.reduce_on_plateau, dict(patience=110.5), "patience"),
     Row(plateau.reduce_on_plateau, dict(axis_name=3), "axis_name"),
     Row(plateau.reduce_on_plateau, dict(eps=-1.0), "eps"),
     Row(plateau.reduce_on_plateau, dict(factor=0.5j), "factor"),
@@ -255,7 +263,7 @@ LR_FINDER = [
     Row(lr_finder.lr_range_test, _lr_test(end_lr=1e-8), "end_lr"),
     Row(lr_finder.lr_range_test, _lr_test(end_lr=float("inf")), "end_lr"),
     Row(lr_finder.lr_range_test, _lr_test(num_steps=1), "num_steps"),
-    Row(lr_finder.lr_range_test, _lr_test(num_steps=10.0), "num_steps"),
+    Row(lr_finder.lr_range_test, _lr_test(num_steps=10.5), "num_steps"),
     Row(lr_finder.lr_range_test, _lr_test(wrt="x"), "wrt"),  # wrt only with an nnx.Module
     Row(lr_finder.lr_range_test, _lr_test(mode="log"), "mode"),
     Row(lr_finder.lr_range_test, _lr_test(smoothing=0.0), "smoothing"),
@@ -432,6 +440,7 @@ CLIPPING = [
     Row(clipping.adaptive_grad_clip, dict(eps=-1e-3), "eps"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=-1), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=1.5), "max_consecutive"),
+    Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=110.5), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=True), "max_consecutive"),
     Row(clipping.skip_nonfinite, dict(inner=lambda g: g), "inner"),
     Row(clipping.skip_nonfinite, dict(inner=_SGD, on_failure="warn"), "on_failure"),
@@ -465,12 +474,14 @@ REGULARIZATION = [
     Row(regularization.ema, dict(debias=1), "debias"),
     Row(regularization.ema, dict(every=0), "every"),
     Row(regularization.ema, dict(every=2.5), "every"),
+    Row(regularization.ema, dict(every=110.5), "every"),
     Row(regularization.ema, dict(inner="sgd"), "inner"),
     Row(regularization.ema, dict(decay=1.5, inner=optax.sgd(0.1)), "decay"),
     Row(regularization.swa, dict(start_step=-1, every=1), "start_step"),
-    Row(regularization.swa, dict(start_step=1.0, every=1), "start_step"),
+    Row(regularization.swa, dict(start_step=110.5, every=1), "start_step"),
     Row(regularization.swa, dict(start_step=0, every=0), "every"),
     Row(regularization.swa, dict(start_step=0, every=2.5), "every"),
+    Row(regularization.swa, dict(start_step=0, every=110.5), "every"),
     Row(regularization.swa, dict(start_step=0, inner="adam"), "inner"),
     Row(regularization.ema_params, dict(opt_state=optax.EmptyState()), "EmaState"),
     Row(regularization.update_bn, dict(apply_fn=None, variables={"batch_stats": {}}, batches=[]), "apply_fn"),
@@ -534,6 +545,7 @@ RECIPE = [
     Row(recipe.preset, dict(name="resnet-sgd", total_steps=1), "total_steps"),
     Row(recipe.preset, dict(name="resnet-sgd", total_steps=-5), "total_steps"),
     Row(recipe.preset, dict(name="resnet-sgd", total_steps=10.5), "total_steps"),
+    Row(recipe.preset, dict(name="resnet-sgd", total_steps=110.5), "total_steps"),
     Row(recipe.preset, dict(name="resnet-sgd", total_steps=True), "total_steps"),
     Row(recipe.preset, dict(name="fastai-one-cycle", total_steps=0), "total_steps"),
 ]
@@ -541,6 +553,7 @@ RECIPE = [
 MONITOR = [
     Row(monitor.track, dict(inner=_SGD, every=0), "every"),
     Row(monitor.track, dict(inner=_SGD, every=1.5), "every"),
+    Row(monitor.track, dict(inner=_SGD, every=110.5), "every"),
     Row(monitor.track, dict(inner="x"), "inner"),
     Row(monitor.stats, dict(opt_state=optax.EmptyState()), "TrackState"),
 ]
@@ -661,6 +674,7 @@ TORCH_OPTIM_MORE = [
     Row(adaptive.muon, dict(ns_coefficients=(1.0, float("nan"), 2.0)), r"ns_coefficients\[1\]"),
     Row(adaptive.muon, dict(ns_steps=100), "ns_steps"),
     Row(adaptive.muon, dict(ns_steps=2.5), "ns_steps"),
+    Row(adaptive.scale_by_muon, dict(ns_steps=5.5), "ns_steps"),
     Row(adaptive.muon, dict(eps=-1e-7), "eps"),
     Row(adaptive.muon, dict(adjust_lr_fn="sqrt"), "adjust_lr_fn"),
     Row(adaptive.muon, dict(ns_dtype=jnp.int32), "ns_dtype"),
@@ -769,3 +783,92 @@ def test_every_public_factory_has_a_row():
   assert not missing, f"public functions with no bad-input row in test_bad_arguments.BAD: {missing}"
   stale = [fn.__name__ for fn in NO_ARGUMENTS if fn in covered]
   assert not stale, f"these have rows now; drop them from NO_ARGUMENTS: {stale}"
+
+
+# ------------------------------------------------------------------ step counts (issue #20)
+# Every argument that counts steps, updates, evaluations or iterations goes through
+# _validate.check_steps: an integral float (110.0, from epoch arithmetic) is the integer, 110.5 is a
+# bad row above. Each entry: (name, build(count) -> something comparable, the integer to try).
+def _plateau_run(**kw):
+  tx = plateau.reduce_on_plateau(factor=0.5, threshold=0.0, **kw)
+  state = tx.init(jnp.zeros(1))
+  out = []
+  for v in [1.0, 2.0, 3.0, 1.0, 4.0, 5.0, 6.0, 7.0, 8.0]:
+    u, state = tx.update(jnp.ones(1), state, value=v)
+    out.append(float(u[0]))
+  return out
+
+
+def _average_run(tx, read):
+  p, state, out = jnp.zeros(2), tx.init(jnp.zeros(2)), []
+  for t in range(6):
+    u, state = tx.update(-jnp.full(2, t + 1.0), state, p)
+    p = optax.apply_updates(p, u)
+    out.append(read(state).tolist())
+  return out
+
+
+def _PENDING(what: str):  # noqa: N802 - reads as a mark
+  """An entry that fails on today's code (check_int rejects 2.0) until the module's owner lands the fix."""
+  return pytest.mark.xfail(strict=True, raises=ValueError, reason=f"issue #20: {what}")
+
+
+def _muon_update(**kw):
+  tx, p = adaptive.muon(0.1, ns_dtype=jnp.float32, **kw), jnp.ones((2, 3)) + jnp.eye(2, 3)
+  return tx.update(p, tx.init(p), p)[0].tolist()
+
+
+COUNTS = [
+    ("plateau.reduce_on_plateau(patience=)", lambda n: _plateau_run(patience=n), 2),
+    ("plateau.reduce_on_plateau(cooldown=)", lambda n: _plateau_run(patience=0, cooldown=n), 2),
+    ("plateau.reduce_on_plateau(accumulation_size=)", lambda n: _plateau_run(patience=0, accumulation_size=n), 2),
+    ("regularization.swa(start_step=)",
+     lambda n: _average_run(regularization.swa(start_step=n), regularization.swa_params), 2),
+    ("regularization.swa(every=)",
+     lambda n: _average_run(regularization.swa(start_step=1, every=n), regularization.swa_params), 2),
+    ("regularization.ema(every=)",
+     lambda n: _average_run(regularization.ema(0.5, every=n), regularization.ema_params), 2),
+    ("schedules.swa_lr(start_step=)",
+     lambda n: [float(schedules.swa_lr(0.2, 0.05, start_step=n, anneal_steps=2)(t)) for t in range(8)], 3),
+    ("lr_finder.lr_range_test(num_steps=)",
+     lambda n: lr_finder.lr_range_test(**_lr_test(num_steps=n)()).lrs.tolist(), 6),
+    ("initializers.lsuv(max_iters=)", lambda n: I.lsuv(**_lsuv(max_iters=n)())[1].converged, 3),
+    ("recipe.preset(total_steps=)", lambda n: recipe.preset("resnet-sgd", total_steps=n), 110),
+    ("adaptive.orthogonalize(ns_steps=)",
+     lambda n: adaptive.orthogonalize(jnp.eye(3, 2) + 0.1, ns_steps=n, ns_dtype=jnp.float32).tolist(), 5),
+    ("adaptive.muon(ns_steps=)", lambda n: _muon_update(ns_steps=n), 5),
+    pytest.param("monitor.track(every=)", lambda n: monitor.track(_SGD, every=n).init(jnp.zeros(2)), 2,
+                 marks=_PENDING("monitor.py moves every to check_steps (in the monitor rewrite)")),
+    pytest.param("clipping.skip_nonfinite(max_consecutive=)",
+                 lambda n: clipping.skip_nonfinite(_SGD, max_consecutive=n).init(jnp.zeros(2)), 2,
+                 marks=_PENDING("_skip.py moves max_consecutive to check_steps (in the _skip rewrite)")),
+]
+
+
+@pytest.mark.parametrize("name, build, n", COUNTS, ids=[(c.values if hasattr(c, "values") else c)[0] for c in COUNTS])
+def test_step_counts_take_integral_floats(name, build, n):
+  """``n.0`` gives what ``n`` gives (the ``n + 0.5`` rows of BAD raise naming the argument)."""
+  assert build(float(n)) == build(n), name
+
+
+INJECTED_COUNTS = [  # counts that optax.inject_hyperparams passes back traced: an integral float works there too
+    (plateau.reduce_on_plateau, dict(factor=0.5, patience=1, cooldown=1, accumulation_size=2), {"value": 2.0}),
+    (regularization.swa, dict(start_step=1, every=2), {}),
+    (regularization.ema, dict(decay=0.5, every=2), {}),
+    (adaptive.scale_by_muon, dict(ns_steps=3, ns_dtype="float32"), {}),
+]
+
+
+@pytest.mark.parametrize("make, kwargs, extra", INJECTED_COUNTS, ids=[m.__name__ for m, _, _ in INJECTED_COUNTS])
+def test_injected_step_counts_take_integral_floats(make, kwargs, extra):
+  as_float = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in kwargs.items()}
+  params = jnp.ones((2, 3))
+  runs = []
+  for kw in (kwargs, as_float):
+    tx = optax.inject_hyperparams(make)(**kw)
+    step, state, out = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra)), tx.init(params), []
+    for t in range(5):
+      u, state = step(params * (t + 1.0), state, params)
+      out.append(u)
+    runs.append(out)
+  chex.assert_trees_all_equal(runs[0], runs[1])

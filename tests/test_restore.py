@@ -12,14 +12,15 @@ under ``optax.inject_hyperparams`` (and back), also when a hyperparameter is an 
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from helpers import grad_stream, nested_params, state_signature
-from jaxopt_practices import adaptive, clipping, momentum, monitor, plateau, recipe, regularization
+from helpers import grad_stream, state_signature
+from jaxopt_practices import adaptive, clipping, flat, momentum, monitor, plateau, recipe, regularization
 from test_contract import CASES
 
 ocp = pytest.importorskip("orbax.checkpoint")
@@ -128,16 +129,62 @@ def _as_restored(tree):
   return tree
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def _is_stateless(case) -> bool:
+  return isinstance(case.build().init(case.tree()), optax.EmptyState)
+
+
+STATEFUL = [c for c in CASES if not _is_stateless(c)]
+STATELESS = [c for c in CASES if _is_stateless(c)]
+
+
+def _not_restored(state):
+  """Target-less shapes of ``state``: as Orbax gives it back (dicts, lists); for a transform's own
+  NamedTuple state also None and its fields as a list. (A whole ``optax.chain`` state given as None
+  fails in optax's chain, before any of our checks: Orbax gives a chain's tuple back as a list.)"""
+  shapes = {"restored": _as_restored(state)}
+  if hasattr(state, "_fields"):
+    shapes.update(none=None, fields_as_list=[_as_restored(v) for v in state])
+  return shapes
+
+
+@pytest.mark.parametrize("case", STATEFUL, ids=[c.name for c in STATEFUL])
 def test_every_update_rejects_a_state_restored_without_target(case):
-  params = nested_params()
+  params = case.tree()
   tx = case.build()
   grads = grad_stream(params, 1)[0]
-  state = _as_restored(tx.init(params))
-  with pytest.raises(ValueError, match=RESTORE):
-    tx.update(grads, state, params, **case.extra_args(0))
-  with pytest.raises(ValueError, match=RESTORE):
-    jax.jit(tx.update)(grads, state, params, **case.extra_args(0))
+  for state in _not_restored(tx.init(params)).values():
+    with pytest.raises(ValueError, match=RESTORE):
+      tx.update(grads, state, params, **case.extra_args(0))
+    with pytest.raises(ValueError, match=RESTORE):
+      jax.jit(tx.update)(grads, state, params, **case.extra_args(0))
+
+
+def _stateless_transforms():
+  """Every stateless public transform: the contract cases with an ``optax.EmptyState``, and the flat twin."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.arange(4.0)}
+  made = [(c.name, c.build(), c.tree()) for c in STATELESS]
+  made.append(("flat.adaptive_grad_clip", flat.adaptive_grad_clip(0.01, layout=flat.flatten(params)[1]),
+               flat.flatten(params)[0]))
+  return made
+
+
+def test_the_stateless_transforms_are_the_known_ones():
+  """A new stateless transform joins the None-state test through its contract case."""
+  assert {c.name for c in STATELESS} == {"clip_by_value", "adaptive_grad_clip", "scale_by_group"}
+
+
+@pytest.mark.parametrize("name, tx, params", _stateless_transforms(), ids=lambda x: x if isinstance(x, str) else "")
+def test_stateless_transforms_take_optax_none_state(name, tx, params):
+  """Issue #20: ``tx.update(g, None)`` as in optax (its own tests, users' code), equal to ``init``'s state."""
+  grads = grad_stream(params, 1, scale=3.0)[0]
+  for update in (tx.update, jax.jit(tx.update)):
+    want, _ = update(grads, tx.init(params), params)
+    got, state = update(grads, None, params)
+    chex.assert_trees_all_equal(got, want)
+    assert state is None, name
+  chained = optax.chain(tx, optax.scale(-0.1))  # optax's chain hands each transform its part: None too
+  chex.assert_trees_all_equal(chained.update(grads, (None, optax.EmptyState()), params)[0],
+                              chained.update(grads, chained.init(params), params)[0])
 
 
 def test_a_foreign_state_is_named():

@@ -206,20 +206,32 @@ def test_swa_lr_matches_torch_swa_utils_pattern(strategy, anneal, base):
       swa_scheduler.step()
     else:
       scheduler.step()
-  sched = schedules.swa_lr(ours, swa_lr=0.05, swa_start=swa_start_torch + 1, anneal_steps=anneal,
+  sched = schedules.swa_lr(ours, swa_lr=0.05, start_step=swa_start_torch + 1, anneal_steps=anneal,
                            anneal_strategy=strategy)
   assert_rel(values(sched, n), np.asarray(ref))
   assert_rel(values(sched, 200, jit=False), np.asarray(ref[:200]))
 
 
 def test_swa_lr_closed_form_and_zero_anneal():
-  sched = schedules.swa_lr(schedules.exponential_decay(1.0, 0.5), 0.1, swa_start=3, anneal_steps=4)
+  sched = schedules.swa_lr(schedules.exponential_decay(1.0, 0.5), 0.1, start_step=3, anneal_steps=4)
   t = np.arange(12)
   start = 0.5**3
   w = (1 + np.cos(np.pi * np.clip(t - 3, 0, 4) / 4)) / 2
   assert_rel(values(sched, 12), np.where(t <= 3, 0.5**t, 0.1 + (start - 0.1) * w), atol=1e-7)
-  jump = schedules.swa_lr(0.2, 0.05, swa_start=2, anneal_steps=0)  # acts as 1, as SWALR's formula
+  jump = schedules.swa_lr(0.2, 0.05, start_step=2, anneal_steps=0)  # acts as 1, as SWALR's formula
   assert_rel(values(jump, 5), [0.2, 0.2, 0.2, 0.05, 0.05])
+
+
+def test_swa_lr_swa_start_is_a_deprecated_alias_of_start_step():
+  """Issue #20: one name for the step where averaging / annealing starts, ``start_step`` (as ``swa``)."""
+  new = schedules.swa_lr(0.2, 0.05, 3, anneal_steps=2)  # positional calls are unchanged
+  with pytest.warns(DeprecationWarning, match=r"swa_lr\(swa_start=\) is deprecated.*start_step="):
+    old = schedules.swa_lr(0.2, 0.05, swa_start=3, anneal_steps=2)
+  assert_rel(values(old, 10), values(new, 10), rtol=0.0, atol=0.0)
+  with pytest.raises(ValueError, match="not both"):
+    schedules.swa_lr(0.2, 0.05, start_step=3, swa_start=3)
+  with pytest.raises(ValueError, match="start_step = None"):
+    schedules.swa_lr(0.2, 0.05)
 
 
 def test_sequential_is_optax_join_schedules():
@@ -483,13 +495,21 @@ STEP_ARGS = [  # (factory, kwargs, the step-count argument): 110.0 == 110, 110.5
     (schedules.one_cycle_momentum, dict(epochs=3), "steps_per_epoch"),
     (schedules.warmup, dict(schedule=0.1), "warmup_steps"),
     (schedules.inverse_sqrt, dict(peak_value=0.1), "warmup_steps"),
-    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05, swa_start=50), "anneal_steps"),
-    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05), "swa_start"),
+    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05, start_step=50), "anneal_steps"),
+    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05), "start_step"),
+    (schedules.swa_lr, dict(schedule=0.1, swa_lr=0.05), "swa_start"),  # the deprecated name checks the same
 ]
 
 
 @pytest.mark.parametrize("factory,kwargs,arg", STEP_ARGS, ids=[f"{f.__name__}-{a}" for f, _, a in STEP_ARGS])
 def test_step_counts_take_integral_floats(factory, kwargs, arg):
+  if arg == "swa_start":  # swa_lr's deprecated name for start_step: the same check, then the warning
+    with pytest.warns(DeprecationWarning, match="start_step"):
+      as_int, as_float = factory(**kwargs, **{arg: 110}), factory(**kwargs, **{arg: 110.0})
+    assert_rel(values(as_float, 400), values(as_int, 400), rtol=0.0, atol=0.0)
+    with pytest.raises(ValueError, match=f"{arg} must be an integer.*got {arg} = 110.5"):
+      factory(**kwargs, **{arg: 110.5})
+    return
   as_int, as_float = factory(**kwargs, **{arg: 110}), factory(**kwargs, **{arg: 110.0})
   assert_rel(values(as_float, 400), values(as_int, 400), rtol=0.0, atol=0.0)
   with pytest.raises(ValueError, match=f"{arg} must be an integer.*got {arg} = 110.5"):
