@@ -131,7 +131,8 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
   """Raises ``ValueError`` unless ``value`` is an integer in ``[low, high]``.
 
   For integers that are not counts of steps (sizes, groups, seeds); a step count goes through
-  :func:`check_steps`, which also takes integral floats. A concrete 0-d integer array (what ``optax.inject_hyperparams`` passes) counts as an integer.
+  :func:`check_steps`, which also takes integral floats. A concrete 0-d integer array (what
+  ``optax.inject_hyperparams`` passes) counts as an integer.
   """
   if _is_traced(value):
     return
