@@ -104,7 +104,7 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
   """
   _validate.check_transform("inner", inner)
   if max_consecutive is not None:
-    _validate.check_int("max_consecutive", max_consecutive, low=0)
+    max_consecutive = _validate.check_steps("max_consecutive", max_consecutive, allow_traced=True)
   _validate.check_choice("on_failure", on_failure, ("raise", "nan"))
   inner = optax.with_extra_args_support(inner)
 

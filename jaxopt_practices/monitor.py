@@ -149,7 +149,7 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
     0.1
   """
   _validate.check_transform("inner", inner)
-  _validate.check_int("every", every, low=1)
+  every = _validate.check_steps("every", every, low=1)
   if learning_rate is not None:
     _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   inner = optax.with_extra_args_support(inner)
