@@ -106,11 +106,20 @@ def skip_nonfinite(inner: optax.GradientTransformation, max_consecutive: int | N
 
   Args:
     inner: the optimizer to protect (any ``GradientTransformation``, extra args forwarded).
-    max_consecutive: ``None`` or an integer ``>= 0``.
+    max_consecutive: ``None`` (skip forever) or an integer ``>= 0``, the number of non-finite
+      updates in a row to skip before failing (traced under ``optax.inject_hyperparams``).
     on_failure: ``"raise"`` or ``"nan"``, see above.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its state is :class:`SkipNonfiniteState`.
+
+  Raises:
+    ValueError: for an ``inner`` that is not an ``optax.GradientTransformation``, a
+      ``max_consecutive`` that is neither ``None`` nor an integer ``>= 0`` (an integral float such
+      as ``3.0`` is fine), or an ``on_failure`` other than ``"raise"`` / ``"nan"``; at ``update``,
+      for a state that is not a :class:`SkipNonfiniteState`.
+    NonfiniteGradientsError: with ``on_failure="raise"``, from the step that exceeds
+      ``max_consecutive`` (wrapped in a ``JaxRuntimeError``, see above).
 
   Example:
     >>> import jax.numpy as jnp, optax

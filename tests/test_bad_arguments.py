@@ -868,6 +868,7 @@ INJECTED_COUNTS = [  # counts that optax.inject_hyperparams passes back traced: 
     (regularization.swa, dict(start_step=1, every=2), {}),
     (regularization.ema, dict(decay=0.5, every=2), {}),
     (adaptive.scale_by_muon, dict(ns_steps=3, ns_dtype="float32"), {}),
+    (clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=2), {}),
 ]
 
 
