@@ -88,18 +88,18 @@ def l2_norms(trees: list, dtypes: list | None = None,
   """
   leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
   if dtypes is None:
-    dtypes = [widest_acc_dtype(l) for l in leaves]
+    dtypes = [widest_acc_dtype(xs) for xs in leaves]
   dtypes = [jnp.dtype(d) for d in dtypes]
-  totals = [_sum_of_squares(l, d, apart) for l, d in zip(leaves, dtypes)]
+  totals = [_sum_of_squares(xs, d, apart) for xs, d in zip(leaves, dtypes)]
 
   def plain(_):
     return [(jnp.sqrt(t), jnp.sqrt(t), jnp.ones([], t.dtype)) for t in totals]
 
   def scaled(_):
-    return [_scaled_parts(_concatenated(l, d), 2.0, 2.0, None, d) if l else plain(None)[i]
-            for i, (l, d) in enumerate(zip(leaves, dtypes))]
+    return [_scaled_parts(_concatenated(xs, d), 2.0, 2.0, None, d) if xs else plain(None)[i]
+            for i, (xs, d) in enumerate(zip(leaves, dtypes))]
 
-  safe = [_plain_sum_is_safe(t) for l, t in zip(leaves, totals) if l]
+  safe = [_plain_sum_is_safe(t) for xs, t in zip(leaves, totals) if xs]
   if not safe:
     return plain(None)
   return _tree.cond(jnp.all(jnp.stack(safe)), plain, scaled, None)
@@ -137,7 +137,7 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
 def _scaled_parts(leaves: list, norm_type: Any, concrete: float | None, axis_name: str | None,
                   dtype: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The overflow-free two-pass p-norm of :func:`norm_parts`."""
-  p = None if concrete in (2.0, math.inf) else jnp.asarray(norm_type, dtype)
+  p = jnp.asarray(norm_type, dtype)  # read only for p other than 2 and inf
 
   def power(x):  # x in [0, 1]
     return jnp.square(x) if concrete == 2.0 else jnp.power(x, p)

@@ -56,7 +56,11 @@ def clip_by_value(max_abs: float) -> optax.GradientTransformation:
     max_abs: :math:`c > 0`.
 
   Returns:
-    An ``optax.GradientTransformation`` with an empty state.
+    An ``optax.GradientTransformation`` with an empty state (``update`` also takes ``None``).
+
+  Raises:
+    ValueError: for a ``max_abs`` that is not a number ``> 0``; at ``update``, for a state other
+      than ``optax.EmptyState`` or ``None`` (e.g. a dict restored without a target).
 
   Example:
     >>> import jax.numpy as jnp
@@ -82,7 +86,13 @@ def clip_by_value(max_abs: float) -> optax.GradientTransformation:
 
 # ----------------------------------------------------------------------------- global norm
 class ClipByGlobalNormState(NamedTuple):
-  """The global gradient norm of the last update, before clipping (0 before the first)."""
+  """The state of :func:`clip_by_global_norm`: the global gradient norm of the last update.
+
+  Attributes:
+    norm: the global ``norm_type``-norm of the last update's gradients, before clipping (0 before
+      the first update; ``inf`` when it exceeds the float range), float32 (float64 for float64
+      params).
+  """
   norm: jax.Array
 
 
@@ -106,6 +116,10 @@ def global_norm(tree: Any, norm_type: float = 2.0, axis_name: str | None = None)
 
   Returns:
     A scalar: ``inf`` when an entry is infinite, NaN when one is NaN, 0 for an empty tree.
+
+  Raises:
+    ValueError: for a ``norm_type`` that is neither a number ``> 0`` nor ``inf``, or an
+      ``axis_name`` that is not a string or ``None``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -153,6 +167,12 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
 
   Returns:
     An ``optax.GradientTransformation``; its state is :class:`ClipByGlobalNormState`.
+
+  Raises:
+    ValueError: for a ``max_norm`` that is not a number ``> 0``, a ``norm_type`` that is neither
+      a number ``> 0`` nor ``inf``, or an ``axis_name`` that is not a string or ``None``; at
+      ``update``, for a state that is not a :class:`ClipByGlobalNormState` (e.g. a dict restored
+      without a target).
 
   Example:
     >>> import jax.numpy as jnp
@@ -261,6 +281,11 @@ def adaptive_grad_clip(clipping: float = 0.01, eps: float = 1e-3) -> optax.Gradi
 
   Returns:
     An ``optax.GradientTransformation`` (empty state) whose ``update`` needs the params.
+
+  Raises:
+    ValueError: for a ``clipping`` that is not a number ``> 0`` or a negative ``eps``; at
+      ``update``, when no params are passed, or for a state other than ``optax.EmptyState`` or
+      ``None``.
 
   Example:
     >>> import jax.numpy as jnp

@@ -26,13 +26,23 @@ __all__ = ["TrackState", "track", "stats", "current_learning_rate"]
 
 
 class TrackState(NamedTuple):
-  """The inner state plus the statistics of the last update (scalars: int32 counts, float32 norms,
-  the learning rate in its schedule's dtype).
+  """The state of :func:`track`: the inner state plus the statistics of the last update.
 
-  ``count`` is the number of updates applied so far (``stats()`` reports it as ``"step"``).
+  Attributes:
+    inner_state: the wrapped transform's state.
+    count: int32, the number of updates applied so far (0 at ``init``; :func:`stats` reports it
+      as ``"step"``).
+    learning_rate: the learning rate applied at the last update (see :func:`current_learning_rate`,
+      or ``track``'s ``learning_rate=``), in its schedule's dtype (float32 at least); NaN when
+      unknown.
+    grad_norm: float32 (or wider), the global L2 norm of the last measured gradients.
+    update_norm: float32 (or wider), the global L2 norm of the last measured update.
+    param_norm: float32 (or wider), the global L2 norm of the params before the last measured
+      update (0 when no params were passed).
+    nonfinite_count: int32, the number of measured updates so far whose gradients held NaN or Inf.
   """
   inner_state: Any
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count: see CONTRIBUTING
   learning_rate: jax.Array
   grad_norm: jax.Array
   update_norm: jax.Array
@@ -55,9 +65,28 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   Adagrad's lr decay included), every ``plateau`` scale, and the ``learning_rate`` of
   any ``optax.inject_hyperparams`` state, in the widest dtype among them (float64 for a
   schedule computed in float64). It is the base learning rate: per-group multipliers
-  (``groups.scale_by_group``) are not in it. NaN (float32) when the state holds none of
-  these, e.g. plain ``optax.sgd(0.1)``, whose learning rate is not in its state: pass it to
-  ``track(tx, learning_rate=...)``, or wrap the optimizer in ``optax.inject_hyperparams``.
+  (``groups.scale_by_group``) are not in it.
+
+  Args:
+    opt_state: any optimizer state or container of one (a raw optax state, a linen
+      ``TrainState``, an ``nnx.Optimizer`` or its ``opt_state``), inside ``jit`` or outside.
+
+  Returns:
+    A scalar array: the product above, in float32 or the widest dtype among its factors. NaN
+    (float32) when the state holds none of these, e.g. plain ``optax.sgd(0.1)``, whose learning
+    rate is not in its state: pass it to ``track(tx, learning_rate=...)``, or wrap the optimizer
+    in ``optax.inject_hyperparams``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from jaxopt_practices import adaptive, monitor
+    >>> tx = adaptive.adam(optax.linear_schedule(1e-3, 0.0, 10))
+    >>> p = jnp.ones(2)
+    >>> _, state = tx.update(jnp.ones(2), tx.init(p), p)
+    >>> print(round(float(monitor.current_learning_rate(state)), 6))   # the lr of update 0
+    0.001
+    >>> print(monitor.current_learning_rate(optax.sgd(0.1).init(p)))   # optax keeps no lr in its state
+    nan
   """
   factors = list(_tree.learning_rate_factors(opt_state))
   for s in _tree.find_states(opt_state, optax.InjectStatefulHyperparamsState):
@@ -136,6 +165,12 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`TrackState`.
 
+  Raises:
+    ValueError: for an ``inner`` that is not an ``optax.GradientTransformation``, an ``every``
+      that is not an integer number of steps ``>= 1``, or a negative ``learning_rate``; at
+      ``update``, for a state that is not a :class:`TrackState` (e.g. a dict restored without a
+      target).
+
   Example:
     >>> import jax.numpy as jnp, optax
     >>> from jaxopt_practices import adaptive, monitor
@@ -149,7 +184,7 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
     0.1
   """
   _validate.check_transform("inner", inner)
-  _validate.check_int("every", every, low=1)
+  every = _validate.check_steps("every", every, low=1)
   if learning_rate is not None:
     _validate.check_number("learning_rate", learning_rate, low=0.0, allow_schedule=True)
   inner = optax.with_extra_args_support(inner)
@@ -203,13 +238,19 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
 def stats(opt_state: Any) -> dict[str, jax.Array]:
   """The statistics of the last update, from the one :func:`track` state inside ``opt_state``.
 
-  Returns a dict of scalar arrays: ``step`` (the number of updates applied, the state's
-  ``count``), ``learning_rate`` (the base learning rate of the last update, see
-  :func:`current_learning_rate`: per-group multipliers of ``groups.scale_by_group`` are not
-  in it; NaN when it is not in the state and ``track`` was not given ``learning_rate=``), ``grad_norm``, ``update_norm``, ``param_norm``,
-  ``update_param_ratio`` (NaN while ``param_norm`` is 0) and ``nonfinite_count``. Works
-  inside ``jit`` (traced values) and outside (concrete values), on a raw optax state, a
-  linen ``TrainState``, an ``nnx.Optimizer`` or its ``opt_state``.
+  Works inside ``jit`` (traced values) and outside (concrete values).
+
+  Args:
+    opt_state: a state holding exactly one :class:`TrackState`: a raw optax state (chained,
+      injected, masked), a linen ``TrainState``, an ``nnx.Optimizer`` or its ``opt_state``.
+
+  Returns:
+    A dict of scalar arrays: ``step`` (the number of updates applied, the state's ``count``),
+    ``learning_rate`` (the base learning rate of the last update, see
+    :func:`current_learning_rate`: per-group multipliers of ``groups.scale_by_group`` are not in
+    it; NaN when it is not in the state and ``track`` was not given ``learning_rate=``),
+    ``grad_norm``, ``update_norm``, ``param_norm``, ``update_param_ratio`` (NaN while
+    ``param_norm`` is 0) and ``nonfinite_count``.
 
   Raises:
     ValueError: when the state holds no :func:`track` state, or more than one.

@@ -808,9 +808,24 @@ def _average_run(tx, read):
   return out
 
 
-def _PENDING(what: str):  # noqa: N802 - reads as a mark
-  """An entry that fails on today's code (check_int rejects 2.0) until the module's owner lands the fix."""
-  return pytest.mark.xfail(strict=True, raises=ValueError, reason=f"issue #20: {what}")
+def _track_run(every):
+  """The grad norms ``monitor.stats`` reports over 4 updates (measured on updates 0, every, ...)."""
+  tx = monitor.track(_SGD, every=every, learning_rate=0.1)
+  p, state, out = jnp.zeros(2), tx.init(jnp.zeros(2)), []
+  for t in range(4):
+    _, state = tx.update(jnp.full(2, t + 1.0), state, p)
+    out.append(float(monitor.stats(state)["grad_norm"]))
+  return out
+
+
+def _skip_run(max_consecutive):
+  """Whether each of 4 non-finite steps in a row has failed (after ``max_consecutive`` skipped)."""
+  tx = clipping.skip_nonfinite(_SGD, max_consecutive=max_consecutive, on_failure="nan")
+  state, out = tx.init(jnp.zeros(2)), []
+  for _ in range(4):
+    _, state = tx.update(jnp.full(2, jnp.nan), state)
+    out.append(bool(state.failed))
+  return out
 
 
 def _muon_update(**kw):
@@ -837,11 +852,8 @@ COUNTS = [
     ("adaptive.orthogonalize(ns_steps=)",
      lambda n: adaptive.orthogonalize(jnp.eye(3, 2) + 0.1, ns_steps=n, ns_dtype=jnp.float32).tolist(), 5),
     ("adaptive.muon(ns_steps=)", lambda n: _muon_update(ns_steps=n), 5),
-    pytest.param("monitor.track(every=)", lambda n: monitor.track(_SGD, every=n).init(jnp.zeros(2)), 2,
-                 marks=_PENDING("monitor.py moves every to check_steps (in the monitor rewrite)")),
-    pytest.param("clipping.skip_nonfinite(max_consecutive=)",
-                 lambda n: clipping.skip_nonfinite(_SGD, max_consecutive=n).init(jnp.zeros(2)), 2,
-                 marks=_PENDING("_skip.py moves max_consecutive to check_steps (in the _skip rewrite)")),
+    ("monitor.track(every=)", _track_run, 2),
+    ("clipping.skip_nonfinite(max_consecutive=)", _skip_run, 2),
 ]
 
 
@@ -856,6 +868,7 @@ INJECTED_COUNTS = [  # counts that optax.inject_hyperparams passes back traced: 
     (regularization.swa, dict(start_step=1, every=2), {}),
     (regularization.ema, dict(decay=0.5, every=2), {}),
     (adaptive.scale_by_muon, dict(ns_steps=3, ns_dtype="float32"), {}),
+    (clipping.skip_nonfinite, dict(inner=_SGD, max_consecutive=2), {}),
 ]
 
 

@@ -301,7 +301,7 @@ def test_skip_nonfinite_fault_injection_is_bitwise_a_clean_run(jit, dtype):
   p_skip, s_skip = run(clipping.skip_nonfinite(inner(), max_consecutive=None), stream)
   chex.assert_trees_all_equal(p_skip, p_ref)
   chex.assert_trees_all_equal(s_skip.inner_state, s_ref)
-  assert int(s_skip.total_nonfinite) == len(bad_steps)
+  assert int(s_skip.nonfinite_count) == len(bad_steps)
   trailing = 0
   for i in reversed(range(20)):
     if i not in bad_steps:
@@ -323,14 +323,23 @@ def test_skip_nonfinite_counts_and_reset():
     assert int(s.consecutive_nonfinite) == c
     if not good:
       chex.assert_trees_all_equal(u, jnp.zeros(2))
-  assert int(s.total_nonfinite) == 3
+  assert int(s.nonfinite_count) == 3
+
+
+def test_skip_nonfinite_total_nonfinite_is_a_deprecated_alias_of_nonfinite_count():
+  tx = clipping.skip_nonfinite(optax.sgd(0.1))
+  _, s = tx.update(jnp.array([jnp.nan, 1.0]), tx.init(jnp.zeros(2)))
+  with pytest.warns(DeprecationWarning, match="nonfinite_count"):
+    old = s.total_nonfinite
+  assert int(old) == int(s.nonfinite_count) == 1
+  assert "total_nonfinite" not in s._fields
 
 
 def test_skip_nonfinite_checks_inner_updates_too():
   tx = clipping.skip_nonfinite(optax.scale(1e38))
   u, s = tx.update(jnp.array([10.0, 1.0]), tx.init(jnp.zeros(2)))  # 1e39 overflows
   chex.assert_trees_all_equal(u, jnp.zeros(2))
-  assert int(s.total_nonfinite) == 1
+  assert int(s.nonfinite_count) == 1
 
 
 @JIT

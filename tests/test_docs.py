@@ -53,10 +53,10 @@ def test_the_porting_page_and_the_tour_report_are_in_the_site():
   assert "notebooks/10_porting_from_pytorch" in (DOCS / "porting.md").read_text()
 
 
-# Modules whose docstrings are complete (issue #20); monitor and clipping join when their rewrite
-# merges, and then the check covers every public module.
+# Modules whose docstrings are complete (issue #20): every public module.
 COMPLETE = ("jaxopt_practices", "schedules", "plateau", "lr_finder", "initializers", "momentum", "adaptive",
-            "regularization", "groups", "recipe", "training", "parallel", "flat", "tour", "cli")
+            "clipping", "regularization", "groups", "recipe", "training", "parallel", "flat", "tour", "cli",
+            "monitor")
 _RAISES = re.compile(r"\braise ValueError|\b_?check_\w*\(")
 
 
