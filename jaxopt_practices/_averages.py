@@ -41,7 +41,7 @@ class ParamDtypes:
   per_leaf: Any
 
   @classmethod
-  def of(cls, params: Any) -> "ParamDtypes":
+  def of(cls, params: Any) -> ParamDtypes:
     """The dtypes of ``params``' leaves, as a params-shaped tree of static nodes."""
     return cls(jax.tree.map(lambda x: _Dtype(jnp.dtype(jnp.result_type(x)).name), params))
 
@@ -182,12 +182,12 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
     b = _tree.per_dtype(lambda dtype: _tree.as_scalar(decay, jnp.zeros([], jnp.int32), dtype))
     p0 = _tree.to_acc(params)
     w_dtype = _norms.widest_acc_dtype(jax.tree.leaves(params))  # float32, float64 with float64 params
-    rest = dict(dtypes=ParamDtypes.of(params), count=jnp.zeros([], jnp.int32), checksum=_checksum(params),
-                misplaced=jnp.zeros([], bool))
     if debias:
-      z = _tree.map_components(lambda p: (1.0 - b(p.dtype)) * p, p0)
-      return EmaState(weighted_sum=z, total_weight=1.0 - b(w_dtype), **rest)
-    return EmaState(weighted_sum=p0, total_weight=jnp.ones([], w_dtype), **rest)
+      z, w = _tree.map_components(lambda p: (1.0 - b(p.dtype)) * p, p0), 1.0 - b(w_dtype)
+    else:
+      z, w = p0, jnp.ones([], w_dtype)
+    return EmaState(weighted_sum=z, total_weight=w, dtypes=ParamDtypes.of(params), count=jnp.zeros([], jnp.int32),
+                    checksum=_checksum(params), misplaced=jnp.zeros([], bool))
 
   def update_fn(updates, state, params=None):
     _validate.check_state("regularization.ema", state, EmaState)

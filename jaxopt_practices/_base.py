@@ -49,8 +49,12 @@ def _mark_decayed(out: Any, updates: Any) -> None:
     if x is u:
       continue
     key = id(x)
+
+    def forget(_: weakref.ref, key: int = key) -> None:
+      _DECAYED.pop(key, None)
+
     try:
-      _DECAYED[key] = weakref.ref(x, lambda _, key=key: _DECAYED.pop(key, None))
+      _DECAYED[key] = weakref.ref(x, forget)
     except TypeError:  # a leaf that cannot be weakly referenced: not tracked
       pass
 

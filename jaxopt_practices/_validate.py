@@ -13,7 +13,7 @@ import dis
 import math
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ class PracticeWarning(UserWarning):
   """
 
 
-Mask = Union[str, None, Any, Callable[[Any], Any]]
+Mask: TypeAlias = str | None | Any | Callable[[Any], Any]
 """Which leaves a transform touches: ``"auto"`` (kernels, leaves with ``ndim >= 2``), ``None``
 (every leaf), a pytree of bools shaped like the params or a prefix of it (a bool masks a whole
 subtree, as in ``optax.masked``), or a callable ``params -> such a pytree``."""

@@ -66,7 +66,7 @@ class PlateauRule:
 
   @classmethod
   def of(cls, factor: Any, patience: Any, threshold: Any, cooldown: Any, min_scale: Any, eps: Any, mode: str,
-         threshold_mode: str) -> "PlateauRule":
+         threshold_mode: str) -> PlateauRule:
     """The rule of these arguments (numbers or traced arrays, as ``inject_hyperparams`` passes them)."""
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     return cls(factor=f32(factor), patience=jnp.asarray(patience, jnp.int32), threshold=f32(threshold),

@@ -40,7 +40,6 @@ from jaxopt_practices._averages import ema_params as ema_params
 from jaxopt_practices._averages import swa as swa
 from jaxopt_practices._averages import swa_params as swa_params
 from jaxopt_practices._batch_norm import update_bn as update_bn
-from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
 
