@@ -18,15 +18,15 @@ READINGS = ("better: ", "worse: ", "within noise: ", "same: ", "no comparison: "
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
-  """``tour --quick`` run once for the tests below (1 seed, 150 steps)."""
+  """``tour --quick`` run once (1 seed, 150 steps)."""
   out = tmp_path_factory.mktemp("tour") / "report"
   assert cli.main(["tour", "--quick", "--out", str(out), "--no-progress"]) == 0
   return out
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tour")  # one worker runs the tour once for both
 def test_tour_quick_writes_report_and_plots(quick_report):
+  """The plots, the rows and the readings of one ``tour --quick`` run (one test: the tour runs once)."""
   report = (quick_report / "report.md").read_text()
   for png in ["loss_curves.png", "lr_curves.png", "lr_range_test.png", "activation_std.png"]:
     data = (quick_report / png).read_bytes()
@@ -38,12 +38,10 @@ def test_tour_quick_writes_report_and_plots(quick_report):
   assert all(0.0 <= a <= 100.0 for a in accuracies), accuracies
   # Every practice trains, even in --quick: each practice row is well above chance (10%).
   assert all(a > 50.0 for a in accuracies[1::2]), accuracies
+  _report_has_mean_std_columns_and_readings(report.splitlines())
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("tour")  # one worker runs the tour once for both
-def test_tour_report_has_mean_std_columns_and_readings(quick_report):
-  lines = (quick_report / "report.md").read_text().splitlines()
+def _report_has_mean_std_columns_and_readings(lines):
   header = next(line for line in lines if line.startswith("| scenario |"))
   assert "test accuracy (mean ± std)" in header and "final train loss (mean ± std)" in header
   assert "train − test gap" in header and "reading" in header
