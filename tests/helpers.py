@@ -100,8 +100,8 @@ def run(tx: optax.GradientTransformation, params: Any, grads: list, extra_args=l
   return params, state, history
 
 
-def run_scan(tx: optax.GradientTransformation, p0: list, grads: list) -> list:
-  """The params after applying ``tx`` to each step's list of gradients, in one jitted ``lax.scan``."""
+def scan_steps(tx: optax.GradientTransformation, p0: list, grads: list) -> tuple[list, Any]:
+  """``(params, state)`` after applying ``tx`` to each step's list of gradients, in one jitted ``lax.scan``."""
   params = [jnp.asarray(p) for p in p0]
   stacked = [jnp.asarray(np.stack([g[i] for g in grads])) for i in range(len(p0))]
 
@@ -111,9 +111,14 @@ def run_scan(tx: optax.GradientTransformation, p0: list, grads: list) -> list:
       p, s = carry
       u, s = tx.update(g, s, p)
       return (optax.apply_updates(p, u), s), None
-    return jax.lax.scan(body, (params, tx.init(params)), stacked)[0][0]
+    return jax.lax.scan(body, (params, tx.init(params)), stacked)[0]
 
-  return [np.asarray(p) for p in train(params, stacked)]
+  return train(params, stacked)
+
+
+def run_scan(tx: optax.GradientTransformation, p0: list, grads: list) -> list:
+  """The params after applying ``tx`` to each step's list of gradients (:func:`scan_steps`), as numpy."""
+  return [np.asarray(p) for p in scan_steps(tx, p0, grads)[0]]
 
 
 def floating_leaves(tree: Any) -> list:

@@ -19,6 +19,7 @@ import optax
 import pytest
 
 from jaxopt_practices import adaptive, flat, groups
+from helpers import run_scan
 
 torch = pytest.importorskip("torch")
 from torch.optim._muon import _zeropower_via_newtonschulz  # noqa: E402
@@ -64,20 +65,6 @@ def _stream(seed, dtype, steps):
   return p0, [[(rng.standard_normal(s) * rng.uniform(0.1, 3.0)).astype(dtype) for s in SHAPES] for _ in range(steps)]
 
 
-def _ours(tx, p0, grads):
-  stacked = [jnp.asarray(np.stack([g[i] for g in grads])) for i in range(len(p0))]
-
-  @jax.jit
-  def train(params, stacked):
-    def body(carry, g):
-      p, s = carry
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    return jax.lax.scan(body, (params, tx.init(params)), stacked)[0][0]
-
-  return [np.asarray(p) for p in train([jnp.asarray(p) for p in p0], stacked)]
-
-
 def _rel_err(ours, theirs):
   return max(np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(ours, theirs))
 
@@ -100,7 +87,7 @@ def test_matches_torch_muon_with_bfloat16_newton_schulz(cfg):
   kw = dict(cfg)
   lr = kw.pop("lr")
   p0, grads = _stream(0, np.float32, 100)
-  ours = _ours(adaptive.muon(lr, **kw), p0, grads)
+  ours = run_scan(adaptive.muon(lr, **kw), p0, grads)
   tp = [torch.nn.Parameter(torch.tensor(p.T.copy())) for p in p0]
   opt = torch.optim.Muon(tp, lr=lr, **kw)
   for g in grads:
@@ -116,7 +103,7 @@ def test_float64_newton_schulz_matches_a_float64_transcription(cfg):
   lr = kw.pop("lr")
   with jax.enable_x64(True):
     p0, grads = _stream(1, np.float64, 100)
-    ours = _ours(adaptive.muon(lr, ns_dtype=jnp.float64, **kw), p0, grads)
+    ours = run_scan(adaptive.muon(lr, ns_dtype=jnp.float64, **kw), p0, grads)
   theirs = _np_muon([p.T for p in p0], [[g.T for g in gs] for gs in grads], lr, **kw)
   assert all(o.dtype == np.float64 for o in ours)
   assert _rel_err(ours, [w.T for w in theirs]) <= 1e-12

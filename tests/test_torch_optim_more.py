@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from jaxopt_practices import adaptive, flat, momentum
+from helpers import scan_steps
 
 torch = pytest.importorskip("torch")
 
@@ -30,21 +31,6 @@ def _stream(seed, dtype, shapes=SHAPES, steps=STEPS):
   draw = lambda s, scale=1.0: scale * (rng.standard_normal(s) + (1j * rng.standard_normal(s) if cplx else 0))  # noqa: E731
   p0 = [np.asarray(draw(s), dtype) for s in shapes]
   return p0, [[np.asarray(draw(s, rng.uniform(0.1, 3.0)), dtype) for s in shapes] for _ in range(steps)]
-
-
-def _scan(tx, p0, grads):
-  """Final params and state after the stream, in one jitted ``lax.scan``."""
-  stacked = [jnp.asarray(np.stack([g[i] for g in grads])) for i in range(len(p0))]
-
-  @jax.jit
-  def train(params, stacked):
-    def body(carry, g):
-      p, s = carry
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    return jax.lax.scan(body, (params, tx.init(params)), stacked)[0]
-
-  return train([jnp.asarray(p) for p in p0], stacked)
 
 
 def _torch(cls, kwargs, p0, grads, lr_lambda=None, transpose=False):
@@ -93,7 +79,7 @@ def test_adafactor_float64_matches_torch(x64, cfg, scheduled):
   lr, kw = _split(cfg)
   p0, grads = _stream(0, np.float64)
   our_lr = (lambda c: lr * _lambda(jnp.asarray(c, jnp.float64))) if scheduled else lr
-  ours, _ = _scan(adaptive.adafactor(our_lr, **kw), p0, grads)
+  ours, _ = scan_steps(adaptive.adafactor(our_lr, **kw), p0, grads)
   theirs, _ = _torch(torch.optim.Adafactor, dict(lr=lr, **kw), p0, grads, _lambda if scheduled else None)
   assert all(o.dtype == np.float64 for o in ours)
   assert _rel_err(ours, theirs) <= 1e-12
@@ -101,7 +87,7 @@ def test_adafactor_float64_matches_torch(x64, cfg, scheduled):
 
 def test_adafactor_float32_matches_torch_to_round_off():
   p0, grads = _stream(1, np.float32, steps=300)
-  ours, _ = _scan(adaptive.adafactor(), p0, grads)
+  ours, _ = scan_steps(adaptive.adafactor(), p0, grads)
   assert _rel_err(ours, _torch(torch.optim.Adafactor, {}, p0, grads)[0]) <= 1e-5
 
 
@@ -119,10 +105,10 @@ def test_adafactor_on_a_flat_buffer_is_one_unfactored_vector():
   tree = {"w": jnp.asarray(p0[0]), "b": jnp.asarray(p0[1])}
   buf, layout = flat.flatten(tree)
   flat_grads = [[np.asarray(flat.flatten({"w": jnp.asarray(g[0]), "b": jnp.asarray(g[1])})[0])] for g in grads]
-  on_buffer, _ = _scan(adaptive.adafactor(0.1), [np.asarray(buf)], flat_grads)
+  on_buffer, _ = scan_steps(adaptive.adafactor(0.1), [np.asarray(buf)], flat_grads)
   one_vector, _ = _torch(torch.optim.Adafactor, dict(lr=0.1), [np.asarray(buf)], flat_grads)
   assert _rel_err(on_buffer, one_vector) <= 1e-5
-  per_leaf, _ = _scan(adaptive.adafactor(0.1), p0, grads)
+  per_leaf, _ = scan_steps(adaptive.adafactor(0.1), p0, grads)
   unravelled = layout.unravel(on_buffer[0])
   assert _rel_err([unravelled["w"]], [per_leaf[0]]) > 1e-3  # a different optimizer, hence the docs
 
@@ -138,7 +124,7 @@ def test_asgd_float64_matches_torch_params_and_ax(x64, cfg, scheduled):
   lr, kw = _split(cfg)
   p0, grads = _stream(3, np.float64)
   our_lr = (lambda c: lr * _lambda(jnp.asarray(c, jnp.float64))) if scheduled else lr
-  ours, state = _scan(momentum.asgd(our_lr, **kw), p0, grads)
+  ours, state = scan_steps(momentum.asgd(our_lr, **kw), p0, grads)
   theirs, opt = _torch(torch.optim.ASGD, dict(lr=lr, **kw), p0, grads, _lambda if scheduled else None)
   assert _rel_err(ours, theirs) <= 1e-12
   ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
@@ -148,7 +134,7 @@ def test_asgd_float64_matches_torch_params_and_ax(x64, cfg, scheduled):
 def test_asgd_complex128_matches_torch(x64):
   p0, grads = _stream(4, np.complex128)
   kw = dict(lambd=1e-2, alpha=0.5, t0=20.0, weight_decay=0.05)
-  ours, state = _scan(momentum.asgd(0.05, **kw), p0, grads)
+  ours, state = scan_steps(momentum.asgd(0.05, **kw), p0, grads)
   theirs, opt = _torch(torch.optim.ASGD, dict(lr=0.05, **kw), p0, grads)
   assert _rel_err(ours, theirs) <= 1e-12
   ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
@@ -158,7 +144,7 @@ def test_asgd_complex128_matches_torch(x64):
 def test_asgd_float32_matches_torch_to_round_off():
   p0, grads = _stream(5, np.float32, steps=300)
   kw = dict(lambd=1e-3, t0=100.0, weight_decay=0.01)
-  ours, state = _scan(momentum.asgd(0.02, **kw), p0, grads)
+  ours, state = scan_steps(momentum.asgd(0.02, **kw), p0, grads)
   theirs, opt = _torch(torch.optim.ASGD, dict(lr=0.02, **kw), p0, grads)
   assert _rel_err(ours, theirs) <= 1e-5
   ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
@@ -169,10 +155,10 @@ def test_asgd_on_a_flat_buffer_equals_the_tree():
   """ASGD is elementwise: the flat path gives the per-leaf result (and the same average)."""
   p0, grads = _stream(6, np.float32, shapes=[(4, 3), (5,)], steps=20)
   tx = momentum.asgd(0.05, lambd=0.1, t0=5.0, weight_decay=0.01)
-  per_leaf, s_tree = _scan(tx, p0, grads)
+  per_leaf, s_tree = scan_steps(tx, p0, grads)
   buf, layout = flat.flatten({"a": jnp.asarray(p0[0]), "b": jnp.asarray(p0[1])})
   ravel = lambda g: np.asarray(flat.flatten({"a": jnp.asarray(g[0]), "b": jnp.asarray(g[1])})[0])  # noqa: E731
-  on_buffer, s_flat = _scan(tx, [np.asarray(buf)], [[ravel(g)] for g in grads])
+  on_buffer, s_flat = scan_steps(tx, [np.asarray(buf)], [[ravel(g)] for g in grads])
   back = layout.unravel(on_buffer[0])
   np.testing.assert_allclose(back["a"], per_leaf[0], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(back["b"], per_leaf[1], rtol=1e-6, atol=1e-7)
