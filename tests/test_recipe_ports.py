@@ -69,32 +69,28 @@ def test_weight_decay_learning_rate_options_differ_as_documented():
                   "weight_decay": {"rate": 0.1, "learning_rate": "shape"}})
 
 
-def test_averaging_ema_takes_every():
-  config = {"optimizer": {"name": "sgd", "learning_rate": 0.1}, "averaging": {"name": "ema", "decay": 0.5, "every": 3}}
-  tx, hand = recipe.build(config), optax.chain(optax.sgd(0.1), regularization.ema(0.5, every=3))
+def _same_averages(tx, hand, steps):
+  """Runs both on the gradient stream 0, 1, 2, ...: their EMAs agree after every update."""
   p = q = jnp.ones(2)
   s, h = tx.init(p), hand.init(q)
-  for i in range(7):
-    g = jnp.full(2, float(i))
-    u, s = tx.update(g, s, p)
-    v, h = hand.update(g, h, q)
-    p, q = optax.apply_updates(p, u), optax.apply_updates(q, v)
-  np.testing.assert_allclose(np.asarray(regularization.ema_params(s)), np.asarray(regularization.ema_params(h)),
-                             rtol=1e-6)
-  # a decay schedule section: torchvision's copy through the warmup (decay 0 for t <= 6), then 0.7
-  warm = {"name": "ema", "decay": {"name": "constant", "value": 0.7, "factor": 0.0, "total_steps": 7},
-          "debias": False, "every": 2}
-  tx = recipe.build({**config, "averaging": warm})
-  hand = optax.chain(optax.sgd(0.1), regularization.ema(lambda t: jnp.where(t <= 6, 0.0, 0.7), debias=False, every=2))
-  p = q = jnp.ones(2)
-  s, h = tx.init(p), hand.init(q)
-  for i in range(11):
+  for i in range(steps):
     g = jnp.full(2, float(i))
     u, s = tx.update(g, s, p)
     v, h = hand.update(g, h, q)
     p, q = optax.apply_updates(p, u), optax.apply_updates(q, v)
     np.testing.assert_allclose(np.asarray(regularization.ema_params(s)), np.asarray(regularization.ema_params(h)),
                                rtol=1e-6)
+
+
+def test_averaging_ema_takes_every():
+  config = {"optimizer": {"name": "sgd", "learning_rate": 0.1}, "averaging": {"name": "ema", "decay": 0.5, "every": 3}}
+  _same_averages(recipe.build(config), optax.chain(optax.sgd(0.1), regularization.ema(0.5, every=3)), 7)
+  # a decay schedule section: torchvision's copy through the warmup (decay 0 for t <= 6), then 0.7
+  warm = {"name": "ema", "decay": {"name": "constant", "value": 0.7, "factor": 0.0, "total_steps": 7},
+          "debias": False, "every": 2}
+  tx = recipe.build({**config, "averaging": warm})
+  hand = optax.chain(optax.sgd(0.1), regularization.ema(lambda t: jnp.where(t <= 6, 0.0, 0.7), debias=False, every=2))
+  _same_averages(tx, hand, 11)
   with pytest.raises(ValueError, match=r"averaging.decay.name must be one of"):
     recipe.build({**config, "averaging": {"name": "ema", "decay": {"name": "timm"}}})
   with pytest.raises(ValueError, match=r"unknown argument\(s\) \['inner'\]"):
