@@ -62,9 +62,16 @@ def x64():
     yield
 
 
-def _split(cfg):
-  cfg = dict(cfg)
-  return cfg.pop("lr"), cfg
+def _float64_run(ours, theirs, cfg, scheduled, seed):
+  """``(params, state, torch params, torch optimizer)`` of ours and torch's optimizer (``lr`` in
+  ``cfg``, the rest torch's keyword arguments), float64, on one gradient stream, with a constant
+  lr or ``_lambda`` applied to it (torch's ``LambdaLR``)."""
+  kw = dict(cfg)
+  lr = kw.pop("lr")
+  p0, grads = _stream(seed, np.float64)
+  our_lr = (lambda c: lr * _lambda(jnp.asarray(c, jnp.float64))) if scheduled else lr
+  params, state = scan_steps(ours(our_lr, **kw), p0, grads)
+  return (params, state, *_torch(theirs, dict(lr=lr, **kw), p0, grads, _lambda if scheduled else None))
 
 
 # ----------------------------------------------------------------------------- Adafactor
@@ -76,11 +83,7 @@ ADAFACTOR = [dict(lr=1e-2), dict(lr=0.5),  # 0.5 > 1/sqrt(t) from step 5: the re
 @pytest.mark.parametrize("cfg", ADAFACTOR, ids=str)
 @pytest.mark.parametrize("scheduled", [False, True], ids=["constant", "schedule"])
 def test_adafactor_float64_matches_torch(x64, cfg, scheduled):
-  lr, kw = _split(cfg)
-  p0, grads = _stream(0, np.float64)
-  our_lr = (lambda c: lr * _lambda(jnp.asarray(c, jnp.float64))) if scheduled else lr
-  ours, _ = scan_steps(adaptive.adafactor(our_lr, **kw), p0, grads)
-  theirs, _ = _torch(torch.optim.Adafactor, dict(lr=lr, **kw), p0, grads, _lambda if scheduled else None)
+  ours, _, theirs, _ = _float64_run(adaptive.adafactor, torch.optim.Adafactor, cfg, scheduled, seed=0)
   assert all(o.dtype == np.float64 for o in ours)
   assert _rel_err(ours, theirs) <= 1e-12
 
@@ -121,11 +124,7 @@ ASGD = [dict(lr=0.05), dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=10.0, weight_deca
 @pytest.mark.parametrize("cfg", ASGD, ids=str)
 @pytest.mark.parametrize("scheduled", [False, True], ids=["constant", "schedule"])
 def test_asgd_float64_matches_torch_params_and_ax(x64, cfg, scheduled):
-  lr, kw = _split(cfg)
-  p0, grads = _stream(3, np.float64)
-  our_lr = (lambda c: lr * _lambda(jnp.asarray(c, jnp.float64))) if scheduled else lr
-  ours, state = scan_steps(momentum.asgd(our_lr, **kw), p0, grads)
-  theirs, opt = _torch(torch.optim.ASGD, dict(lr=lr, **kw), p0, grads, _lambda if scheduled else None)
+  ours, state, theirs, opt = _float64_run(momentum.asgd, torch.optim.ASGD, cfg, scheduled, seed=3)
   assert _rel_err(ours, theirs) <= 1e-12
   ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
   assert _rel_err(momentum.asgd_params(state), ax) <= 1e-12
