@@ -126,28 +126,31 @@ ASGD = [dict(lr=0.05), dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=10.0, weight_deca
 def test_asgd_float64_matches_torch_params_and_ax(x64, cfg, scheduled):
   ours, state, theirs, opt = _float64_run(momentum.asgd, torch.optim.ASGD, cfg, scheduled, seed=3)
   assert _rel_err(ours, theirs) <= 1e-12
-  ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
-  assert _rel_err(momentum.asgd_params(state), ax) <= 1e-12
+  assert _rel_err(momentum.asgd_params(state), _torch_ax(opt)) <= 1e-12
+
+
+def _asgd_both(lr, kw, p0, grads):
+  """``(params, state, torch params, torch optimizer)`` of ``momentum.asgd`` and ``torch.optim.ASGD``."""
+  return (*scan_steps(momentum.asgd(lr, **kw), p0, grads), *_torch(torch.optim.ASGD, dict(lr=lr, **kw), p0, grads))
+
+
+def _torch_ax(opt):
+  """torch ASGD's average ``ax`` of each param."""
+  return [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
 
 
 def test_asgd_complex128_matches_torch(x64):
   p0, grads = _stream(4, np.complex128)
-  kw = dict(lambd=1e-2, alpha=0.5, t0=20.0, weight_decay=0.05)
-  ours, state = scan_steps(momentum.asgd(0.05, **kw), p0, grads)
-  theirs, opt = _torch(torch.optim.ASGD, dict(lr=0.05, **kw), p0, grads)
+  ours, state, theirs, opt = _asgd_both(0.05, dict(lambd=1e-2, alpha=0.5, t0=20.0, weight_decay=0.05), p0, grads)
   assert _rel_err(ours, theirs) <= 1e-12
-  ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
-  assert _rel_err(momentum.asgd_params(state), ax) <= 1e-12
+  assert _rel_err(momentum.asgd_params(state), _torch_ax(opt)) <= 1e-12
 
 
 def test_asgd_float32_matches_torch_to_round_off():
   p0, grads = _stream(5, np.float32, steps=300)
-  kw = dict(lambd=1e-3, t0=100.0, weight_decay=0.01)
-  ours, state = scan_steps(momentum.asgd(0.02, **kw), p0, grads)
-  theirs, opt = _torch(torch.optim.ASGD, dict(lr=0.02, **kw), p0, grads)
+  ours, state, theirs, opt = _asgd_both(0.02, dict(lambd=1e-3, t0=100.0, weight_decay=0.01), p0, grads)
   assert _rel_err(ours, theirs) <= 1e-5
-  ax = [opt.state[p]["ax"].numpy() for p in opt.param_groups[0]["params"]]
-  assert _rel_err(momentum.asgd_params(state), ax) <= 1e-5
+  assert _rel_err(momentum.asgd_params(state), _torch_ax(opt)) <= 1e-5
 
 
 def test_asgd_on_a_flat_buffer_equals_the_tree():
