@@ -120,8 +120,11 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
 
   Walks ``opt_state`` and finds each subtree with the same tree structure and leaf shapes
   as ``params`` (a momentum buffer, Adam's ``mu`` / ``nu``, an EMA, ...): its leaves get
-  the matching ``params_shardings``. All other leaves (step counts, scalars, learning
-  rates, flags) are replicated (``default``). Works for any chain, any nesting (wrappers
+  the matching ``params_shardings``. A copy with some leaves masked out (``optax.MaskedNode``,
+  as ``optax.masked`` and every branch of ``optax.multi_transform`` keep it: Muon on the
+  kernels, AdamW on the rest) counts too: its remaining leaves are sharded like their
+  params. All other leaves (step counts, scalars, learning rates, flags) are replicated
+  (``default``). Works for any chain, any nesting (wrappers
   such as ``skip_nonfinite`` or ``inject_hyperparams`` included) and any transform whose
   init calls ``jnp`` on the params (unlike ``optax.tree_map_params``, which needs inits
   that treat the params as opaque). Only shapes are read: ``opt_state`` may be the output
@@ -163,19 +166,37 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
     raise ValueError(f"default must be a jax.sharding.Sharding or None, got default = {default!r}.")
   params_sh = jax.tree.map(lambda _, s: s, params, params_shardings,
                            is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
+  sh_leaves = jax.tree.leaves(params_sh, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
 
   def is_params_copy(node):
     try:
-      return _signature(node) == sig
+      return _signature(node) == sig or _masked_signature(node, sig)
     except TypeError:
       return False
 
   def assign(node):
-    if is_params_copy(node):
+    if not is_params_copy(node):
+      return default
+    if _signature(node) == sig:
       return params_sh
-    return default
+    leaves, treedef = jax.tree.flatten(node, is_leaf=_is_masked)
+    return jax.tree.unflatten(treedef, [x if _is_masked(x) else s for x, s in zip(leaves, sh_leaves)])
 
   return jax.tree.map(assign, opt_state, is_leaf=is_params_copy)
+
+
+def _is_masked(x: Any) -> bool:
+  return isinstance(x, optax.MaskedNode)
+
+
+def _masked_signature(node: Any, sig: tuple) -> bool:
+  """Whether ``node`` is a copy of the params with some leaves masked out (``optax.masked``, and so
+  every branch of ``optax.multi_transform``): the params' structure, ``MaskedNode`` in place of
+  the masked leaves, the params' shapes elsewhere, and at least one leaf left."""
+  leaves, treedef = jax.tree.flatten(node, is_leaf=_is_masked)
+  kept = [not _is_masked(x) for x in leaves]
+  return (treedef == sig[0] and any(kept) and not all(kept)
+          and all(tuple(jnp.shape(x)) == shape for x, k, shape in zip(leaves, kept, sig[1]) if k))
 
 
 def shard(tree: Any, shardings: Any) -> Any:

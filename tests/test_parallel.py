@@ -169,11 +169,9 @@ def test_fsdp_state_sharded_like_params_and_matches_single_device(case: Contract
   for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):
     assert x.sharding.is_equivalent_to(s, x.ndim), f"state sharding {x.sharding} != {s}"
     # A state leaf of a sharded param's shape is a copy of a parameter: never gathered onto one
-    # device. Not checked for Adafactor (its factored row moment of a (16, 1) kernel is (16, 1)
-    # too) nor for Muon routed by optax.multi_transform: opt_state_shardings matches whole
-    # params-shaped subtrees, and a multi_transform's masked subtrees stay replicated (a known
-    # limitation, in the README's Scale section).
-    if x.shape in sharded_shapes and case.map_params and case.params is None:
+    # device, Muon's momentum routed by optax.multi_transform (a masked copy) included. Not
+    # checked for Adafactor (its factored row moment of a (16, 1) kernel is (16, 1) too).
+    if x.shape in sharded_shapes and case.map_params:
       assert not x.sharding.is_fully_replicated, f"state leaf of shape {x.shape} is replicated"
       assert all(sh.data.size * NUM_DEVICES == x.size for sh in x.addressable_shards)
   _shards_identical(state)
@@ -212,6 +210,28 @@ def test_opt_state_shardings_nested_wrappers(mesh):
     assert jax.tree.leaves(tree) == jax.tree.leaves(p_sh)
   assert s_sh[0].hyperparams["learning_rate"].spec == P()
   assert adam_state.count.spec == P()
+
+
+def test_opt_state_shardings_masked_copies(mesh):
+  """optax.multi_transform / optax.masked keep params copies with MaskedNode holes: the leaves
+  left are sharded like their params, the holes stay empty, everything else is replicated."""
+  params = _params()
+  p_sh = parallel.fsdp_shardings(params, mesh)
+  label_fn = groups.labels([(".*kernel", "muon")], default="adamw")
+  tx = optax.multi_transform({"muon": adaptive.muon(0.02), "adamw": adaptive.adamw(1e-3)}, label_fn)
+  state = jax.eval_shape(tx.init, params)
+  s_sh = parallel.opt_state_shardings(state, params, p_sh)
+  chex.assert_trees_all_equal_structs(jax.tree.map(lambda _: 0, s_sh), jax.tree.map(lambda _: 0, state))
+  by_shape = {}
+  for x, sh in zip(jax.tree.leaves(state), jax.tree.leaves(s_sh)):
+    by_shape.setdefault(x.shape, set()).add(sh.spec)
+  expected = {x.shape: s.spec for x, s in zip(jax.tree.leaves(params), jax.tree.leaves(p_sh))}
+  for shape, specs in by_shape.items():
+    assert specs == {expected.get(shape, P())}, (shape, specs)
+  assert any(spec != P() for specs in by_shape.values() for spec in specs)  # something is sharded
+  # A masked-out leaf stays a hole in the shardings too (no sharding where the state has no leaf).
+  muon_mu = jax.tree.leaves(s_sh.inner_states["muon"], is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+  assert sum(isinstance(x, optax.MaskedNode) for x in muon_mu) >= 2
 
 
 def test_donation_consumes_inputs(mesh):
