@@ -5,13 +5,16 @@ buffer) and ``monitor`` (gradient / update / parameter norms), so that every nor
 package reports or acts on is computed the same way: in float32 or wider whatever the
 leaf dtype, and finite for finite inputs near the float maximum (whose squares overflow).
 
-The trick everywhere: divide by the max-abs :math:`m` before squaring, as two
-multiplications by :math:`1/\\sqrt m` (``1/m`` itself is subnormal above ``2**126`` and XLA
-flushes it to zero), then multiply the root back by :math:`m`. Global L2 norms (the common
-case) first take the plain sum of squares, one reduction per leaf as ``optax.global_norm``,
-and run the scaled kernel only when that sum overflows, underflows or is NaN: one check for
-all the norms of a step (:func:`l2_norms`), one ``lax.cond``, and a fallback on the entries
-concatenated, so that it compiles to two reductions whatever the number of leaves.
+Two tricks. Global L2 norms (the common case) take sums of squares, one reduction per leaf
+as ``optax.global_norm``, in a loop of at most two passes (:func:`l2_norms`): the first
+with the entries as they are; only when a tree's sum overflowed, is NaN or fell below
+``2**-100`` does a second pass take that sum again with every entry multiplied by an exact
+power of two, ``2**-K`` or ``2**K`` (``K = maxexp / 2 + 32``: 96 for float32, 544 for
+float64), whose squares neither overflow nor underflow. One copy of the reductions is
+compiled, as the loop's body. The other norms (any ``p``, ``axis_name``, unit-wise,
+segments) divide by the max-abs :math:`m` before squaring, as two multiplications by
+:math:`1/\\sqrt m` (``1/m`` itself is subnormal above ``2**126`` and XLA flushes it to
+zero), then multiply the root back by :math:`m`.
 """
 
 from __future__ import annotations
@@ -48,61 +51,79 @@ def abs_in(x: Any, dtype: Any) -> jax.Array:
   return jnp.abs(x).astype(dtype) if jnp.iscomplexobj(x) else jnp.abs(x.astype(dtype))
 
 
-def _plain_sum_is_safe(total: jax.Array) -> jax.Array:
-  """Whether a plain sum of squares gives the norm as is: finite (no overflow, no NaN) and
-  above ``2**-100`` (no entries lost to underflow); else the scaled two-pass norm is needed."""
-  return jnp.isfinite(total) & (total > jnp.asarray(_SAFE_LOW, total.dtype))
+def _second_scale(total: jax.Array) -> jax.Array:
+  """The scale of a second pass after a plain sum of squares ``total``: 1 when that sum is the
+  norm squared as is (finite and above ``2**-100``, so no entry was lost to underflow),
+  ``2**-K`` after an overflow or a NaN, ``2**K`` after an underflow (``K = maxexp / 2 + 32``)."""
+  dtype = total.dtype
+  k = jnp.finfo(dtype).maxexp // 2 + 32
+  low = jnp.asarray(_SAFE_LOW, dtype)
+  big = jnp.where(total <= low, jnp.asarray(2.0 ** k, dtype), jnp.asarray(2.0 ** -k, dtype))
+  return jnp.where(jnp.isfinite(total) & (total > low), jnp.ones([], dtype), big)
 
 
-def _sum_of_squares(leaves: list, dtype: Any, apart: bool = False) -> jax.Array:
-  """The plain sum of squares of every entry, one reduction per leaf. With ``apart`` the square
-  is written ``|x| * |x|`` (two ``abs``): XLA then keeps it apart from an ``x * x`` that the
-  optimizer computes of the same array (merged, that square is materialized as a
-  parameter-sized temporary; measured on XLA:CPU), at a small cost in the reduction."""
-  total = jnp.zeros([], dtype)
-  for x in leaves:
-    if jnp.size(x):
-      x = abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype)
-      total = total + jnp.sum(jnp.abs(x) * jnp.abs(x) if apart else jnp.square(x))
-  return total
+def _sums_of_squares(leaves: list, dtypes: list, scales: list) -> list:
+  """Per tree, the sum of ``(x * scale)**2`` over its entries (a complex one's modulus), one
+  reduction per leaf, in the tree's accumulator dtype."""
+  out = []
+  for xs, dtype, scale in zip(leaves, dtypes, scales):
+    total = jnp.zeros([], dtype)
+    for x in xs:
+      if jnp.size(x):
+        x = abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype)
+        total = total + jnp.sum(jnp.square(x * scale))
+    out.append(total)
+  return out
 
 
-def _concatenated(leaves: list, dtype: Any) -> list:
-  """Every entry of ``leaves`` in one 1-D ``dtype`` array (a complex entry as its modulus), as a
-  one-leaf list: the scaled fallback then compiles to two reductions, whatever the leaf count."""
-  parts = [jnp.ravel(abs_in(x, dtype) if jnp.iscomplexobj(x) else jnp.asarray(x).astype(dtype)) for x in leaves]
-  return [jnp.concatenate(parts)] if len(parts) > 1 else parts
+def l2_norms(trees: list, dtypes: list | None = None) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+  r"""The L2 norms of several trees as ``(norm, m, r)`` each (``norm = m * r``), overflow-free.
 
-
-def l2_norms(trees: list, dtypes: list | None = None,
-             apart: bool = False) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
-  r"""The L2 norms of several trees as ``(norm, m, r)`` each, overflow-free, with one global check.
-
-  Each tree's plain sum of squares :math:`\sum x^2` is taken in its :func:`widest_acc_dtype`
-  (or ``dtypes[i]``). When every sum is finite and above ``2**-100`` the norms are their
-  square roots (``m = norm``, ``r = 1``); otherwise one ``lax.cond`` recomputes all of them with
-  the scaled two-pass kernel of :func:`norm_parts` on each tree's entries concatenated. A
-  tree holding Inf or NaN always takes the fallback, so its ``m`` (the max-abs there) is
-  finite exactly when every entry is. ``None`` or an empty tree gives zeros. ``apart``: for
-  trees whose squares the caller also computes (see ``_sum_of_squares``).
+  Each tree's sum of squares is taken in its :func:`widest_acc_dtype` (or ``dtypes[i]``) in
+  a ``lax.while_loop`` of one or two passes. The first pass sums the plain squares
+  :math:`\sum x^2`; a tree whose sum is finite and above ``2**-100`` has ``norm = sqrt(sum)``
+  (``m = norm``, ``r = 1``). Any other tree makes a second pass, in which that tree's entries
+  are multiplied by :math:`c = 2^{-K}` (after an overflow or a NaN) or :math:`2^{K}` (after an
+  underflow) before squaring: exact, and in range for every finite input, so ``m = 1/c`` and
+  ``r = sqrt(sum)``. A tree holding Inf or NaN gives a non-finite ``m`` (its sum), so ``m``
+  is finite exactly when every entry is. ``None`` or an empty tree gives zeros. Eagerly (no
+  tracer among the entries) the passes run in Python: no loop is compiled.
   """
   leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
   if dtypes is None:
     dtypes = [widest_acc_dtype(xs) for xs in leaves]
   dtypes = [jnp.dtype(d) for d in dtypes]
-  totals = [_sum_of_squares(xs, d, apart) for xs, d in zip(leaves, dtypes)]
+  ones = [jnp.ones([], d) for d in dtypes]
+  sized = [any(jnp.size(x) for x in xs) for xs in leaves]  # an empty tree's zero sum is exact
 
-  def plain(_):
-    return [(jnp.sqrt(t), jnp.sqrt(t), jnp.ones([], t.dtype)) for t in totals]
+  def second_scales(totals):
+    return [_second_scale(t) if has else one for t, has, one in zip(totals, sized, ones)]
 
-  def scaled(_):
-    return [_scaled_parts(_concatenated(xs, d), 2.0, 2.0, None, d) if xs else plain(None)[i]
-            for i, (xs, d) in enumerate(zip(leaves, dtypes))]
+  if any(isinstance(x, jax.core.Tracer) for xs in leaves for x in xs):
+    def body(carry):
+      passes, scales, _ = carry
+      totals = _sums_of_squares(leaves, dtypes, scales)
+      scales = [jnp.where(passes == 0, c2, c) for c2, c in zip(second_scales(totals), scales)]
+      return passes + 1, scales, totals
 
-  safe = [_plain_sum_is_safe(t) for xs, t in zip(leaves, totals) if xs]
-  if not safe:
-    return plain(None)
-  return _tree.cond(jnp.all(jnp.stack(safe)), plain, scaled, None)
+    def again(carry):
+      passes, scales, _ = carry
+      return (passes == 0) | ((passes == 1) & jnp.any(jnp.stack([c != 1 for c in scales])))
+
+    zeros = [jnp.zeros([], d) for d in dtypes]
+    _, scales, totals = jax.lax.while_loop(again, body, (jnp.zeros([], jnp.int32), ones, zeros))
+  else:
+    scales, totals = ones, _sums_of_squares(leaves, dtypes, ones)
+    if not all(bool(c == 1) for c in second_scales(totals)):
+      scales = second_scales(totals)
+      totals = _sums_of_squares(leaves, dtypes, scales)
+  out = []
+  for total, scale, one in zip(totals, scales, ones):
+    root, plain = jnp.sqrt(total), scale == 1
+    m = jnp.where(plain, root, jnp.where(jnp.isfinite(total), one / scale, total))
+    r = jnp.where(plain, one, root)
+    out.append((m * r, m, r))
+  return out
 
 
 def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
@@ -116,8 +137,8 @@ def norm_parts(tree: Any, norm_type: Any = 2.0, axis_name: str | None = None,
   :math:`m`, then ``psum`` of the scaled sums).
 
   For ``p = 2`` without ``axis_name`` this is :func:`l2_norms`: the plain one-pass sum of
-  squares, and the scaled version (on the entries concatenated) under one ``lax.cond`` only
-  when that sum overflows, underflows or is NaN.
+  squares, and a second pass with the entries scaled by an exact power of two only when
+  that sum overflows, underflows or is NaN.
 
   Returns:
     ``(norm, m, r)`` with ``norm = m * r``; ``norm`` is ``inf`` when an entry is infinite

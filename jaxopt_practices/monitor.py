@@ -5,8 +5,8 @@ updates applied, the learning rate actually applied, the global norms of the gra
 updates and params, and how many steps had non-finite gradients. ``stats(opt_state)``
 reads them from anywhere inside a (chained, injected, masked) state, inside ``jit`` or
 after it. The norms are computed inside the same compiled update (no extra compilation,
-no extra host round trip) as plain sums of squares, with the package's overflow-safe norm
-kernel as the one fallback, so they are finite for finite gradients near the float
+no extra host round trip) as plain sums of squares, with a second, exactly scaled pass
+when a sum overflows or underflows, so they are finite for finite gradients near the float
 maximum, as ``clipping.clip_by_global_norm``'s.
 """
 
@@ -104,9 +104,9 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
 def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.Array) -> tuple:
   """``(grad_norm, update_norm, param_norm, nonfinite_count)``: three overflow-safe norms with one check.
 
-  A gradient holding NaN / Inf takes the scaled fallback, whose max-abs is then non-finite.
+  A gradient holding NaN / Inf gives a non-finite ``m`` (see ``_norms.l2_norms``).
   """
-  norms = _norms.l2_norms([updates, new_updates, params], apart=True)  # apart: the inner may square g
+  norms = _norms.l2_norms([updates, new_updates, params])
   (grad_norm, g_max, _), (update_norm, _, _), (param_norm, _, _) = norms
   bad = (~jnp.isfinite(g_max)).astype(jnp.int32)
   return (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
@@ -142,9 +142,9 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
 
   How: the inner update runs once; the three norms are plain float32 (or wider) sums of
   squares of the gradients, the update it returned and the params, as ``optax.global_norm``
-  would take them, and only when one of the sums overflows, underflows or is NaN does the
-  overflow-safe scaled kernel run (one ``lax.cond`` for all three), so the norms are finite
-  for finite inputs near the float maximum, as ``clipping.clip_by_global_norm``'s. The
+  would take them, in a loop that makes a second pass only when one of the sums overflows,
+  underflows or is NaN, with the entries scaled by an exact power of two; so the norms are
+  finite for finite inputs near the float maximum, as ``clipping.clip_by_global_norm``'s. The
   returned updates depend on the norms (a select fused into ``apply_updates``), so no
   donated buffer is copied. Cost: the update is materialized once (a parameter-sized
   temporary) and read by one extra reduction, as is each of the gradients and params.
