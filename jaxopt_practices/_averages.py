@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_practices import _base
+from jaxopt_practices import _fingerprint
 from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
@@ -57,35 +58,6 @@ def _broadcast_to(scalar: jax.Array, x: jax.Array) -> jax.Array:
   return scalar.reshape(scalar.shape + (1,) * (x.ndim - scalar.ndim))
 
 
-def _checksum(tree: Any) -> jax.Array:
-  """``[Σx, Σx²]`` over every real component of ``tree``, in float32: a cheap fingerprint of the params."""
-  parts = []
-  for x in jax.tree.leaves(tree):
-    x = jnp.asarray(x)
-    parts += [jnp.real(x), jnp.imag(x)] if jnp.iscomplexobj(x) else [x]
-  total = jnp.zeros([2], jnp.float32)
-  for x in parts:
-    x = x.astype(jnp.float32)
-    total = total + jnp.stack([jnp.sum(x), jnp.sum(x * x)])
-  return total
-
-
-def _mismatch(expected: jax.Array, params: Any) -> jax.Array:
-  """Whether ``params`` differ from the params whose :func:`_checksum` is ``expected``, beyond round-off.
-
-  The tolerance is 16 ulps of the params' widest-spaced dtype, relative to ``Σx²`` (and to
-  ``sqrt(n Σx²) >= Σ|x|`` for the plain sum), so an update applied outside this transform in
-  another fused order (FMA, bfloat16) is not a mismatch.
-  """
-  leaves = [jnp.asarray(x) for x in jax.tree.leaves(params)]
-  eps = max((float(jnp.finfo(x.dtype).eps) for x in leaves
-             if jnp.issubdtype(x.dtype, jnp.inexact)), default=0.0)
-  n = sum(x.size * (2 if jnp.iscomplexobj(x) else 1) for x in leaves)
-  got = _checksum(params)
-  scale = jnp.stack([jnp.sqrt(n * expected[1]), expected[1]])
-  return jnp.any(jnp.abs(got - expected) > 16.0 * max(eps, 1e-7) * scale)
-
-
 class EmaState(NamedTuple):
   r"""Weighted sum :math:`z_t` of the params (float32+), its total weight :math:`w_t`, dtypes, and more.
 
@@ -96,7 +68,8 @@ class EmaState(NamedTuple):
     total_weight: :math:`w_t`, a scalar (1 throughout with ``debias=False``).
     dtypes: the params' dtypes (:class:`ParamDtypes`), for casting the average back.
     count: int32 number of updates so far (``decay`` is read at it, ``every`` counts it).
-    checksum: fingerprint of the params this transform expects at its next ``update``.
+    checksum: ``[expected, scale]``: a few entries of the params this transform expects at its
+      next ``update`` (three of each of up to 8 leaves), and their round-off scale.
     misplaced: bool, set once those params differed (``ema`` was not last in the chain).
   """
   weighted_sum: Any
@@ -140,8 +113,9 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
   Placement: ``inner=tx`` is ``optax.chain(tx, ema(...))``, which cannot be misplaced. Placed
   by hand before another transform (``chain(ema(0.5), sgd(1.0))``) it would average
   params + a non-final update; each ``update`` checks that the params it gets are the ones it
-  averaged last time (a two-number checksum, to round-off), and :func:`ema_params` raises a
-  ``ValueError`` naming the fix once they were not. One update alone cannot show it.
+  averaged last time (three entries of each of up to 8 leaves spread over the tree, to
+  round-off), and :func:`ema_params` raises a ``ValueError`` naming the fix once they were
+  not. One update alone cannot show it.
 
   Args:
     decay: :math:`\beta \in [0, 1)`, a float or a schedule ``count -> decay`` (values in [0, 1)).
@@ -187,12 +161,16 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
     else:
       z, w = p0, jnp.ones([], w_dtype)
     return EmaState(weighted_sum=z, total_weight=w, dtypes=ParamDtypes.of(params), count=jnp.zeros([], jnp.int32),
-                    checksum=_checksum(params), misplaced=jnp.zeros([], bool))
+                    checksum=_fingerprint.checksum(params), misplaced=jnp.zeros([], bool))
 
   def update_fn(updates, state, params=None):
     _validate.check_state("regularization.ema", state, EmaState)
     _validate.need_params("ema", params)
     t = state.count
+    got = _fingerprint.sampled(params)
+    # The caller's params + updates overwrites the params sampled here: making the updates depend
+    # on the samples orders that write after the read, and the same sum feeds the average.
+    updates = _tree.after(~(jnp.sum(jnp.abs(got)) < 0), updates)
     new_params = optax.apply_updates(params, updates)
     b = _tree.per_dtype(lambda dtype: _tree.as_scalar(decay, t, dtype))
     always = isinstance(every, int) and every == 1  # (an array under inject_hyperparams)
@@ -202,9 +180,9 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
         lambda z, p: keep(b(z.dtype) * z + (1.0 - b(z.dtype)) * p.astype(z.dtype), z), state.weighted_sum, new_params)
     w = state.total_weight
     weight = keep(b(w.dtype) * w + (1.0 - b(w.dtype)), w) if debias else w
-    misplaced = state.misplaced | _mismatch(state.checksum, params)
+    misplaced = state.misplaced | _fingerprint.mismatch(state.checksum, params, got)
     return updates, EmaState(weighted_sum=z, total_weight=weight, dtypes=state.dtypes, count=_tree.increment(t),
-                             checksum=_checksum(new_params), misplaced=misplaced)
+                             checksum=_fingerprint.checksum(params, updates), misplaced=misplaced)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

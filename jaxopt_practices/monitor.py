@@ -113,22 +113,6 @@ def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.A
           nonfinite_count + bad)
 
 
-def _after(flag: jax.Array, updates: Any) -> Any:
-  """``updates`` itself, as values that depend on ``flag`` (always true): ``where(flag, u, 0)``.
-
-  The caller writes ``params + updates`` into the donated params buffer; this makes that
-  write depend on the norms (which read the old params), so XLA orders it after them
-  instead of copying the params first (the same for an inner state read by a re-run).
-  ``lax.optimization_barrier`` does not do this on XLA:CPU (measured: the copy stays); the
-  select fuses into the loop that writes.
-  """
-  def after(u):
-    if not isinstance(u, jax.Array) or not jnp.issubdtype(u.dtype, jnp.inexact):
-      return u
-    return jnp.where(flag, u, jnp.zeros_like(u))
-  return jax.tree.map(after, updates)
-
-
 def track(inner: optax.GradientTransformation, every: int = 1, *,
           learning_rate: float | optax.Schedule | None = None) -> optax.GradientTransformationExtraArgs:
   r"""Wraps ``inner`` so that its state records the statistics of each update.
@@ -224,9 +208,9 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
     grad_norm, update_norm, param_norm, nonfinite = measured
     done = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
     if rerun:  # the measurement read the old inner state: its in-place overwrite comes after
-      new_updates, inner_state = run(_after(done, state.inner_state))
+      new_updates, inner_state = run(_tree.after(done, state.inner_state))
     if params is not None:  # the caller will write params + updates over the params just read
-      new_updates = _after(done, new_updates)
+      new_updates = _tree.after(done, new_updates)
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=reported_learning_rate(inner_state, state.count), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)

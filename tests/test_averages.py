@@ -193,6 +193,27 @@ def test_misplacement_is_caught_inside_jit_and_a_correct_loop_never_trips():
   regularization.ema_params(s)
 
 
+def test_misplacement_is_caught_on_a_many_leaf_tree():
+  """The placement check samples 8 of these 81 leaves: a misplaced ema is still caught, jitted
+  and donated, and the right placement never trips it."""
+  params = {f"layer{i:02d}": {"kernel": jnp.full((4, 3), 0.1 * (i + 1)), "bias": jnp.zeros(3)} for i in range(40)}
+  params["scale"] = jnp.ones([])
+  grads = jax.tree.map(lambda x: jnp.ones_like(x) * 0.5, params)
+  for tx, misplaced in ((optax.chain(regularization.ema(0.9), optax.scale(-0.1)), True),
+                        (regularization.ema(0.9, inner=optax.scale(-0.1)), False)):
+    step = jax.jit(lambda p, s, tx=tx: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(grads, s, p)),
+                   donate_argnums=(0, 1))
+    p, s = jax.tree.map(jnp.copy, params), tx.init(params)
+    for _ in range(3):
+      p, s = step(p, s)
+    if misplaced:
+      with pytest.raises(ValueError, match="not the last transform"):
+        regularization.ema_params(s)
+    else:
+      np.testing.assert_allclose(np.asarray(p["layer05"]["kernel"]), 0.6 - 3 * 0.05, rtol=1e-6)
+      regularization.ema_params(s)
+
+
 def test_swa_inner_is_the_chain():
   p0, grads = _stream(6)
   a = regularization.swa(start_step=2, every=2, inner=momentum.sgd(0.1, momentum=0.9))

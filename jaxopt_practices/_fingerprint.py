@@ -1,0 +1,58 @@
+"""A fingerprint of the params, for ``regularization.ema``'s placement check.
+
+``ema`` placed by hand before another transform averages params + a non-final update. Each
+of its updates compares a few entries of the params it gets with the params it expected
+(``params + updates`` of its previous update), to round-off: :func:`checksum` records them,
+:func:`mismatch` compares. A later transform that changes only leaves outside the sample is
+not seen; ``ema(..., inner=tx)`` cannot be misplaced at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_practices import _norms
+
+__all__ = ["sampled", "checksum", "mismatch"]
+
+_SAMPLED_LEAVES = 8
+
+
+def sampled(tree: Any) -> jax.Array:
+  """Entries ``0``, ``n // 2`` and ``n - 1`` (real and imaginary parts) of up to 8 leaves spread
+  evenly over the tree, in the widest accumulator dtype: a fingerprint of the params that
+  costs a few dozen scalar reads (XLA compiles every slice of a leaf as its own kernel, so
+  one per leaf would cost as much compile time as the average itself)."""
+  leaves = [jnp.ravel(jnp.asarray(x)) for x in jax.tree.leaves(tree)]
+  dtype = _norms.widest_acc_dtype(leaves)
+  leaves = [x for x in leaves if x.size]
+  if len(leaves) > _SAMPLED_LEAVES:
+    leaves = [leaves[round(i * (len(leaves) - 1) / (_SAMPLED_LEAVES - 1))] for i in range(_SAMPLED_LEAVES)]
+  parts = []
+  for x in leaves:
+    picked = jnp.stack([x[i] for i in sorted({0, x.size // 2, x.size - 1})])
+    parts += [jnp.real(picked), jnp.imag(picked)] if jnp.iscomplexobj(x) else [picked]
+  return jnp.concatenate([x.astype(dtype) for x in parts]) if parts else jnp.zeros([0], dtype)
+
+
+def checksum(params: Any, updates: Any | None = None) -> jax.Array:
+  """``[expected, scale]``: the sampled entries (:func:`sampled`) of ``params + updates`` (applied
+  as ``optax.apply_updates`` does) and their round-off scale ``|params| + |updates|``."""
+  expected = sampled(params if updates is None else optax.apply_updates(params, updates))
+  scale = jnp.abs(sampled(params)).astype(expected.dtype)
+  if updates is not None:
+    scale = scale + jnp.abs(sampled(updates)).astype(expected.dtype)
+  return jnp.stack([expected, scale])
+
+
+def mismatch(recorded: jax.Array, params: Any, got: jax.Array) -> jax.Array:
+  """Whether the sampled entries ``got`` of ``params`` differ from what :func:`checksum`
+  ``recorded`` expects by more than 16 ulps of the params' widest-spaced dtype, relative to
+  ``|params| + |updates|`` there (so an update applied in another order, FMA or bfloat16, is not)."""
+  eps = max((float(jnp.finfo(x.dtype).eps) for x in jax.tree.leaves(params)
+             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)), default=0.0)
+  return jnp.any(jnp.abs(got - recorded[0]) > 16.0 * max(eps, 1e-7) * recorded[1])
