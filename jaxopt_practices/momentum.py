@@ -107,7 +107,9 @@ def scale_by_momentum(
     # The buffer starts at zero, so b_1 = mu * 0 + 1 * g_1 = g_1: a scalar coefficient, no select.
     # Both scalars are taken in each leaf's real dtype (float32, float64 for float64 leaves).
     mu_t = _tree.per_dtype(lambda dt: _tree.as_scalar(momentum, state.count, dt))
-    coef = _tree.per_dtype(lambda dt: jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, dt)))
+    # Without dampening the coefficient is 1 at every step: no scalar operand in each leaf's loop.
+    coef = (lambda dt: 1.0) if tau == 0.0 else _tree.per_dtype(
+        lambda dt: jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, dt)))
     buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + coef(b.dtype) * g.astype(b.dtype), updates,
                                   state.momentum_buffer)
     out = buffer
