@@ -53,6 +53,6 @@ def mismatch(recorded: jax.Array, params: Any, got: jax.Array) -> jax.Array:
   """Whether the sampled entries ``got`` of ``params`` differ from what :func:`checksum`
   ``recorded`` expects by more than 16 ulps of the params' widest-spaced dtype, relative to
   ``|params| + |updates|`` there (so an update applied in another order, FMA or bfloat16, is not)."""
-  eps = max((float(jnp.finfo(x.dtype).eps) for x in jax.tree.leaves(params)
-             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)), default=0.0)
+  dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(params)]
+  eps = max((float(jnp.finfo(d).eps) for d in dtypes if jnp.issubdtype(d, jnp.inexact)), default=0.0)
   return jnp.any(jnp.abs(got - recorded[0]) > 16.0 * max(eps, 1e-7) * recorded[1])
