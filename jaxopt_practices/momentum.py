@@ -107,11 +107,13 @@ def scale_by_momentum(
     # The buffer starts at zero, so b_1 = mu * 0 + 1 * g_1 = g_1: a scalar coefficient, no select.
     # Both scalars are taken in each leaf's real dtype (float32, float64 for float64 leaves).
     mu_t = _tree.per_dtype(lambda dt: _tree.as_scalar(momentum, state.count, dt))
-    # Without dampening the coefficient is 1 at every step: no scalar operand in each leaf's loop.
-    coef = (lambda dt: 1.0) if tau == 0.0 else _tree.per_dtype(
-        lambda dt: jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, dt)))
-    buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + coef(b.dtype) * g.astype(b.dtype), updates,
-                                  state.momentum_buffer)
+    coef = _tree.per_dtype(lambda dt: jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, dt)))
+    if tau == 0.0:  # without dampening the coefficient is 1 at every step: no multiplication at all
+      buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + g.astype(b.dtype), updates,
+                                    state.momentum_buffer)
+    else:
+      buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + coef(b.dtype) * g.astype(b.dtype), updates,
+                                    state.momentum_buffer)
     out = buffer
     if nesterov:
       out = _tree.map_components(lambda g, b: g.astype(b.dtype) + mu_t(b.dtype) * b, updates, buffer)
