@@ -168,9 +168,9 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
     _validate.need_params("ema", params)
     t = state.count
     got = _fingerprint.sampled(params)
-    # The caller's params + updates overwrites the params sampled here: making the updates depend
-    # on the samples orders that write after the read, and the same sum feeds the average.
-    updates = _tree.after(~(jnp.sum(jnp.abs(got)) < 0), updates)
+    # The caller's params + updates overwrites the params sampled here: the sampled leaves' updates
+    # depend on the read, which orders that write after it; the same sum feeds the average.
+    updates = _fingerprint.after_sampling(got, updates, params)
     new_params = optax.apply_updates(params, updates)
     b = _tree.per_dtype(lambda dtype: _tree.as_scalar(decay, t, dtype))
     always = isinstance(every, int) and every == 1  # (an array under inject_hyperparams)

@@ -16,27 +16,47 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_practices import _norms
+from jaxopt_practices import _tree
 
-__all__ = ["sampled", "checksum", "mismatch"]
+__all__ = ["chosen", "sampled", "after_sampling", "checksum", "mismatch"]
 
 _SAMPLED_LEAVES = 8
 
 
+def chosen(tree: Any) -> list[int]:
+  """The positions (in ``jax.tree.leaves(tree)``) of the leaves :func:`sampled` reads: every
+  non-empty leaf, or 8 of them spread evenly when there are more."""
+  sized = [i for i, x in enumerate(jax.tree.leaves(tree)) if jnp.size(x)]
+  if len(sized) <= _SAMPLED_LEAVES:
+    return sized
+  return [sized[round(i * (len(sized) - 1) / (_SAMPLED_LEAVES - 1))] for i in range(_SAMPLED_LEAVES)]
+
+
 def sampled(tree: Any) -> jax.Array:
-  """Entries ``0``, ``n // 2`` and ``n - 1`` (real and imaginary parts) of up to 8 leaves spread
-  evenly over the tree, in the widest accumulator dtype: a fingerprint of the params that
-  costs a few dozen scalar reads (XLA compiles every slice of a leaf as its own kernel, so
-  one per leaf would cost as much compile time as the average itself)."""
+  """Entries ``0``, ``n // 2`` and ``n - 1`` (real and imaginary parts) of the :func:`chosen`
+  leaves, in the widest accumulator dtype: a fingerprint of the params that costs a few dozen
+  scalar reads (XLA compiles every slice of a leaf as its own kernel, so one per leaf would
+  cost as much compile time as the average itself)."""
   leaves = [jnp.ravel(jnp.asarray(x)) for x in jax.tree.leaves(tree)]
   dtype = _norms.widest_acc_dtype(leaves)
-  leaves = [x for x in leaves if x.size]
-  if len(leaves) > _SAMPLED_LEAVES:
-    leaves = [leaves[round(i * (len(leaves) - 1) / (_SAMPLED_LEAVES - 1))] for i in range(_SAMPLED_LEAVES)]
   parts = []
-  for x in leaves:
+  for x in (leaves[i] for i in chosen(tree)):
     picked = jnp.stack([x[i] for i in sorted({0, x.size // 2, x.size - 1})])
     parts += [jnp.real(picked), jnp.imag(picked)] if jnp.iscomplexobj(x) else [picked]
   return jnp.concatenate([x.astype(dtype) for x in parts]) if parts else jnp.zeros([0], dtype)
+
+
+def after_sampling(got: jax.Array, updates: Any, params: Any) -> Any:
+  """``updates`` with the leaves of the :func:`chosen` params made to depend on their samples
+  ``got`` (``_tree.after``): the caller's in-place ``params + updates`` then waits for the read
+  instead of XLA copying those params first. The other leaves are not touched."""
+  flag = ~(jnp.sum(jnp.abs(got)) < 0)  # always true, NaN included
+  picked = set(chosen(params))
+  positions = jax.tree.unflatten(jax.tree.structure(params), range(len(jax.tree.leaves(params))))
+  try:
+    return jax.tree.map(lambda i, u: _tree.after(flag, u) if i in picked else u, positions, updates)
+  except ValueError:  # updates not shaped like the params: order every leaf
+    return _tree.after(flag, updates)
 
 
 def checksum(params: Any, updates: Any | None = None) -> jax.Array:
