@@ -5,6 +5,7 @@ Also the placement checks (issue #22 item 3, #21 item 2).
 
 from __future__ import annotations
 
+import re
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -212,6 +213,26 @@ def test_misplacement_is_caught_on_a_many_leaf_tree():
     else:
       np.testing.assert_allclose(np.asarray(p["layer05"]["kernel"]), 0.6 - 3 * 0.05, rtol=1e-6)
       regularization.ema_params(s)
+
+
+def test_donated_ema_step_copies_no_parameter():
+  """Load-independent cost check (issue 19): the placement check reads a few entries of the
+  params the caller then overwrites in place; the compiled step must still copy none of them
+  (before issue 19 it copied every leaf; without the ordering it copies the sampled ones), and its loops are
+  the params write and the average, two per leaf."""
+  leaves = 20
+  tree = {f"l{i:02d}": jax.ShapeDtypeStruct((64, 32), jnp.float32) for i in range(leaves)}
+  tx = regularization.ema(0.999, inner=optax.sgd(0.1))
+
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  text = jax.jit(step, donate_argnums=(0, 1)).lower(tree, jax.eval_shape(tx.init, tree), tree).compile().as_text()
+  pattern = re.compile(r"= f32\[64,32\]\S* (fusion|copy)\(")
+  big = [line for line in text[text.index("ENTRY"):].splitlines() if pattern.search(line)]
+  assert not [line for line in big if "copy(" in line], big
+  assert len(big) == 2 * leaves, big
 
 
 def test_swa_inner_is_the_chain():
