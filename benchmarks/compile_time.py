@@ -20,7 +20,6 @@ the table between the ``compile_time`` markers of ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import time
@@ -220,14 +219,7 @@ def main(argv=None):
   result = dict(device=_device(), jax=jax.__version__, optax=optax.__version__, load=_describe(start, end),
                 load_average_start=start, load_average_end=end, measured_under_load=max(start[0], end[0]) >= 1.0,
                 total_s=round(time.perf_counter() - t0, 1), rows=rows)
-  if args.out is None:
-    print(f"smoke run done ({result['total_s']:.0f} s)")
-    return
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(result, indent=1) + "\n")
-  print(f"wrote {out} ({result['total_s']:.0f} s)")
-  if not args.smoke:
+  if readme_block.write_results(args.out, result, result["total_s"]) and not args.smoke:
     write_readme(pathlib.Path(args.readme), result)
 
 

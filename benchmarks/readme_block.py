@@ -1,8 +1,10 @@
-"""The one helper the benchmark scripts share: rewrite their marked block of a README."""
+"""The helpers the benchmark scripts share: write their results JSON, rewrite their README block."""
 
 from __future__ import annotations
 
+import json
 import pathlib
+from typing import Any
 
 
 def replace_block(path: pathlib.Path, name: str, block: str, heading: str = "") -> None:
@@ -15,3 +17,16 @@ def replace_block(path: pathlib.Path, name: str, block: str, heading: str = "") 
   else:
     text += (f"\n## {heading}\n" if heading else "") + f"\n{begin}\n{block}\n{end}\n"
   path.write_text(text)
+
+
+def write_results(out: str | None, payload: Any, total_s: float) -> bool:
+  """Writes ``payload`` as JSON to ``out`` (creating its folder) and says so; with ``out=None``
+  (a smoke run) writes nothing. Returns whether it wrote, i.e. whether the README should follow."""
+  if out is None:
+    print(f"smoke run done ({total_s:.0f} s)")
+    return False
+  path = pathlib.Path(out)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(payload, indent=1) + "\n")
+  print(f"wrote {path} ({total_s:.0f} s)")
+  return True

@@ -284,14 +284,8 @@ def main(argv=None):
   records += overhead_rows(sizes[base], base, args.rounds + 2, steps[base], triads[base] * 7 / 3)
 
   total = time.perf_counter() - t_start
-  if args.out is None:  # --smoke without --out: a check that it runs, the committed results stay
-    print(f"smoke run done ({total:.0f} s)")
-    return
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(records, indent=1) + "\n")
-  print(f"wrote {out} ({total:.0f} s)")
-  if not args.smoke:
+  # --smoke without --out: a check that it runs, the committed results stay
+  if readme_block.write_results(args.out, records, total) and not args.smoke:
     write_readme(pathlib.Path(args.readme), records, total, args.note)
 
 
