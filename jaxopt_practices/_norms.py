@@ -92,10 +92,10 @@ def l2_norms(trees: list, dtypes: list | None = None,
   Compiled, the passes are either (``loop=True``) a ``lax.while_loop`` whose body is the one
   copy of the per-leaf reductions, or (``loop=False``) the plain reductions followed by a
   ``lax.cond`` whose second pass reduces each tree's entries concatenated. The loop compiles
-  faster for several trees (the monitor's three); the plain first pass steps faster, because
-  its reductions multiply by no runtime scale (XLA:CPU's reduction kernel then reads the
-  entries once; with the scale, twice as long: measured). Eagerly (no tracer among the
-  entries) the passes run in Python.
+  faster for several trees (the monitor's three, where it also steps faster); for one tree
+  (clipping) the plain first pass steps faster, because its reductions multiply by no runtime
+  scale (with one, XLA:CPU's reduction of 10M floats took 0.94 ms instead of 0.48 ms,
+  measured). Eagerly (no tracer among the entries) the passes run in Python.
   """
   leaves = [[] if t is None else jax.tree.leaves(t) for t in trees]
   if dtypes is None:
