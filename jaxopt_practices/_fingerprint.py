@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxopt_practices import _norms
 from jaxopt_practices import _tree
@@ -59,14 +58,14 @@ def after_sampling(got: jax.Array, updates: Any, params: Any) -> Any:
     return _tree.after(flag, updates)
 
 
-def checksum(params: Any, updates: Any | None = None) -> jax.Array:
-  """``[expected, scale]``: the sampled entries (:func:`sampled`) of ``params + updates`` (applied
-  as ``optax.apply_updates`` does) and their round-off scale ``|params| + |updates|``."""
-  expected = sampled(params if updates is None else optax.apply_updates(params, updates))
-  scale = jnp.abs(sampled(params)).astype(expected.dtype)
-  if updates is not None:
-    scale = scale + jnp.abs(sampled(updates)).astype(expected.dtype)
-  return jnp.stack([expected, scale])
+def checksum(new_params: Any, got: jax.Array | None = None, updates: Any = None) -> jax.Array:
+  """``[expected, scale]``: the sampled entries (:func:`sampled`) of ``new_params`` and their
+  round-off scale, ``|params| + |updates|`` there (``got``: the params' samples); at ``init``
+  (no ``got``) ``|new_params|``."""
+  expected = sampled(new_params)
+  if got is None:
+    return jnp.stack([expected, jnp.abs(expected)])
+  return jnp.stack([expected, jnp.abs(got).astype(expected.dtype) + jnp.abs(sampled(updates)).astype(expected.dtype)])
 
 
 def mismatch(recorded: jax.Array, params: Any, got: jax.Array) -> jax.Array:

@@ -174,11 +174,9 @@ def opt_state_shardings(opt_state: Any, params: Any, params_shardings: Any,
     except TypeError:
       return False
 
-  def assign(node):
+  def assign(node):  # a full copy and a masked one alike: each leaf left takes its param's sharding
     if not is_params_copy(node):
       return default
-    if _signature(node) == sig:
-      return params_sh
     leaves, treedef = jax.tree.flatten(node, is_leaf=_is_masked)
     return jax.tree.unflatten(treedef, [x if _is_masked(x) else s for x, s in zip(leaves, sh_leaves)])
 

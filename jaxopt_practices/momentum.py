@@ -108,12 +108,11 @@ def scale_by_momentum(
     # Both scalars are taken in each leaf's real dtype (float32, float64 for float64 leaves).
     mu_t = _tree.per_dtype(lambda dt: _tree.as_scalar(momentum, state.count, dt))
     coef = _tree.per_dtype(lambda dt: jnp.where(state.count == 0, 1.0, 1.0 - jnp.asarray(dampening, dt)))
-    if tau == 0.0:  # without dampening the coefficient is 1 at every step: no multiplication at all
-      buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + g.astype(b.dtype), updates,
-                                    state.momentum_buffer)
-    else:
-      buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + coef(b.dtype) * g.astype(b.dtype), updates,
-                                    state.momentum_buffer)
+
+    def damped(g, dtype):  # without dampening the coefficient is 1 at every step: no multiplication
+      return g.astype(dtype) if tau == 0.0 else coef(dtype) * g.astype(dtype)
+
+    buffer = _tree.map_components(lambda g, b: mu_t(b.dtype) * b + damped(g, b.dtype), updates, state.momentum_buffer)
     out = buffer
     if nesterov:
       out = _tree.map_components(lambda g, b: g.astype(b.dtype) + mu_t(b.dtype) * b, updates, buffer)
