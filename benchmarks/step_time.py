@@ -105,13 +105,18 @@ class Bench:
     return wall
 
 
-def interleaved(benches: list[Bench], rounds: int, steps: int) -> list[float]:
-  """Best-of-rounds ms/step for each bench, rounds alternating between them."""
-  times = [[] for _ in benches]
+def interleaved_rounds(benches: list, rounds: int, steps: int) -> list[list[float]]:
+  """ms/step of each bench in every round, rounds alternating between them."""
+  times: list[list[float]] = [[] for _ in benches]
   for _ in range(rounds):
     for i, b in enumerate(benches):
       times[i].append(b.run(steps))
-  return [min(t) for t in times]
+  return times
+
+
+def interleaved(benches: list[Bench], rounds: int, steps: int) -> list[float]:
+  """Best-of-rounds ms/step for each bench, rounds alternating between them."""
+  return [min(t) for t in interleaved_rounds(benches, rounds, steps)]
 
 
 # issue 13: the cost of observing / clipping an AdamW step, as a ratio to the plain step

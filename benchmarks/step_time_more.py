@@ -73,20 +73,23 @@ def traffic(bench) -> tuple[float, int]:
   return round(cost.get("bytes accessed", 0.0) / size, 2), copies
 
 
+def traffic_fields(ours, optax_) -> dict:
+  """The record fields of :func:`traffic` for both compiled steps (each read once)."""
+  (arrays_ours, copies_ours), (arrays_optax, copies_optax) = traffic(ours), traffic(optax_)
+  return dict(arrays_ours=arrays_ours, arrays_optax=arrays_optax, copies_ours=copies_ours, copies_optax=copies_optax)
+
+
 def rows(n: int, label: str, rounds: int, steps: int, triad: float, st) -> list[dict]:
   """One record per optimizer: ours vs optax (``optax_ms``) with ``torch_ms`` beside them.
 
-  ``st`` is the ``step_time`` module (its ``Bench``, ``interleaved``, ``record`` and ``_flat``).
+  ``st`` is the ``step_time`` module (its ``Bench``, ``interleaved_rounds``, ``record`` and ``_flat``).
   """
   p, g = st._flat(n)
   records = []
   for name, (ours, theirs, torch_cls, torch_kw, same) in NEW.items():
     b_ours, b_opt = st.Bench(ours(), p, g), st.Bench(theirs(), p, g)
     b_torch = TorchBench(torch_cls, torch_kw, p, g)
-    times = [[], [], []]
-    for _ in range(rounds):  # interleaved: each round runs all three back to back
-      for acc, bench in zip(times, (b_ours, b_opt, b_torch)):
-        acc.append(bench.run(steps))
+    times = st.interleaved_rounds([b_ours, b_opt, b_torch], rounds, steps)
     o, t, pt = (min(x) for x in times)
     ratios = sorted(a / b for a, b in zip(times[0], times[1]))
     roof = triad * TRAFFIC[name] / 3
@@ -94,8 +97,7 @@ def rows(n: int, label: str, rounds: int, steps: int, triad: float, st) -> list[
                              ratio_median=round(statistics.median(ratios), 3), ratio_min=round(ratios[0], 3),
                              ratio_max=round(ratios[-1], 3),
                              torch_ms=round(pt, 3), optax_semantics=same, bandwidth_fraction=round(roof / o, 3),
-                             arrays_ours=traffic(b_ours)[0], arrays_optax=traffic(b_opt)[0],
-                             copies_ours=traffic(b_ours)[1], copies_optax=traffic(b_opt)[1],
+                             **traffic_fields(b_ours, b_opt),
                              note="issue 23: torch.optim on CPU (defaults, single-tensor path) in the same run"))
     print(f"  {name}: ours / optax per round, median {statistics.median(ratios):.3f} "
           f"[{ratios[0]:.3f}-{ratios[-1]:.3f}]", flush=True)
