@@ -200,15 +200,18 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0,
     c = jnp.asarray(max_norm, dtype)
     eps = jnp.asarray(_norms.NORM_EPS, dtype)
     one = jnp.ones([], dtype)
-    factor = jnp.minimum(c / (norm + eps), one)
+    den = norm + eps
+    factor = jnp.minimum(c / den, one)
     # u = (g * a1) * a2. Usually a1 = factor, a2 = 1 (PyTorch's g * factor). When the factor
     # is subnormal (it would flush to zero: huge finite gradients), a1 = 1/sqrt(m) and
-    # a2 = m * factor / sqrt(m), both normal numbers.
+    # a2 = m * factor / sqrt(m) = c / sqrt(m) / (r + eps/m), both normal numbers.
     tiny = (factor < jnp.asarray(2.0 ** -100, dtype)) & (m > 0) & jnp.isfinite(m)
     inv = _norms.inv_sqrt(m)
-    m_factor = c / (r + eps * (inv * inv))  # = m * c / (m r + eps), without forming m r
-    a1 = jnp.where(tiny, inv, factor)
-    a2 = jnp.where(tiny, inv * m_factor, one)
+    # Each scale is one division (min(c, den) / den is c / den or exactly 1): XLA computes a
+    # division once, where the chain of selects before it would be copied into every leaf's
+    # loop (measured: compile of chain(clip, adamw) 1.40x -> 1.25x optax's at 120 leaves).
+    a1 = jnp.where(tiny, inv, jnp.minimum(c, den)) / jnp.where(tiny, one, den)
+    a2 = jnp.where(tiny, inv * c, one) / jnp.where(tiny, r + eps * (inv * inv), one)
     shrunk = {}  # below float32, shrink by the unit roundoff u so rounding cannot grow the norm
 
     def scale(g):  # complex entries: both real components scaled
