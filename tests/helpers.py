@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,26 @@ def scan_steps(tx: optax.GradientTransformation, p0: list, grads: list) -> tuple
 def run_scan(tx: optax.GradientTransformation, p0: list, grads: list) -> list:
   """The params after applying ``tx`` to each step's list of gradients (:func:`scan_steps`), as numpy."""
   return [np.asarray(p) for p in scan_steps(tx, p0, grads)[0]]
+
+
+def donated_step_param_ops(tx: optax.GradientTransformation, params: Any) -> list[str]:
+  """The parameter-sized ``fusion`` and ``copy`` instructions of the compiled, donated train step
+  ``(params, state, grads) -> (params + updates, state)`` of ``tx`` (its ENTRY computation).
+
+  ``params``: float32 leaves (arrays or ``jax.ShapeDtypeStruct``) that all have one shape. A
+  ``copy`` is XLA keeping a donated input alive; each ``fusion`` is one loop over a parameter.
+  """
+  shapes = {tuple(x.shape) for x in jax.tree.leaves(params)}
+  assert len(shapes) == 1, f"params of one shape, got {shapes}"
+  dims = ",".join(map(str, shapes.pop()))
+
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  text = jax.jit(step, donate_argnums=(0, 1)).lower(params, jax.eval_shape(tx.init, params), params).compile().as_text()
+  pattern = re.compile(rf"= f32\[{dims}\]\S* (fusion|copy)\(")
+  return [line.strip() for line in text[text.index("ENTRY"):].splitlines() if pattern.search(line)]
 
 
 def floating_leaves(tree: Any) -> list:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 import chex
 import jax
@@ -11,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import grad_stream, nested_params
+from helpers import donated_step_param_ops, grad_stream, nested_params
 from jaxopt_practices import adaptive, clipping, groups, momentum, monitor, plateau, schedules
 
 
@@ -329,19 +328,9 @@ def test_donated_step_copies_nothing_and_materializes_only_the_update(every):
   with every=1 it writes exactly one parameter-sized buffer more than plain AdamW (its 3 fused
   loops): the update, materialized once for its norm (issue 19); with every=k the steps
   outside the lax.cond run exactly AdamW's loops (the measurement re-runs it in the cond)."""
-  n = 1 << 16
-  x = jax.ShapeDtypeStruct((n,), jnp.float32)
-
-  def entry_ops(tx):
-    def step(p, s, g):
-      u, s = tx.update(g, s, p)
-      return optax.apply_updates(p, u), s
-    text = jax.jit(step, donate_argnums=(0, 1)).lower(x, jax.eval_shape(tx.init, x), x).compile().as_text()
-    big = re.compile(rf"^\s*%\S+ = f32\[{n}\]\{{0\}} (fusion|copy)\(")
-    return [line.strip()[:120] for line in text[text.index("ENTRY"):].splitlines() if big.match(line)]
-
-  plain = entry_ops(adaptive.adamw(1e-3))
-  tracked = entry_ops(monitor.track(adaptive.adamw(1e-3), every=every))
+  x = jax.ShapeDtypeStruct((1 << 16,), jnp.float32)
+  plain = donated_step_param_ops(adaptive.adamw(1e-3), x)
+  tracked = donated_step_param_ops(monitor.track(adaptive.adamw(1e-3), every=every), x)
   assert not [line for line in tracked if "copy(" in line], tracked
   assert len(tracked) == len(plain) + (every == 1), (plain, tracked)
 
