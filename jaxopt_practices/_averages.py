@@ -182,7 +182,7 @@ def ema(decay: _base.ScalarOrSchedule = 0.999, debias: bool = True, every: int =
     weight = keep(b(w.dtype) * w + (1.0 - b(w.dtype)), w) if debias else w
     misplaced = state.misplaced | _fingerprint.mismatch(state.checksum, params, got)
     return updates, EmaState(weighted_sum=z, total_weight=weight, dtypes=state.dtypes, count=_tree.increment(t),
-                             checksum=_fingerprint.checksum(new_params, got, updates), misplaced=misplaced)
+                             checksum=_fingerprint.checksum(new_params, got), misplaced=misplaced)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_practices import _norms
 from jaxopt_practices import _tree
@@ -34,13 +35,14 @@ def chosen(tree: Any) -> list[int]:
 def sampled(tree: Any) -> jax.Array:
   """Entries ``0``, ``n // 2`` and ``n - 1`` (real and imaginary parts) of the :func:`chosen`
   leaves, in the widest accumulator dtype: a fingerprint of the params that costs a few dozen
-  scalar reads (XLA compiles every slice of a leaf as its own kernel, so one per leaf would
-  cost as much compile time as the average itself)."""
-  leaves = [jnp.ravel(jnp.asarray(x)) for x in jax.tree.leaves(tree)]
+  scalar reads, one gather per leaf (XLA fuses them into one small kernel; a slice per entry
+  would be a kernel each, and compile time grows with the number of kernels)."""
+  leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
   dtype = _norms.widest_acc_dtype(leaves)
   parts = []
   for x in (leaves[i] for i in chosen(tree)):
-    picked = jnp.stack([x[i] for i in sorted({0, x.size // 2, x.size - 1})])
+    flat_positions = np.array(sorted({0, x.size // 2, x.size - 1}))
+    picked = x[np.unravel_index(flat_positions, x.shape)] if x.ndim else x[None]
     parts += [jnp.real(picked), jnp.imag(picked)] if jnp.iscomplexobj(x) else [picked]
   return jnp.concatenate([x.astype(dtype) for x in parts]) if parts else jnp.zeros([0], dtype)
 
@@ -58,20 +60,24 @@ def after_sampling(got: jax.Array, updates: Any, params: Any) -> Any:
     return _tree.after(flag, updates)
 
 
-def checksum(new_params: Any, got: jax.Array | None = None, updates: Any = None) -> jax.Array:
+def checksum(new_params: Any, got: jax.Array | None = None) -> jax.Array:
   """``[expected, scale]``: the sampled entries (:func:`sampled`) of ``new_params`` and their
-  round-off scale, ``|params| + |updates|`` there (``got``: the params' samples); at ``init``
-  (no ``got``) ``|new_params|``."""
+  round-off scale ``|params| + |new_params|`` there (``got``: the params' samples; at ``init``,
+  no ``got``, ``|new_params|``). The scale is within a factor 2 of ``|params| + |updates|``
+  (triangle inequality), and reading ``new_params`` (the caller's output buffers) rather than
+  the updates keeps the updates of the sampled leaves fused into the loop that writes the
+  params: read twice, they were materialized (a kernel and a buffer each), and with updates
+  that read the params (weight decay) XLA copied those params first."""
   expected = sampled(new_params)
   if got is None:
     return jnp.stack([expected, jnp.abs(expected)])
-  return jnp.stack([expected, jnp.abs(got).astype(expected.dtype) + jnp.abs(sampled(updates)).astype(expected.dtype)])
+  return jnp.stack([expected, jnp.abs(got).astype(expected.dtype) + jnp.abs(expected)])
 
 
 def mismatch(recorded: jax.Array, params: Any, got: jax.Array) -> jax.Array:
   """Whether the sampled entries ``got`` of ``params`` differ from what :func:`checksum`
   ``recorded`` expects by more than 16 ulps of the params' widest-spaced dtype, relative to
-  ``|params| + |updates|`` there (so an update applied in another order, FMA or bfloat16, is not)."""
+  ``|params| + |new params|`` there (so an update applied in another order, FMA or bfloat16, is not)."""
   dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(params)]
   eps = max((float(jnp.finfo(d).eps) for d in dtypes if jnp.issubdtype(d, jnp.inexact)), default=0.0)
   return jnp.any(jnp.abs(got - recorded[0]) > 16.0 * max(eps, 1e-7) * recorded[1])
