@@ -113,6 +113,11 @@ def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.A
           nonfinite_count + bad)
 
 
+def _read(*scalars: jax.Array) -> jax.Array:
+  """A flag that is always true (NaN included) and depends on ``scalars``: for ``_tree.after``."""
+  return ~(jnp.sum(jnp.stack(scalars)) < 0)
+
+
 def track(inner: optax.GradientTransformation, every: int = 1, *,
           learning_rate: float | optax.Schedule | None = None) -> optax.GradientTransformationExtraArgs:
   r"""Wraps ``inner`` so that its state records the statistics of each update.
@@ -126,11 +131,13 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
 
   How: the inner update runs once; the three norms are plain float32 (or wider) sums of
   squares of the gradients, the update it returned and the params, as ``optax.global_norm``
-  would take them, in a loop that makes a second pass only when one of the sums overflows,
+  would take them, in loops that make a second pass only when one of the sums overflows,
   underflows or is NaN, with the entries scaled by an exact power of two; so the norms are
   finite for finite inputs near the float maximum, as ``clipping.clip_by_global_norm``'s. The
-  returned updates depend on the norms (a select fused into ``apply_updates``), so no
-  donated buffer is copied. Cost: the update is materialized once (a parameter-sized
+  gradient and parameter norms come first, and the inner update takes gradients that depend
+  on them (a select fused into its loops), so no donated buffer is copied and the returned
+  updates are the inner's own (an ``ema`` or ``swa`` inside ``inner`` and the caller compute
+  the same params + updates, once). Cost: the update is materialized once (a parameter-sized
   temporary) and read by one extra reduction, as is each of the gradients and params.
   ``every=k`` puts the norms under a ``lax.cond`` taken on updates ``0, k, 2k, ...`` and
   re-runs the inner update there (unless it has side effects such as host callbacks), so
@@ -187,30 +194,32 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
 
   def update_fn(updates, state, params=None, **extra_args):
     _validate.check_state("monitor.track", state, TrackState)
-    run = lambda inner_state: inner.update(updates, inner_state, params, **extra_args)
-    # every=k: a measured update re-runs the inner update inside the cond, so that the others
-    # never materialize it (on XLA:CPU a fresh parameter-sized temporary costs more than a
-    # step); an inner update with side effects (host callbacks) is not re-run.
-    rerun = every > 1 and not jax.make_jaxpr(run)(state.inner_state).effects
-    new_updates, inner_state = (None, None) if rerun else run(state.inner_state)
-
-    def measure(_):
-      measured_updates = run(state.inner_state)[0] if rerun else new_updates
-      return _measure(updates, measured_updates, params, state.nonfinite_count)
-
-    def keep(_):
-      return state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count
-
+    run = lambda grads: inner.update(grads, state.inner_state, params, **extra_args)
+    keep = lambda _: (state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count)
     if every == 1:
-      measured = measure(None)
-    else:
+      # The norms of the gradients and params come first, and the inner update takes gradients
+      # that depend on them: so every write of the update (the caller's params + updates in
+      # place, the inner state) comes after those reads, with the final updates untouched (an
+      # ema or swa inside `inner` computes the same params + updates as the caller: one loop).
+      (grad_norm, g_max, _), (param_norm, _, _) = _norms.l2_norms([updates, params])
+      new_updates, inner_state = run(_tree.after(_read(grad_norm, param_norm), updates))
+      ((update_norm, _, _),) = _norms.l2_norms([new_updates])
+      measured = (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
+                  state.nonfinite_count + (~jnp.isfinite(g_max)).astype(jnp.int32))
+    elif not jax.make_jaxpr(run)(updates).effects:
+      # every=k: a measured update re-runs the inner update inside the cond, so that the others
+      # never materialize it (on XLA:CPU a fresh parameter-sized temporary costs more than a
+      # step); the real update then takes gradients that depend on the measurement.
+      measure = lambda _: _measure(updates, run(updates)[0], params, state.nonfinite_count)
       measured = _tree.cond(state.count % every == 0, measure, keep, None)
+      new_updates, inner_state = run(_tree.after(_read(*measured[:3]), updates))
+    else:  # side effects (host callbacks): the inner update runs once, and is measured as it is
+      new_updates, inner_state = run(updates)
+      measure = lambda _: _measure(updates, new_updates, params, state.nonfinite_count)
+      measured = _tree.cond(state.count % every == 0, measure, keep, None)
+      if params is not None:  # the caller will write params + updates over the params just read
+        new_updates = _tree.after(_read(*measured[:3]), new_updates)
     grad_norm, update_norm, param_norm, nonfinite = measured
-    done = ~(grad_norm + update_norm + param_norm < 0)  # always true, even for NaN
-    if rerun:  # the measurement read the old inner state: its in-place overwrite comes after
-      new_updates, inner_state = run(_tree.after(done, state.inner_state))
-    if params is not None:  # the caller will write params + updates over the params just read
-      new_updates = _tree.after(done, new_updates)
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=reported_learning_rate(inner_state, state.count), grad_norm=grad_norm,
                            update_norm=update_norm, param_norm=param_norm, nonfinite_count=nonfinite)

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from helpers import donated_step_param_ops, grad_stream, nested_params
-from jaxopt_practices import adaptive, clipping, groups, momentum, monitor, plateau, schedules
+from jaxopt_practices import adaptive, clipping, groups, momentum, monitor, plateau, regularization, schedules
 
 
 def _flat_norm(tree):
@@ -333,6 +333,23 @@ def test_donated_step_copies_nothing_and_materializes_only_the_update(every):
   tracked = donated_step_param_ops(monitor.track(adaptive.adamw(1e-3), every=every), x)
   assert not [line for line in tracked if "copy(" in line], tracked
   assert len(tracked) == len(plain) + (every == 1), (plain, tracked)
+
+
+@pytest.mark.parametrize("inner, every, copies", [
+    (lambda: regularization.ema(0.999, inner=optax.sgd(0.1)), 1, 0),
+    (lambda: regularization.swa(5, inner=adaptive.adamw(1e-3)), 1, 0),
+    (lambda: regularization.ema(0.999, inner=adaptive.adamw(1e-3)), 10, 0),
+    (lambda: regularization.ema(0.999, inner=adaptive.adamw(1e-3)), 1, 8)],
+    ids=["ema-sgd", "swa-adamw", "ema-adamw-every10", "ema-adamw"])
+def test_tracked_averages_copy_no_donated_param(inner, every, copies):
+  """An ema / swa inside the tracked optimizer computes params + updates as the caller does:
+  the step must compute it once, in place. When track made the returned updates depend on its
+  norms (before issue 19's fourth round), every param was copied (20 of 20 here). Left: with an
+  update that reads the params (AdamW's decay) and every=1, XLA copies the params of the ema's
+  placement-check sample (8 leaves) to recompute their update in two loops."""
+  tree = {f"l{i:02d}": jax.ShapeDtypeStruct((64, 32), jnp.float32) for i in range(20)}
+  ops = donated_step_param_ops(monitor.track(inner(), every=every), tree)
+  assert len([line for line in ops if "copy(" in line]) == copies, ops
 
 
 def _matmul_inner(scale=0.1, on_call=None):
