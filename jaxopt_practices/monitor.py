@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_practices import _averages
 from jaxopt_practices import _norms
 from jaxopt_practices import _tree
 from jaxopt_practices import _validate
@@ -113,6 +114,9 @@ def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.A
           nonfinite_count + bad)
 
 
+_AVERAGES = (_averages.EmaState, _averages.SwaState)  # transforms that compute params + updates themselves
+
+
 def _read(*scalars: jax.Array) -> jax.Array:
   """A flag that is always true (NaN included) and depends on ``scalars``: for ``_tree.after``."""
   return ~(jnp.sum(jnp.stack(scalars)) < 0)
@@ -134,11 +138,14 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
   would take them, in loops that make a second pass only when one of the sums overflows,
   underflows or is NaN, with the entries scaled by an exact power of two; so the norms are
   finite for finite inputs near the float maximum, as ``clipping.clip_by_global_norm``'s. The
-  gradient and parameter norms come first, and the inner update takes gradients that depend
-  on them (a select fused into its loops), so no donated buffer is copied and the returned
-  updates are the inner's own (an ``ema`` or ``swa`` inside ``inner`` and the caller compute
-  the same params + updates, once). Cost: the update is materialized once (a parameter-sized
-  temporary) and read by one extra reduction, as is each of the gradients and params.
+  returned updates depend on the norms (a select fused into ``apply_updates``), so the
+  caller's in-place params write waits for the param norm's read and no donated buffer is
+  copied. An ``inner`` holding an ``ema`` or ``swa`` computes params + updates itself, so
+  its updates are returned untouched (else XLA computes that sum twice and copies the params
+  first): the gradient and param norms then come before the inner update, which takes
+  gradients that depend on them, and the update norm after it. Cost: the update is
+  materialized once (a parameter-sized temporary) and read by one extra reduction, as is
+  each of the gradients and params.
   ``every=k`` puts the norms under a ``lax.cond`` taken on updates ``0, k, 2k, ...`` and
   re-runs the inner update there (unless it has side effects such as host callbacks), so
   that the other updates run the plain inner step; they keep the last values. ``count``
@@ -196,27 +203,28 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
     _validate.check_state("monitor.track", state, TrackState)
     run = lambda grads: inner.update(grads, state.inner_state, params, **extra_args)
     keep = lambda _: (state.grad_norm, state.update_norm, state.param_norm, state.nonfinite_count)
-    if every == 1:
-      # The norms of the gradients and params come first, and the inner update takes gradients
-      # that depend on them: so every write of the update (the caller's params + updates in
-      # place, the inner state) comes after those reads, with the final updates untouched (an
-      # ema or swa inside `inner` computes the same params + updates as the caller: one loop).
+    rerun = every > 1 and not jax.make_jaxpr(run)(updates).effects
+    if every == 1 and _tree.find_states(state.inner_state, _AVERAGES):
+      # An ema / swa inside computes params + updates as the caller will: the returned updates
+      # must stay the inner's own, or XLA computes that sum twice and copies the params first.
+      # So the gradient and param norms come first and the inner update takes gradients that
+      # depend on them: every write of the update comes after those reads.
       (grad_norm, g_max, _), (param_norm, _, _) = _norms.l2_norms([updates, params])
       new_updates, inner_state = run(_tree.after(_read(grad_norm, param_norm), updates))
       ((update_norm, _, _),) = _norms.l2_norms([new_updates])
       measured = (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
                   state.nonfinite_count + (~jnp.isfinite(g_max)).astype(jnp.int32))
-    elif not jax.make_jaxpr(run)(updates).effects:
+    elif rerun:
       # every=k: a measured update re-runs the inner update inside the cond, so that the others
       # never materialize it (on XLA:CPU a fresh parameter-sized temporary costs more than a
       # step); the real update then takes gradients that depend on the measurement.
       measure = lambda _: _measure(updates, run(updates)[0], params, state.nonfinite_count)
       measured = _tree.cond(state.count % every == 0, measure, keep, None)
       new_updates, inner_state = run(_tree.after(_read(*measured[:3]), updates))
-    else:  # side effects (host callbacks): the inner update runs once, and is measured as it is
+    else:  # every=1 (one loop for the three norms), or an inner update with side effects (run once)
       new_updates, inner_state = run(updates)
       measure = lambda _: _measure(updates, new_updates, params, state.nonfinite_count)
-      measured = _tree.cond(state.count % every == 0, measure, keep, None)
+      measured = measure(None) if every == 1 else _tree.cond(state.count % every == 0, measure, keep, None)
       if params is not None:  # the caller will write params + updates over the params just read
         new_updates = _tree.after(_read(*measured[:3]), new_updates)
     grad_norm, update_norm, param_norm, nonfinite = measured

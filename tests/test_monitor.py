@@ -339,14 +339,18 @@ def test_donated_step_copies_nothing_and_materializes_only_the_update(every):
     (lambda: regularization.ema(0.999, inner=optax.sgd(0.1)), 1, 0),
     (lambda: regularization.swa(5, inner=adaptive.adamw(1e-3)), 1, 0),
     (lambda: regularization.ema(0.999, inner=adaptive.adamw(1e-3)), 10, 0),
-    (lambda: regularization.ema(0.999, inner=adaptive.adamw(1e-3)), 1, 8)],
-    ids=["ema-sgd", "swa-adamw", "ema-adamw-every10", "ema-adamw"])
-def test_tracked_averages_copy_no_donated_param(inner, every, copies):
+    (lambda: regularization.ema(0.999, inner=adaptive.adamw(1e-3)), 1, 8),
+    (lambda: optax.chain(adaptive.adamw(1e-3), optax.scale(0.5)), 1, 0),
+    (lambda: optax.chain(adaptive.adamw(1e-3), optax.scale(0.5)), 10, 0)],
+    ids=["ema-sgd", "swa-adamw", "ema-adamw-every10", "ema-adamw", "adamw-scale", "adamw-scale-every10"])
+def test_tracked_step_copies_no_donated_param(inner, every, copies):
   """An ema / swa inside the tracked optimizer computes params + updates as the caller does:
   the step must compute it once, in place. When track made the returned updates depend on its
-  norms (before issue 19's fourth round), every param was copied (20 of 20 here). Left: with an
-  update that reads the params (AdamW's decay) and every=1, XLA copies the params of the ema's
-  placement-check sample (8 leaves) to recompute their update in two loops."""
+  norms in every case (before issue 19's fourth round), every param was copied (20 of 20 here).
+  Returning the inner's updates untouched in every case instead copies every param of a chain
+  whose update reads the params (AdamW's decay) followed by a cheap tail (a scale, a plateau):
+  XLA recomputes the tail in the params write rather than read the materialized update. Left:
+  with AdamW inside an ema at every=1, the params of the ema's placement sample (8 leaves)."""
   tree = {f"l{i:02d}": jax.ShapeDtypeStruct((64, 32), jnp.float32) for i in range(20)}
   ops = donated_step_param_ops(monitor.track(inner(), every=every), tree)
   assert len([line for line in ops if "copy(" in line]) == copies, ops
