@@ -51,7 +51,7 @@ def after_sampling(got: jax.Array, updates: Any, params: Any) -> Any:
   """``updates`` with the leaves of the :func:`chosen` params made to depend on their samples
   ``got`` (``_tree.after``): the caller's in-place ``params + updates`` then waits for the read
   instead of XLA copying those params first. The other leaves are not touched."""
-  flag = ~(jnp.sum(jnp.abs(got)) < 0)  # always true, NaN included
+  flag = _tree.read_flag(got)
   picked = set(chosen(params))
   positions = jax.tree.unflatten(jax.tree.structure(params), range(len(jax.tree.leaves(params))))
   try:

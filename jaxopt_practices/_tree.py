@@ -183,6 +183,12 @@ def increment(count: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- the kernel rule and masks
+def read_flag(*values: jax.Array) -> jax.Array:
+  """A flag for :func:`after` that is always true (NaN included) and depends on ``values``
+  (any arrays: the results of the reads that must come first)."""
+  return ~(jnp.sum(jnp.stack([jnp.sum(jnp.abs(v)).astype(jnp.float32) for v in values])) < 0)
+
+
 def after(flag: jax.Array, tree: Any) -> Any:
   """``tree`` itself, as values that depend on ``flag`` (always true): ``where(flag, x, 0)``.
 

@@ -102,24 +102,22 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
   return lr
 
 
-def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.Array) -> tuple:
-  """``(grad_norm, update_norm, param_norm, nonfinite_count)``: three overflow-safe norms with one check.
-
-  A gradient holding NaN / Inf gives a non-finite ``m`` (see ``_norms.l2_norms``).
-  """
-  norms = _norms.l2_norms([updates, new_updates, params])
-  (grad_norm, g_max, _), (update_norm, _, _), (param_norm, _, _) = norms
-  bad = (~jnp.isfinite(g_max)).astype(jnp.int32)
-  return (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
+def _stats(grad: tuple, update: tuple, param: tuple, nonfinite_count: jax.Array) -> tuple:
+  """``(grad_norm, update_norm, param_norm, nonfinite_count)``, the norms in float32, from the
+  ``(norm, m, r)`` of each tree (``_norms.l2_norms``). A gradient holding NaN / Inf gives a
+  non-finite ``m``, counted as a non-finite step."""
+  bad = (~jnp.isfinite(grad[1])).astype(jnp.int32)
+  return (grad[0].astype(jnp.float32), update[0].astype(jnp.float32), param[0].astype(jnp.float32),
           nonfinite_count + bad)
 
 
+def _measure(updates: Any, new_updates: Any, params: Any, nonfinite_count: jax.Array) -> tuple:
+  """:func:`_stats` of the three trees, their norms taken with one overflow check."""
+  grad, update, param = _norms.l2_norms([updates, new_updates, params])
+  return _stats(grad, update, param, nonfinite_count)
+
+
 _AVERAGES = (_averages.EmaState, _averages.SwaState)  # transforms that compute params + updates themselves
-
-
-def _read(*scalars: jax.Array) -> jax.Array:
-  """A flag that is always true (NaN included) and depends on ``scalars``: for ``_tree.after``."""
-  return ~(jnp.sum(jnp.stack(scalars)) < 0)
 
 
 def track(inner: optax.GradientTransformation, every: int = 1, *,
@@ -209,24 +207,23 @@ def track(inner: optax.GradientTransformation, every: int = 1, *,
       # must stay the inner's own, or XLA computes that sum twice and copies the params first.
       # So the gradient and param norms come first and the inner update takes gradients that
       # depend on them: every write of the update comes after those reads.
-      (grad_norm, g_max, _), (param_norm, _, _) = _norms.l2_norms([updates, params])
-      new_updates, inner_state = run(_tree.after(_read(grad_norm, param_norm), updates))
-      ((update_norm, _, _),) = _norms.l2_norms([new_updates])
-      measured = (grad_norm.astype(jnp.float32), update_norm.astype(jnp.float32), param_norm.astype(jnp.float32),
-                  state.nonfinite_count + (~jnp.isfinite(g_max)).astype(jnp.int32))
+      grad, param = _norms.l2_norms([updates, params])
+      new_updates, inner_state = run(_tree.after(_tree.read_flag(grad[0], param[0]), updates))
+      (update,) = _norms.l2_norms([new_updates])
+      measured = _stats(grad, update, param, state.nonfinite_count)
     elif rerun:
       # every=k: a measured update re-runs the inner update inside the cond, so that the others
       # never materialize it (on XLA:CPU a fresh parameter-sized temporary costs more than a
       # step); the real update then takes gradients that depend on the measurement.
       measure = lambda _: _measure(updates, run(updates)[0], params, state.nonfinite_count)
       measured = _tree.cond(state.count % every == 0, measure, keep, None)
-      new_updates, inner_state = run(_tree.after(_read(*measured[:3]), updates))
+      new_updates, inner_state = run(_tree.after(_tree.read_flag(*measured[:3]), updates))
     else:  # every=1 (one loop for the three norms), or an inner update with side effects (run once)
       new_updates, inner_state = run(updates)
       measure = lambda _: _measure(updates, new_updates, params, state.nonfinite_count)
       measured = measure(None) if every == 1 else _tree.cond(state.count % every == 0, measure, keep, None)
       if params is not None:  # the caller will write params + updates over the params just read
-        new_updates = _tree.after(_read(*measured[:3]), new_updates)
+        new_updates = _tree.after(_tree.read_flag(*measured[:3]), new_updates)
     grad_norm, update_norm, param_norm, nonfinite = measured
     new_state = TrackState(inner_state=inner_state, count=_tree.increment(state.count),
                            learning_rate=reported_learning_rate(inner_state, state.count), grad_norm=grad_norm,
